@@ -1,0 +1,324 @@
+//! The sans-IO session: every policy decision of resub, and nothing else.
+//!
+//! The core is a deterministic state machine. It opens no socket, reads no
+//! clock and draws no randomness of its own: the driver feeds it what happened
+//! ([`Session::handle_input`], [`Session::handle_timeout`], each with the
+//! current time as an argument) and carries out what it asks for
+//! ([`Session::poll_output`]), waking it again at [`Session::poll_timeout`].
+//! Randomness (backoff jitter, idempotency keys) comes from a generator seeded
+//! at construction. The same inputs at the same times therefore give the same
+//! outputs, which is how the tests drive thousands of fault schedules a second
+//! with simulated time.
+//!
+//! The run-loop invariant: after every `handle_*` call and every `subscribe`,
+//! `unsubscribe`, `publish` or `close`, drain `poll_output` until it returns
+//! `None`, then sleep until `poll_timeout` or the next input, whichever comes
+//! first.
+
+mod backoff;
+mod session;
+
+pub use backoff::Backoff;
+pub use session::{ConnId, Output, Session};
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::Error;
+use crate::Instant;
+
+/// A way of carrying the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transport {
+    /// WebSocket, JSON text frames both ways.
+    WebSocket,
+}
+
+impl Transport {
+    /// The short name used in options and logs: `ws`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "ws",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a driver reports when a connection attempt or an open connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No connection could be made (DNS failure, refused, unreachable).
+    Connect(String),
+    /// The server answered the opening request with an HTTP status instead of
+    /// accepting it, with its `Retry-After` if it gave one.
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The parsed `Retry-After` header.
+        retry_after: Option<Duration>,
+    },
+    /// The TLS handshake failed.
+    Tls(String),
+    /// An open connection ended without a close handshake (reset, EOF, I/O error).
+    Lost(String),
+    /// The server closed the connection with a close code and reason.
+    Closed {
+        /// The WebSocket close code.
+        code: u16,
+        /// The close reason text.
+        reason: String,
+    },
+}
+
+/// Why the client is not connected at the moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// No connection could be made.
+    ConnectFailed(String),
+    /// The server answered the opening request with this HTTP status.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The server asked to come back later (HTTP 429/503, close code 4429/4503).
+    Unavailable {
+        /// How long the server asked to wait, if it said.
+        retry_after: Option<Duration>,
+    },
+    /// The connection broke without a close handshake.
+    Lost(String),
+    /// The server closed the connection.
+    ServerClosed {
+        /// The close code.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// Nothing arrived for longer than the heartbeat timeout.
+    HeartbeatTimeout,
+    /// The connection did not open (and greet) within the open timeout.
+    OpenTimeout,
+    /// The server broke the protocol (malformed frame, gap, frame out of order).
+    Protocol(String),
+    /// The TLS handshake failed.
+    Tls(String),
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            DisconnectReason::Refused { status } => write!(f, "refused with HTTP {status}"),
+            DisconnectReason::Unavailable {
+                retry_after: Some(d),
+            } => {
+                write!(f, "server unavailable, retry after {:.1}s", d.as_secs_f64())
+            }
+            DisconnectReason::Unavailable { retry_after: None } => {
+                f.write_str("server unavailable")
+            }
+            DisconnectReason::Lost(e) => write!(f, "connection lost: {e}"),
+            DisconnectReason::ServerClosed { code, reason } => {
+                write!(f, "closed by server ({code} {reason})")
+            }
+            DisconnectReason::HeartbeatTimeout => f.write_str("heartbeat timeout"),
+            DisconnectReason::OpenTimeout => f.write_str("open timeout"),
+            DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            DisconnectReason::Tls(e) => write!(f, "TLS failed: {e}"),
+        }
+    }
+}
+
+/// The connection's state, as the application sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// A connection attempt is under way.
+    Connecting {
+        /// The transport being tried.
+        transport: Transport,
+        /// Consecutive failures before this attempt (0 for a first try).
+        attempt: u32,
+    },
+    /// Connected and greeted by the server.
+    Connected {
+        /// The transport in use.
+        transport: Transport,
+    },
+    /// Not connected; the next attempt is scheduled.
+    Disconnected {
+        /// Why the last connection or attempt ended.
+        reason: DisconnectReason,
+        /// Consecutive failures so far.
+        attempt: u32,
+        /// When the next attempt starts.
+        retry_at: Instant,
+        /// The delay chosen, from the moment of the failure.
+        retry_in: Duration,
+    },
+    /// Stopped for good: closed by the application (`None`) or by an error
+    /// that retrying would not fix.
+    Closed {
+        /// The error that stopped the client, if one did.
+        error: Option<Error>,
+    },
+}
+
+impl fmt::Display for ConnectionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionState::Connecting { transport, attempt } => {
+                write!(f, "connecting via {transport} (attempt {})", attempt + 1)
+            }
+            ConnectionState::Connected { transport } => write!(f, "connected via {transport}"),
+            ConnectionState::Disconnected {
+                reason,
+                attempt,
+                retry_in,
+                ..
+            } => write!(
+                f,
+                "disconnected: {reason}; retry {attempt} in {:.2}s",
+                retry_in.as_secs_f64()
+            ),
+            ConnectionState::Closed { error: None } => f.write_str("closed"),
+            ConnectionState::Closed { error: Some(e) } => write!(f, "closed: {e}"),
+        }
+    }
+}
+
+/// One event delivered to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The channel it belongs to.
+    pub channel: String,
+    /// Its id (`<epoch>-<seq>`): pass it as a starting cursor to resume after it.
+    pub id: String,
+    /// The event type, if the publisher gave one.
+    pub event: Option<String>,
+    /// The payload, exactly as published.
+    pub data: String,
+}
+
+impl Event {
+    /// The event type, `message` when the publisher gave none (as in SSE).
+    pub fn event_type(&self) -> &str {
+        self.event.as_deref().unwrap_or("message")
+    }
+}
+
+/// Why a subscription could not continue from its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResetReason {
+    /// The server no longer holds the events after the cursor.
+    HistoryTruncated,
+    /// The channel's history was lost or reset (a new epoch).
+    EpochChanged,
+    /// The server does not know the cursor.
+    UnknownCursor,
+    /// A reason this version does not know, as the server named it.
+    Other(String),
+}
+
+impl ResetReason {
+    /// The reason's wire name (`history_truncated`, `epoch_changed`, …).
+    pub fn as_str(&self) -> &str {
+        match self {
+            ResetReason::HistoryTruncated => "history_truncated",
+            ResetReason::EpochChanged => "epoch_changed",
+            ResetReason::UnknownCursor => "unknown_cursor",
+            ResetReason::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for ResetReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Message {
+    /// The next event after the cursor.
+    Event(Event),
+    /// A (re)subscription resumed from the cursor: nothing was lost.
+    Resumed {
+        /// The channel.
+        channel: String,
+        /// The cursor the subscription resumed after.
+        after: String,
+    },
+    /// The subscription could not continue from its cursor: events may have
+    /// been missed. It continues with the events after `head`.
+    Reset {
+        /// The channel.
+        channel: String,
+        /// Why.
+        reason: ResetReason,
+        /// The position the subscription continues after.
+        head: String,
+    },
+}
+
+/// Counters kept by the session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events delivered to the application.
+    pub delivered: u64,
+    /// Of those, events that were replayed from history on (re)subscribe.
+    pub replayed: u64,
+    /// Events received again and dropped (already delivered).
+    pub duplicates: u64,
+    /// Resets delivered.
+    pub resets: u64,
+    /// Connections opened and greeted.
+    pub connections: u64,
+    /// Connections or attempts that ended in failure.
+    pub failures: u64,
+}
+
+/// Tunables of the session. `Config::default()` is a sensible production setting.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// A connection must stay up this long before the failure count resets, so
+    /// that a server accepting and dropping at once cannot cause a tight loop.
+    pub healthy_after: Duration,
+    /// How long an attempt may take from connect to the server's welcome.
+    pub open_timeout: Duration,
+    /// Silence longer than this closes the connection. `None`: twice the
+    /// interval the server states in its welcome.
+    pub heartbeat_timeout: Option<Duration>,
+    /// Most publishes that may wait for a connection or an ack at once.
+    pub max_pending_publishes: usize,
+    /// Largest frame accepted from the server, in bytes; larger frames are a
+    /// protocol error.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::default(),
+            healthy_after: Duration::from_secs(5),
+            open_timeout: Duration::from_secs(10),
+            heartbeat_timeout: None,
+            max_pending_publishes: 1024,
+            max_frame_bytes: 1 << 20,
+        }
+    }
+}

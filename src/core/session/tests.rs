@@ -1,0 +1,1066 @@
+//! Simulated-time tests of the session: scripted scenarios, then a seeded
+//! randomized run over thousands of fault schedules against a model server.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use super::*;
+use crate::core::Backoff;
+
+fn config() -> Config {
+    Config {
+        backoff: Backoff {
+            base: Duration::from_millis(100),
+            factor: 2.0,
+            cap: Duration::from_secs(2),
+            max_attempts: None,
+        },
+        healthy_after: Duration::from_secs(1),
+        open_timeout: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+fn event(channel: &str, id: &str, data: &str) -> String {
+    encode_server(&ServerFrame::Event {
+        channel: channel.into(),
+        id: id.into(),
+        event: None,
+        data: data.into(),
+    })
+}
+
+fn encode_server(f: &ServerFrame) -> String {
+    serde_json::to_string(f).unwrap()
+}
+
+fn welcome(ms: u64) -> String {
+    encode_server(&ServerFrame::Welcome { heartbeat_ms: ms })
+}
+
+fn subscribed(
+    channel: &str,
+    outcome: Outcome,
+    reason: Option<WireResetReason>,
+    head: &str,
+) -> String {
+    encode_server(&ServerFrame::Subscribed {
+        channel: channel.into(),
+        outcome,
+        reason,
+        head: head.into(),
+    })
+}
+
+/// A session plus what it asked for, drained after every step.
+struct Rig {
+    s: Session,
+    now: Instant,
+    sent: Vec<(ConnId, ClientFrame)>,
+    connects: Vec<ConnId>,
+    disconnects: Vec<ConnId>,
+    delivered: Vec<Message>,
+    ended: Vec<(String, Error)>,
+    states: Vec<ConnectionState>,
+    published: Vec<(u64, Result<String, Error>)>,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Self::with(config())
+    }
+
+    fn with(cfg: Config) -> Self {
+        let now = Instant::now();
+        let s = Session::new(cfg, "http://example.test:80", 1, now).unwrap();
+        let mut r = Rig {
+            s,
+            now,
+            sent: vec![],
+            connects: vec![],
+            disconnects: vec![],
+            delivered: vec![],
+            ended: vec![],
+            states: vec![],
+            published: vec![],
+        };
+        r.drain();
+        r
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.s.poll_output() {
+            match o {
+                Output::Connect { conn, .. } => self.connects.push(conn),
+                Output::Send { conn, text } => {
+                    self.sent.push((conn, serde_json::from_str(&text).unwrap()))
+                }
+                Output::Disconnect { conn } => self.disconnects.push(conn),
+                Output::Deliver { message, .. } => self.delivered.push(message),
+                Output::SubscriptionEnded { channel, error } => self.ended.push((channel, error)),
+                Output::PublishDone { token, result } => self.published.push((token, result)),
+                Output::State(st) => self.states.push(st),
+            }
+        }
+    }
+
+    fn conn(&self) -> ConnId {
+        *self.connects.last().unwrap()
+    }
+
+    fn input(&mut self, i: Input) {
+        self.s.handle_input(i, self.now);
+        self.drain();
+    }
+
+    fn recv(&mut self, text: String) {
+        let conn = self.conn();
+        self.input(Input::Received { conn, text });
+    }
+
+    fn open(&mut self) {
+        let conn = self.conn();
+        self.input(Input::Opened { conn });
+        self.recv(welcome(1000));
+    }
+
+    fn close(&mut self, error: TransportError) {
+        let conn = self.conn();
+        self.input(Input::Closed { conn, error });
+    }
+
+    fn advance_to_timeout(&mut self) {
+        self.now = self.s.poll_timeout().expect("a timer is armed");
+        self.s.handle_timeout(self.now);
+        self.drain();
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.delivered
+            .iter()
+            .filter_map(|m| match m {
+                Message::Event(e) => Some(e.data.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn last_state(&self) -> &ConnectionState {
+        self.states.last().unwrap()
+    }
+}
+
+#[test]
+fn first_connect_is_retried_with_backoff() {
+    let mut r = Rig::new();
+    assert_eq!(r.connects.len(), 1);
+    let t0 = r.now;
+    r.close(TransportError::Connect("connection refused".into()));
+    let ConnectionState::Disconnected {
+        attempt, retry_at, ..
+    } = r.last_state().clone()
+    else {
+        panic!("not disconnected: {:?}", r.last_state())
+    };
+    assert_eq!(attempt, 1);
+    assert!(retry_at <= t0 + Duration::from_millis(100));
+    r.advance_to_timeout();
+    assert_eq!(
+        r.connects.len(),
+        2,
+        "a second attempt follows the first failure"
+    );
+    assert_ne!(r.connects[0], r.connects[1]);
+}
+
+#[test]
+fn resumes_after_drop_without_duplicates() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", None).unwrap();
+    r.open();
+    assert!(matches!(
+        &r.sent[0].1,
+        ClientFrame::Subscribe { cursor: None, .. }
+    ));
+    r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
+    for i in 1..=3 {
+        r.recv(event("c", &format!("ep-{i}"), &i.to_string()));
+    }
+    r.close(TransportError::Lost("reset by peer".into()));
+    r.advance_to_timeout();
+    r.open();
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else {
+        panic!()
+    };
+    assert_eq!(
+        cursor.as_deref(),
+        Some("ep-3"),
+        "resubscribes from the last delivered id"
+    );
+    r.recv(subscribed("c", Outcome::Resumed, None, "ep-5"));
+    // A server may replay from before the cursor: those are dropped.
+    for i in 2..=6 {
+        r.recv(event("c", &format!("ep-{i}"), &i.to_string()));
+    }
+    assert_eq!(r.events(), ["1", "2", "3", "4", "5", "6"]);
+    assert_eq!(r.s.stats().duplicates, 2);
+    assert_eq!(r.s.stats().replayed, 2);
+    assert!(
+        r.delivered
+            .iter()
+            .any(|m| matches!(m, Message::Resumed { after, .. } if after == "ep-3"))
+    );
+}
+
+#[test]
+fn gap_forces_a_reconnect_that_resumes_from_the_cursor() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", None).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
+    r.recv(event("c", "ep-1", "1"));
+    r.recv(event("c", "ep-3", "3"));
+    assert_eq!(r.events(), ["1"], "nothing after a gap is delivered");
+    assert_eq!(r.disconnects, [r.conn()]);
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Disconnected {
+            reason: DisconnectReason::Protocol(_),
+            ..
+        }
+    ));
+    r.advance_to_timeout();
+    r.open();
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else {
+        panic!()
+    };
+    assert_eq!(cursor.as_deref(), Some("ep-1"));
+}
+
+#[test]
+fn event_from_another_epoch_without_reset_is_not_delivered() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", Some("ep-4".parse().unwrap())).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Resumed, None, "ep-4"));
+    r.recv(event("c", "other-1", "x"));
+    assert!(r.events().is_empty());
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Disconnected { .. }
+    ));
+}
+
+#[test]
+fn heartbeat_silence_replaces_the_connection() {
+    let mut r = Rig::new();
+    r.open();
+    let opened = r.now;
+    assert_eq!(
+        r.s.poll_timeout(),
+        Some(opened + Duration::from_millis(2000))
+    );
+    r.now += Duration::from_millis(1500);
+    r.recv(encode_server(&ServerFrame::Ping));
+    assert_eq!(
+        r.s.poll_timeout(),
+        Some(r.now + Duration::from_millis(2000)),
+        "any frame extends the deadline"
+    );
+    r.advance_to_timeout();
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Disconnected {
+            reason: DisconnectReason::HeartbeatTimeout,
+            ..
+        }
+    ));
+    assert_eq!(r.disconnects.len(), 1);
+    r.advance_to_timeout();
+    assert_eq!(r.connects.len(), 2);
+}
+
+#[test]
+fn open_timeout_abandons_a_silent_attempt() {
+    let mut r = Rig::new();
+    let conn = r.conn();
+    r.input(Input::Opened { conn });
+    r.advance_to_timeout();
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Disconnected {
+            reason: DisconnectReason::OpenTimeout,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    for _ in 0..50 {
+        let mut r = Rig::new();
+        let t0 = r.now;
+        r.close(TransportError::Status {
+            status: 503,
+            retry_after: Some(Duration::from_secs(3)),
+        });
+        let ConnectionState::Disconnected {
+            retry_at, reason, ..
+        } = r.last_state().clone()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            reason,
+            DisconnectReason::Unavailable {
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert!(retry_at >= t0 + Duration::from_secs(3));
+        assert!(retry_at <= t0 + Duration::from_millis(3100));
+    }
+}
+
+#[test]
+fn close_code_hint_is_honoured() {
+    let mut r = Rig::new();
+    r.open();
+    let t0 = r.now;
+    r.close(TransportError::Closed {
+        code: 4503,
+        reason: "2.5".into(),
+    });
+    let ConnectionState::Disconnected { retry_at, .. } = r.last_state().clone() else {
+        panic!()
+    };
+    assert!(retry_at >= t0 + Duration::from_millis(2500));
+}
+
+#[test]
+fn unauthorized_stops_without_retrying() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", None).unwrap();
+    let (tx, _) = (r.s.publish(7, "c", None, "x".into()), ());
+    tx.unwrap();
+    r.close(TransportError::Status {
+        status: 401,
+        retry_after: None,
+    });
+    assert_eq!(
+        r.last_state(),
+        &ConnectionState::Closed {
+            error: Some(Error::Unauthorized)
+        }
+    );
+    assert_eq!(r.s.poll_timeout(), None, "no retry is scheduled");
+    assert_eq!(r.ended, [("c".to_string(), Error::Unauthorized)]);
+    assert_eq!(r.published, [(7, Err(Error::Unauthorized))]);
+    assert_eq!(r.s.subscribe("d", None), Err(Error::Closed));
+}
+
+#[test]
+fn tls_failure_is_not_retried() {
+    let mut r = Rig::new();
+    r.close(TransportError::Tls(
+        "invalid peer certificate: UnknownIssuer".into(),
+    ));
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Closed {
+            error: Some(Error::Tls(_))
+        }
+    ));
+}
+
+#[test]
+fn failure_count_resets_only_after_a_healthy_period() {
+    let mut r = Rig::new();
+    // A server that accepts and drops at once: the count keeps growing.
+    for expected in 1..=4 {
+        r.open();
+        r.close(TransportError::Lost("eof".into()));
+        let ConnectionState::Disconnected { attempt, .. } = r.last_state().clone() else {
+            panic!()
+        };
+        assert_eq!(attempt, expected);
+        r.advance_to_timeout();
+    }
+    // One that stays up past `healthy_after` resets it.
+    r.open();
+    r.now += Duration::from_millis(1000);
+    r.recv(encode_server(&ServerFrame::Ping));
+    r.close(TransportError::Lost("eof".into()));
+    let ConnectionState::Disconnected { attempt, .. } = r.last_state().clone() else {
+        panic!()
+    };
+    assert_eq!(attempt, 1);
+}
+
+#[test]
+fn max_attempts_stops_with_retries_exhausted() {
+    let mut cfg = config();
+    cfg.backoff.max_attempts = Some(3);
+    let mut r = Rig::with(cfg);
+    for _ in 0..2 {
+        r.close(TransportError::Connect("refused".into()));
+        r.advance_to_timeout();
+    }
+    r.close(TransportError::Connect("refused".into()));
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Closed {
+            error: Some(Error::RetriesExhausted { attempts: 3, .. })
+        }
+    ));
+}
+
+#[test]
+fn truncated_history_gives_a_typed_reset_and_moves_the_cursor() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", Some("ep-2".parse().unwrap())).unwrap();
+    r.open();
+    r.recv(subscribed(
+        "c",
+        Outcome::Reset,
+        Some(WireResetReason::HistoryTruncated),
+        "ep-90",
+    ));
+    assert_eq!(
+        r.delivered,
+        [Message::Reset {
+            channel: "c".into(),
+            reason: ResetReason::HistoryTruncated,
+            head: "ep-90".into()
+        }]
+    );
+    r.recv(event("c", "ep-91", "91"));
+    assert_eq!(r.events(), ["91"]);
+    // After a drop, it resumes after the event it delivered, not the old cursor.
+    r.close(TransportError::Lost("eof".into()));
+    r.advance_to_timeout();
+    r.open();
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else {
+        panic!()
+    };
+    assert_eq!(cursor.as_deref(), Some("ep-91"));
+}
+
+#[test]
+fn live_epoch_change_is_reported_and_followed() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", None).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Live, None, "a-5"));
+    r.recv(encode_server(&ServerFrame::Reset {
+        channel: "c".into(),
+        reason: WireResetReason::EpochChanged,
+        head: "b-0".into(),
+    }));
+    r.recv(event("c", "b-1", "x"));
+    assert!(matches!(
+        &r.delivered[0],
+        Message::Reset {
+            reason: ResetReason::EpochChanged,
+            ..
+        }
+    ));
+    assert_eq!(r.events(), ["x"]);
+}
+
+#[test]
+fn a_cursor_the_server_ignored_is_reported_as_a_reset() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", Some("a-3".parse().unwrap())).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Live, None, "a-9"));
+    assert!(matches!(
+        &r.delivered[0],
+        Message::Reset {
+            reason: ResetReason::UnknownCursor,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn many_subscriptions_share_one_connection() {
+    let mut r = Rig::new();
+    for i in 0..100 {
+        r.s.subscribe(&format!("ch{i}"), None).unwrap();
+    }
+    r.open();
+    assert_eq!(r.connects.len(), 1);
+    let subs = r
+        .sent
+        .iter()
+        .filter(|(_, f)| matches!(f, ClientFrame::Subscribe { .. }))
+        .count();
+    assert_eq!(subs, 100);
+    assert_eq!(
+        r.s.subscribe("ch7", None),
+        Err(Error::AlreadySubscribed("ch7".into()))
+    );
+}
+
+#[test]
+fn inputs_about_a_replaced_connection_are_ignored() {
+    let mut r = Rig::new();
+    let old = r.conn();
+    r.close(TransportError::Connect("refused".into()));
+    r.advance_to_timeout();
+    r.open();
+    r.input(Input::Closed {
+        conn: old,
+        error: TransportError::Lost("late".into()),
+    });
+    r.input(Input::Received {
+        conn: old,
+        text: "garbage".into(),
+    });
+    assert!(matches!(r.last_state(), ConnectionState::Connected { .. }));
+}
+
+#[test]
+fn malformed_and_oversized_frames_are_protocol_errors() {
+    let mut cfg = config();
+    cfg.max_frame_bytes = 64;
+    for bad in [
+        "{not json",
+        "\"a string\"",
+        &format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100)),
+    ] {
+        let mut r = Rig::with(cfg.clone());
+        r.open();
+        r.recv(bad.to_string());
+        assert!(
+            matches!(
+                r.last_state(),
+                ConnectionState::Disconnected {
+                    reason: DisconnectReason::Protocol(_),
+                    ..
+                }
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn publish_is_resent_with_the_same_key_after_a_drop() {
+    let mut r = Rig::new();
+    r.s.publish(1, "c", None, "hello".into()).unwrap();
+    r.open();
+    let ClientFrame::Publish { key: k1, .. } = r.sent.last().unwrap().1.clone() else {
+        panic!()
+    };
+    r.close(TransportError::Lost("eof".into()));
+    r.advance_to_timeout();
+    r.open();
+    let ClientFrame::Publish { key: k2, .. } = r.sent.last().unwrap().1.clone() else {
+        panic!()
+    };
+    assert_eq!(k1, k2);
+    r.recv(encode_server(&ServerFrame::Ack {
+        key: k2,
+        id: "e-1".into(),
+    }));
+    assert_eq!(r.published, [(1, Ok("e-1".into()))]);
+}
+
+#[test]
+fn publish_queue_is_bounded() {
+    let mut cfg = config();
+    cfg.max_pending_publishes = 2;
+    let mut r = Rig::with(cfg);
+    r.s.publish(1, "c", None, "a".into()).unwrap();
+    r.s.publish(2, "c", None, "b".into()).unwrap();
+    assert_eq!(
+        r.s.publish(3, "c", None, "c".into()),
+        Err(Error::PublishQueueFull(2))
+    );
+}
+
+#[test]
+fn forbidden_channel_ends_only_that_subscription() {
+    let mut r = Rig::new();
+    r.s.subscribe("ok", None).unwrap();
+    r.s.subscribe("secret", None).unwrap();
+    r.open();
+    r.recv(encode_server(&ServerFrame::Error {
+        code: "forbidden".into(),
+        channel: Some("secret".into()),
+        key: None,
+        message: "no".into(),
+    }));
+    assert!(matches!(&r.ended[..], [(c, Error::Forbidden { .. })] if c == "secret"));
+    assert!(matches!(r.last_state(), ConnectionState::Connected { .. }));
+}
+
+#[test]
+fn base_urls_map_to_the_websocket_endpoint() {
+    assert_eq!(websocket_url("http://h:1").unwrap(), "ws://h:1/ws");
+    assert_eq!(websocket_url("https://h/api/").unwrap(), "wss://h/api/ws");
+    assert_eq!(websocket_url("wss://h/custom").unwrap(), "wss://h/custom");
+    for bad in ["h:1", "ftp://h", "http://", "http://h/?x=1", "http://h /"] {
+        assert!(websocket_url(bad).is_err(), "{bad}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Randomized fault schedules against a model server.
+
+/// An in-memory server that follows PROTOCOL.md, with faults.
+struct Model {
+    channels: BTreeMap<String, ModelChannel>,
+    conn: Option<ModelConn>,
+    /// Frames on their way to the client, in order.
+    wire: VecDeque<String>,
+    refuse_next: u32,
+    epochs: u32,
+    /// Heads sent in `live` answers that reached the wire.
+    live_starts: Vec<(String, EventId)>,
+    /// A faulty fan-out: the next live event is not sent.
+    lose_next: bool,
+}
+
+struct ModelChannel {
+    epoch: String,
+    /// data of seq 1..=len
+    events: Vec<String>,
+    /// Lowest retained seq.
+    oldest: u64,
+}
+
+struct ModelConn {
+    id: ConnId,
+    open: bool,
+    subs: BTreeSet<String>,
+    stalled: bool,
+}
+
+impl ModelChannel {
+    fn head(&self) -> EventId {
+        EventId::new(self.epoch.clone(), self.events.len() as u64).unwrap()
+    }
+}
+
+impl Model {
+    fn frame(&mut self, f: &ServerFrame) {
+        if self.conn.as_ref().is_some_and(|c| c.open && !c.stalled) {
+            self.wire.push_back(encode_server(f));
+        }
+    }
+
+    fn on_client(&mut self, frame: ClientFrame, rng: &mut SmallRng) {
+        match frame {
+            ClientFrame::Subscribe { channel, cursor } => {
+                let ch = self.channels.get(&channel).unwrap();
+                let head = ch.head();
+                let (outcome, reason, replay_from) =
+                    match cursor.map(|c| c.parse::<EventId>().unwrap()) {
+                        None => (Outcome::Live, None, None),
+                        Some(c) if c.epoch() != ch.epoch => {
+                            (Outcome::Reset, Some(WireResetReason::EpochChanged), None)
+                        }
+                        Some(c) if c.seq() + 1 < ch.oldest => (
+                            Outcome::Reset,
+                            Some(WireResetReason::HistoryTruncated),
+                            None,
+                        ),
+                        Some(c) => (Outcome::Resumed, None, Some(c.seq() + 1)),
+                    };
+                let mut frames = vec![ServerFrame::Subscribed {
+                    channel: channel.clone(),
+                    outcome,
+                    reason,
+                    head: head.to_string(),
+                }];
+                if let Some(from) = replay_from {
+                    // Sometimes replay a little from before the cursor, as an
+                    // at-least-once server may.
+                    let from = from
+                        .saturating_sub(rng.random_range(0..3))
+                        .max(ch.oldest)
+                        .max(1);
+                    for seq in from..=ch.events.len() as u64 {
+                        frames.push(ServerFrame::Event {
+                            channel: channel.clone(),
+                            id: format!("{}-{seq}", ch.epoch),
+                            event: None,
+                            data: ch.events[seq as usize - 1].clone(),
+                        });
+                    }
+                }
+                if let Some(c) = self.conn.as_mut() {
+                    c.subs.insert(channel.clone());
+                }
+                if outcome == Outcome::Live
+                    && self.conn.as_ref().is_some_and(|c| c.open && !c.stalled)
+                {
+                    self.live_starts.push((channel, head));
+                }
+                for f in &frames {
+                    self.frame(f);
+                }
+            }
+            ClientFrame::Unsubscribe { channel } => {
+                if let Some(c) = self.conn.as_mut() {
+                    c.subs.remove(&channel);
+                }
+            }
+            ClientFrame::Publish { .. } => {}
+        }
+    }
+
+    fn publish(&mut self, channel: &str, data: String, dup: bool) {
+        let ch = self.channels.get_mut(channel).unwrap();
+        ch.events.push(data.clone());
+        let f = ServerFrame::Event {
+            channel: channel.into(),
+            id: ch.head().to_string(),
+            event: None,
+            data,
+        };
+        if std::mem::take(&mut self.lose_next) {
+            return;
+        }
+        if self.conn.as_ref().is_some_and(|c| c.subs.contains(channel)) {
+            self.frame(&f);
+            if dup {
+                self.frame(&f);
+            }
+        }
+    }
+}
+
+/// Per channel, what the application saw must be the published sequence,
+/// exactly once and in order, broken only by resets whose reason matches a
+/// fault that was injected.
+struct Checker {
+    pos: BTreeMap<String, EventId>,
+    injected: BTreeMap<String, BTreeSet<&'static str>>,
+}
+
+impl Checker {
+    fn check(&mut self, m: &Message, model: &Model, seed: u64) {
+        match m {
+            Message::Event(e) => {
+                let pos = self.pos.get_mut(&e.channel).unwrap();
+                let id: EventId = e.id.parse().unwrap();
+                assert_eq!(
+                    id.epoch(),
+                    pos.epoch(),
+                    "seed {seed}: epoch jump without reset on {}",
+                    e.channel
+                );
+                assert_eq!(
+                    id.seq(),
+                    pos.seq() + 1,
+                    "seed {seed}: {} after {pos} on {}",
+                    e.id,
+                    e.channel
+                );
+                let ch = &model.channels[&e.channel];
+                if ch.epoch == id.epoch() {
+                    assert_eq!(
+                        e.data,
+                        ch.events[id.seq() as usize - 1],
+                        "seed {seed}: wrong data for {}",
+                        e.id
+                    );
+                }
+                *pos = id;
+            }
+            Message::Reset {
+                channel,
+                reason,
+                head,
+            } => {
+                let allowed = self.injected.get(channel).cloned().unwrap_or_default();
+                assert!(
+                    allowed.contains(reason.as_str()),
+                    "seed {seed}: reset {reason} on {channel} without such a fault"
+                );
+                self.pos.insert(channel.clone(), head.parse().unwrap());
+            }
+            Message::Resumed { .. } => {}
+        }
+    }
+}
+
+fn run_schedule(seed: u64) -> (Stats, u32) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut now = Instant::now();
+    let channels = ["a", "b", "c"];
+    let mut model = Model {
+        channels: BTreeMap::new(),
+        conn: None,
+        wire: VecDeque::new(),
+        refuse_next: 0,
+        epochs: 0,
+        live_starts: vec![],
+        lose_next: false,
+    };
+    let mut checker = Checker {
+        pos: BTreeMap::new(),
+        injected: BTreeMap::new(),
+    };
+    for ch in channels {
+        let mut mc = ModelChannel {
+            epoch: "e0".into(),
+            events: vec![],
+            oldest: 1,
+        };
+        for i in 0..rng.random_range(0..5) {
+            mc.events.push(format!("{ch}-pre-{i}"));
+        }
+        model.channels.insert(ch.into(), mc);
+    }
+    let mut s = Session::new(config(), "http://model", seed, now).unwrap();
+    for ch in channels {
+        // Start from a random point of the existing history, or live.
+        let from = if rng.random_bool(0.5) {
+            let mc = &model.channels[ch];
+            Some(EventId::new("e0", rng.random_range(0..=mc.events.len() as u64)).unwrap())
+        } else {
+            None
+        };
+        if let Some(f) = &from {
+            checker.pos.insert(ch.into(), f.clone());
+        }
+        s.subscribe(ch, from).unwrap();
+    }
+    let mut faults = 0;
+    let mut published = 0;
+    let steps = rng.random_range(50..150);
+    for step in 0..steps + 400 {
+        let healing = step >= steps;
+        // Carry out what the session asked for.
+        while let Some(o) = s.poll_output() {
+            match o {
+                Output::Connect { conn, .. } => {
+                    if model.refuse_next > 0 && !healing {
+                        model.refuse_next -= 1;
+                        let retry_after = Some(Duration::from_millis(rng.random_range(0..3000)));
+                        s.handle_input(
+                            Input::Closed {
+                                conn,
+                                error: TransportError::Status {
+                                    status: 503,
+                                    retry_after,
+                                },
+                            },
+                            now,
+                        );
+                    } else {
+                        model.wire.clear();
+                        model.conn = Some(ModelConn {
+                            id: conn,
+                            open: true,
+                            subs: BTreeSet::new(),
+                            stalled: false,
+                        });
+                        s.handle_input(Input::Opened { conn }, now);
+                        model.frame(&ServerFrame::Welcome { heartbeat_ms: 1000 });
+                    }
+                }
+                Output::Send { conn, text } => {
+                    if model.conn.as_ref().is_some_and(|c| c.id == conn) {
+                        model.on_client(serde_json::from_str(&text).unwrap(), &mut rng);
+                    }
+                }
+                Output::Disconnect { conn } => {
+                    if model.conn.as_ref().is_some_and(|c| c.id == conn) {
+                        model.conn = None;
+                        model.wire.clear();
+                    }
+                }
+                Output::Deliver { message, .. } => {
+                    if let Message::Event(e) = &message
+                        && !checker.pos.contains_key(&e.channel)
+                    {
+                        panic!(
+                            "seed {seed}: event before subscription start on {}",
+                            e.channel
+                        );
+                    }
+                    checker.check(&message, &model, seed);
+                }
+                Output::State(ConnectionState::Closed { error }) => {
+                    panic!("seed {seed}: closed: {error:?}")
+                }
+                Output::State(_) => {}
+                Output::SubscriptionEnded { channel, error } => {
+                    panic!("seed {seed}: {channel} ended: {error}")
+                }
+                Output::PublishDone { .. } => {}
+            }
+        }
+        if step == steps {
+            // Later events reveal any event a faulty fan-out lost.
+            model.lose_next = false;
+            for ch in channels {
+                published += 1;
+                model.publish(ch, format!("{ch}-{published}"), false);
+            }
+        }
+        let action = if healing {
+            99
+        } else {
+            rng.random_range(0..100)
+        };
+        let conn_id = model.conn.as_ref().map(|c| c.id);
+        match action {
+            0..=39 => {
+                let ch = channels[rng.random_range(0..channels.len())];
+                published += 1;
+                let dup = rng.random_bool(0.05);
+                model.publish(ch, format!("{ch}-{published}"), dup);
+            }
+            40..=44 if conn_id.is_some() => {
+                // Abrupt drop: some frames in flight arrive, the rest are lost.
+                faults += 1;
+                let keep = rng.random_range(0..=model.wire.len());
+                model.wire.truncate(keep);
+                while let Some(t) = model.wire.pop_front() {
+                    s.handle_input(
+                        Input::Received {
+                            conn: conn_id.unwrap(),
+                            text: t,
+                        },
+                        now,
+                    );
+                }
+                model.conn = None;
+                s.handle_input(
+                    Input::Closed {
+                        conn: conn_id.unwrap(),
+                        error: TransportError::Lost("reset".into()),
+                    },
+                    now,
+                );
+            }
+            45..=46 if conn_id.is_some() => {
+                faults += 1;
+                model.conn.as_mut().unwrap().stalled = true;
+            }
+            47 => {
+                faults += 1;
+                model.refuse_next = rng.random_range(1..4);
+            }
+            48 => {
+                faults += 1;
+                let ch = channels[rng.random_range(0..channels.len())];
+                let mc = model.channels.get_mut(ch).unwrap();
+                mc.oldest = (mc.events.len() as u64 + 1).saturating_sub(rng.random_range(0..3));
+                mc.oldest = mc.oldest.max(1);
+                checker
+                    .injected
+                    .entry(ch.into())
+                    .or_default()
+                    .insert("history_truncated");
+            }
+            49 => {
+                faults += 1;
+                let ch = channels[rng.random_range(0..channels.len())];
+                model.epochs += 1;
+                let mc = model.channels.get_mut(ch).unwrap();
+                mc.epoch = format!("e{}", model.epochs);
+                mc.events.clear();
+                mc.oldest = 1;
+                let head = mc.head().to_string();
+                checker
+                    .injected
+                    .entry(ch.into())
+                    .or_default()
+                    .insert("epoch_changed");
+                if model.conn.as_ref().is_some_and(|c| c.subs.contains(ch)) {
+                    model.frame(&ServerFrame::Reset {
+                        channel: ch.into(),
+                        reason: WireResetReason::EpochChanged,
+                        head,
+                    });
+                }
+            }
+            50 => {
+                faults += 1;
+                model.lose_next = true;
+            }
+            _ => {
+                // Let time pass: deliver what is on the wire, heartbeats, timers.
+                let step = Duration::from_millis(rng.random_range(1..700));
+                let target = now + step;
+                if let Some(c) = &model.conn
+                    && c.open
+                    && !c.stalled
+                {
+                    model.wire.push_back(encode_server(&ServerFrame::Ping));
+                }
+                while let Some(t) = model.wire.pop_front() {
+                    s.handle_input(
+                        Input::Received {
+                            conn: conn_id.unwrap(),
+                            text: t,
+                        },
+                        now,
+                    );
+                }
+                match s.poll_timeout() {
+                    Some(t) if t <= target => {
+                        now = t;
+                        s.handle_timeout(now);
+                    }
+                    _ => now = target,
+                }
+            }
+        }
+        // A subscription started live begins after the head its `subscribed`
+        // names; the checker starts there too.
+        for (ch, head) in model.live_starts.drain(..) {
+            checker.pos.insert(ch, head);
+        }
+    }
+    // Healed and quiet: everything published must have arrived.
+    for ch in channels {
+        let head = model.channels[ch].head();
+        assert_eq!(
+            checker.pos.get(ch),
+            Some(&head),
+            "seed {seed}: {ch} ended short of the head"
+        );
+    }
+    (s.stats(), faults)
+}
+
+#[test]
+fn randomized_fault_schedules_keep_the_delivery_promise() {
+    let schedules: u64 = std::env::var("RESUB_SCHEDULES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let base: u64 = std::env::var("RESUB_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
+    let mut total = Stats::default();
+    let mut faults = 0u64;
+    for i in 0..schedules {
+        let (st, f) = run_schedule(base.wrapping_add(i));
+        total.delivered += st.delivered;
+        total.duplicates += st.duplicates;
+        total.resets += st.resets;
+        total.connections += st.connections;
+        faults += u64::from(f);
+    }
+    eprintln!(
+        "{schedules} schedules: {} delivered, {} duplicates dropped, {} resets, {} connections, {faults} faults",
+        total.delivered, total.duplicates, total.resets, total.connections
+    );
+    assert!(
+        total.duplicates > 0 && total.resets > 0 && faults > schedules,
+        "the schedules exercised too little"
+    );
+}

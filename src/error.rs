@@ -1,0 +1,86 @@
+//! The error type shared by every layer.
+
+use crate::core::DisconnectReason;
+use crate::protocol::ParseError;
+
+/// Why an operation failed, or why the client stopped.
+///
+/// Every variant has a stable machine-readable [`code`](Error::code), which the
+/// JavaScript and FFI bindings expose as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server refused the credentials (HTTP 401 or close code 4401); retrying would not help.
+    #[error("the server refused the credentials")]
+    Unauthorized,
+    /// The server refused access to a channel.
+    #[error("access to channel {channel:?} refused: {message}")]
+    Forbidden {
+        /// The channel.
+        channel: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server rejected a request as malformed; retrying the same request would not help.
+    #[error("the server rejected the request: {0}")]
+    BadRequest(String),
+    /// The TLS handshake failed (for example, a certificate did not verify).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// The configured number of consecutive failed attempts was reached.
+    #[error("gave up after {attempts} consecutive failed attempts (last: {last})")]
+    RetriesExhausted {
+        /// How many attempts failed in a row.
+        attempts: u32,
+        /// The last failure.
+        last: DisconnectReason,
+    },
+    /// The client was closed by the application.
+    #[error("the client is closed")]
+    Closed,
+    /// A subscription to this channel already exists on this client.
+    #[error("already subscribed to {0:?}")]
+    AlreadySubscribed(String),
+    /// A channel name or cursor is malformed.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The server URL cannot be used.
+    #[error("invalid server URL {url:?}: {why}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The server refused a publish.
+    #[error("publish refused ({code}): {message}")]
+    PublishRejected {
+        /// The server's error code.
+        code: String,
+        /// The server's explanation.
+        message: String,
+    },
+    /// Too many publishes are waiting for a connection or an ack.
+    #[error("publish queue full ({0} waiting)")]
+    PublishQueueFull(usize),
+}
+
+impl Error {
+    /// A stable, machine-readable name for the error (`unauthorized`,
+    /// `forbidden`, `retries_exhausted`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden { .. } => "forbidden",
+            Error::BadRequest(_) => "bad_request",
+            Error::Tls(_) => "tls",
+            Error::RetriesExhausted { .. } => "retries_exhausted",
+            Error::Closed => "closed",
+            Error::AlreadySubscribed(_) => "already_subscribed",
+            Error::Parse(_) => "invalid_argument",
+            Error::InvalidUrl { .. } => "invalid_url",
+            Error::PublishRejected { .. } => "publish_rejected",
+            Error::PublishQueueFull(_) => "publish_queue_full",
+        }
+    }
+}

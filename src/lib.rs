@@ -1,0 +1,42 @@
+//! # resub — resumable real-time subscriptions
+//!
+//! A client for channels of ordered events over WebSocket, with a promise:
+//! every event after a subscription's cursor reaches the application exactly
+//! once and in order, or the application is told, with a reason, that it
+//! cannot ([`Message::Reset`]).
+//!
+//! The crate has three layers:
+//! - [`protocol`]: the wire format (ids, frames), pure and fuzzable;
+//! - [`core`]: the sans-IO session that owns every policy decision
+//!   (reconnect with backoff and jitter, resume, de-duplication, gap detection,
+//!   heartbeats, connection state);
+//! - the driver and [`Client`]: tokio and tokio-tungstenite doing the I/O the
+//!   core asks for.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use resub::{Client, Message};
+//!
+//! # async fn run() -> Result<(), resub::Error> {
+//! let client = Client::builder("http://127.0.0.1:8080").build()?;
+//! let mut trades = client.subscribe("trades")?;
+//! while let Some(msg) = trades.next().await {
+//!     match msg? {
+//!         Message::Event(ev) => println!("{} {}", ev.id, ev.data),
+//!         Message::Reset { reason, .. } => println!("missed events: {reason}; re-sync"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod core;
+mod error;
+pub mod protocol;
+
+pub use core::{ConnectionState, DisconnectReason, Event, Message, ResetReason, Stats, Transport};
+pub use error::Error;
+
+/// The instant type used throughout: `std::time::Instant` on native targets,
+/// a `performance.now()`-based one in the browser.
+pub use web_time::Instant;

@@ -1,0 +1,153 @@
+//! The wire format: event ids and cursors, channel names, and the JSON frames
+//! carried by every transport. Pure values and parsers, no I/O.
+//!
+//! PROTOCOL.md at the repository root is the normative description; this module
+//! is one implementation of it, shared by the client and the reference fixture.
+
+mod frame;
+
+pub use frame::{ClientFrame, Outcome, ServerFrame, WireResetReason};
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The longest channel name the protocol allows, in bytes.
+pub const MAX_CHANNEL_LEN: usize = 128;
+/// The longest epoch the protocol allows, in bytes.
+pub const MAX_EPOCH_LEN: usize = 32;
+
+/// Why a string is not a valid channel name or event id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// A channel name is empty, too long, or has a character outside `[A-Za-z0-9_.:-]`.
+    #[error("invalid channel name {0:?}: 1-128 characters from A-Z a-z 0-9 _ . : -")]
+    Channel(String),
+    /// An event id is not `<epoch>-<seq>`.
+    #[error(
+        "invalid event id {0:?}: expected <epoch>-<seq>, epoch 1-32 of [A-Za-z0-9], seq a decimal u64"
+    )]
+    EventId(String),
+}
+
+/// Checks a channel name against the protocol's grammar: 1 to 128 bytes of
+/// `A-Z a-z 0-9 _ . : -`. The grammar keeps names safe in URL paths and query
+/// strings without escaping.
+pub fn validate_channel(name: &str) -> Result<(), ParseError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CHANNEL_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ParseError::Channel(name.to_owned()))
+    }
+}
+
+/// The id of one event in one channel: a stream epoch and a sequence number.
+///
+/// Within an epoch, the first event has `seq` 1 and every next event has the
+/// next number, so a client can tell a duplicate (`seq` not above its cursor)
+/// from a gap (`seq` more than one above). A server that loses or resets a
+/// channel's history starts a new epoch. The text form is `<epoch>-<seq>`;
+/// `<epoch>-0` names the position before the epoch's first event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId {
+    epoch: String,
+    seq: u64,
+}
+
+impl EventId {
+    /// Builds an id; fails when the epoch is not 1-32 ASCII letters or digits.
+    pub fn new(epoch: impl Into<String>, seq: u64) -> Result<Self, ParseError> {
+        let epoch = epoch.into();
+        if valid_epoch(&epoch) {
+            Ok(Self { epoch, seq })
+        } else {
+            Err(ParseError::EventId(format!("{epoch}-{seq}")))
+        }
+    }
+
+    /// The stream epoch this id belongs to.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The position within the epoch (1 for the first event, 0 before it).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+fn valid_epoch(epoch: &str) -> bool {
+    !epoch.is_empty()
+        && epoch.len() <= MAX_EPOCH_LEN
+        && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl FromStr for EventId {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseError::EventId(s.chars().take(80).collect());
+        let (epoch, seq) = s.rsplit_once('-').ok_or_else(bad)?;
+        if !valid_epoch(epoch) || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let seq = seq.parse::<u64>().map_err(|_| bad())?;
+        Ok(Self {
+            epoch: epoch.to_owned(),
+            seq,
+        })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.epoch, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_id_round_trips_through_text() {
+        let id: EventId = "k3f9a-42".parse().unwrap();
+        assert_eq!(id.epoch(), "k3f9a");
+        assert_eq!(id.seq(), 42);
+        assert_eq!(id.to_string(), "k3f9a-42");
+        assert_eq!("e-0".parse::<EventId>().unwrap().seq(), 0);
+    }
+
+    #[test]
+    fn event_id_rejects_malformed_text() {
+        for bad in [
+            "",
+            "-1",
+            "abc",
+            "abc-",
+            "abc-x",
+            "a b-1",
+            "abc--1",
+            "abc-+1",
+            "abc-18446744073709551616",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-1",
+        ] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn channel_grammar_accepts_safe_names_only() {
+        for good in ["trades", "a", "room:42", "x.y_z-1", &"c".repeat(128)] {
+            assert!(validate_channel(good).is_ok(), "{good:?} rejected");
+        }
+        for bad in ["", "a/b", "a b", "a@b", "é", "a,b", &"c".repeat(129)] {
+            assert!(validate_channel(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
