@@ -19,7 +19,7 @@
 //!
 //! # async fn run() -> Result<(), resub::Error> {
 //! let client = Client::builder("http://127.0.0.1:8080").build()?;
-//! let mut trades = client.subscribe("trades")?;
+//! let mut trades = client.subscribe("trades").await?;
 //! while let Some(msg) = trades.next().await {
 //!     match msg? {
 //!         Message::Event(ev) => println!("{} {}", ev.id, ev.data),
@@ -33,6 +33,14 @@
 pub mod core;
 mod error;
 pub mod protocol;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod client;
+#[cfg(not(target_arch = "wasm32"))]
+mod driver;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use client::{Client, ClientBuilder, States, Subscription};
 
 pub use core::{ConnectionState, DisconnectReason, Event, Message, ResetReason, Stats, Transport};
 pub use error::Error;

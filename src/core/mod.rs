@@ -19,7 +19,7 @@ mod backoff;
 mod session;
 
 pub use backoff::Backoff;
-pub use session::{ConnId, Output, Session};
+pub use session::{ConnId, Input, Output, Session};
 
 use std::fmt;
 use std::time::Duration;

@@ -1,0 +1,345 @@
+//! Reference server for the resub protocol, with fault injection.
+//!
+//! The fixture speaks the WebSocket transport of the protocol on `GET /ws`,
+//! accepts publishes on `POST /publish/{channel}`, and exposes `/control/*`
+//! routes that inject the faults a resumable client has to survive: abrupt
+//! disconnects, stalled connections, refused upgrades, `503` with
+//! `Retry-After`, truncated history and new epochs. Every control route has an
+//! in-process equivalent on [`Fixture`], so tests can drive the server without
+//! an HTTP client.
+//!
+//! All frames are encoded and decoded with the wire types of
+//! [`resub::protocol`].
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let fixture = resub_fixture::Fixture::start().await?;
+//! let id = fixture.publish("trades", None, "hello").expect("valid channel");
+//! println!("{} published {id}", fixture.url());
+//! fixture.drop_connections();
+//! fixture.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod conn;
+mod routes;
+mod state;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use state::Shared;
+
+/// The largest event payload the fixture accepts, in bytes (1 MiB), on
+/// `POST /publish/{channel}` and in WebSocket `publish` frames.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// How many handshake attempts [`FixtureStats::handshakes`] keeps (the newest).
+pub const HANDSHAKE_LOG: usize = 10_000;
+
+/// How long [`Fixture::shutdown`] waits for in-flight HTTP requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Settings of a fixture server.
+///
+/// All fields are public; start from [`FixtureConfig::default`] and override
+/// what a test needs:
+///
+/// ```
+/// use std::time::Duration;
+/// let cfg = resub_fixture::FixtureConfig {
+///     heartbeat: Duration::from_millis(200),
+///     ..Default::default()
+/// };
+/// assert_eq!(cfg.history, 10_000);
+/// ```
+#[derive(Debug, Clone)]
+pub struct FixtureConfig {
+    /// How often a connection sends a `ping` frame when it has sent nothing
+    /// else; also announced in the `welcome` frame. Default 5 s. Values below
+    /// 1 ms are treated as 1 ms.
+    pub heartbeat: Duration,
+    /// How many events each channel retains for replay; older events are
+    /// evicted. Default 10,000.
+    pub history: usize,
+    /// Capacity of each connection's outbound queue, in frames. A connection
+    /// whose queue is full when a frame is added is dropped abruptly (the
+    /// client is expected to resume from its cursor). Default 65,536.
+    pub max_connection_queue: usize,
+    /// How many idempotency keys each channel remembers (the newest). Default
+    /// 10,000.
+    pub idempotency_keys: usize,
+}
+
+impl Default for FixtureConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            history: 10_000,
+            max_connection_queue: 65_536,
+            idempotency_keys: 10_000,
+        }
+    }
+}
+
+/// Why an in-process fixture operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FixtureError {
+    /// The channel name does not pass [`resub::protocol::validate_channel`].
+    InvalidChannel(String),
+}
+
+impl fmt::Display for FixtureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidChannel(name) => write!(
+                f,
+                "invalid channel name {name:?}: 1-128 characters from A-Z a-z 0-9 _ . : -"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FixtureError {}
+
+/// One WebSocket handshake attempt on `GET /ws`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeRecord {
+    /// When the request was answered.
+    pub at: Instant,
+    /// The status it was answered with: `101` when upgraded, `401`, `403` or
+    /// `503` when refused by a fault, `4xx` when the request was not a valid
+    /// upgrade.
+    pub status: u16,
+}
+
+/// Counters of a running fixture, from [`Fixture::stats`] or
+/// `GET /control/stats`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FixtureStats {
+    /// WebSocket handshakes answered with `101 Switching Protocols`.
+    pub connections_accepted: u64,
+    /// WebSocket connections currently open (stalled ones included).
+    pub connections_open: usize,
+    /// Handshake attempts answered with anything but `101`.
+    pub handshakes_refused: u64,
+    /// Connections dropped because their outbound queue was full.
+    pub slow_consumer_drops: u64,
+    /// Events published (repeated idempotency keys not counted).
+    pub events_published: u64,
+    /// The newest [`HANDSHAKE_LOG`] handshake attempts, oldest first.
+    pub handshakes: Vec<HandshakeRecord>,
+}
+
+/// A running fixture server.
+///
+/// Dropping it stops the server: the listener closes, every WebSocket
+/// connection is dropped, and in-flight HTTP requests are finished in the
+/// background. [`Fixture::shutdown`] does the same and waits for the server to
+/// stop.
+pub struct Fixture {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Fixture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fixture")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fixture {
+    /// Starts a fixture on `127.0.0.1` with an ephemeral port and the default
+    /// [`FixtureConfig`]. Must be called within a Tokio runtime.
+    pub async fn start() -> std::io::Result<Fixture> {
+        Self::start_with(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            FixtureConfig::default(),
+        )
+        .await
+    }
+
+    /// Binds `addr` and starts a fixture with `cfg`. Must be called within a
+    /// Tokio runtime.
+    pub async fn start_with(addr: SocketAddr, cfg: FixtureConfig) -> std::io::Result<Fixture> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(cfg));
+        let app = routes::router(Arc::clone(&shared));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let signal = async move {
+                let _ = stopped.await;
+            };
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::error!(%err, "server failed");
+            }
+        });
+        tracing::info!(%addr, "fixture listening");
+        Ok(Fixture {
+            shared,
+            addr,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, `http://IP:PORT` (no trailing slash). The WebSocket
+    /// endpoint is `ws://IP:PORT/ws`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Publishes an event, as `POST /publish/{channel}?event=TYPE` does
+    /// without an idempotency key. Returns the new event's id.
+    pub fn publish(
+        &self,
+        channel: &str,
+        event: Option<&str>,
+        data: &str,
+    ) -> Result<String, FixtureError> {
+        self.shared.publish(channel, None, event, data)
+    }
+
+    /// Publishes an event with an idempotency key, as `POST /publish/{channel}`
+    /// with an `Idempotency-Key` header does: a key already seen on the
+    /// channel returns the first id and publishes nothing.
+    pub fn publish_with_key(
+        &self,
+        channel: &str,
+        key: &str,
+        event: Option<&str>,
+        data: &str,
+    ) -> Result<String, FixtureError> {
+        self.shared.publish(channel, Some(key), event, data)
+    }
+
+    /// Closes every WebSocket connection abruptly (no close frame, the TCP
+    /// stream is dropped), as `POST /control/drop`. Returns how many were
+    /// dropped.
+    pub fn drop_connections(&self) -> usize {
+        self.shared.drop_all()
+    }
+
+    /// Allows or refuses WebSocket upgrades, as `POST /control/websocket`.
+    /// While refused, `/ws` answers `403 Forbidden`. Open connections are not
+    /// touched.
+    pub fn set_websocket_enabled(&self, on: bool) {
+        self.shared.set_websocket_enabled(on);
+    }
+
+    /// Makes every open connection silent, as `POST /control/stall`. Returns
+    /// how many connections were stalled.
+    pub fn stall(&self) -> usize {
+        self.shared.stall_all()
+    }
+
+    /// Answers the next `count` handshakes on `/ws` (every one, with `None`)
+    /// with `503 Service Unavailable` and `Retry-After: retry_after_secs`, as
+    /// `POST /control/unavailable`.
+    pub fn set_unavailable(&self, retry_after_secs: u64, count: Option<u32>) {
+        self.shared.set_unavailable(retry_after_secs, count);
+    }
+
+    /// Stops answering handshakes with `503`.
+    pub fn clear_unavailable(&self) {
+        self.shared.clear_unavailable();
+    }
+
+    /// Keeps only the newest `keep` events of the channel's history, as
+    /// `POST /control/truncate/{channel}`.
+    ///
+    /// # Panics
+    ///
+    /// If `channel` is not a valid channel name.
+    pub fn truncate(&self, channel: &str, keep: usize) {
+        if let Err(err) = self.shared.truncate(channel, keep) {
+            panic!("{err}");
+        }
+    }
+
+    /// Starts a new epoch for the channel, as `POST /control/epoch/{channel}`:
+    /// history is cleared, live subscribers get a `reset` frame with reason
+    /// `epoch_changed`. Returns the new head id, `<epoch>-0`.
+    ///
+    /// # Panics
+    ///
+    /// If `channel` is not a valid channel name.
+    pub fn new_epoch(&self, channel: &str) -> String {
+        match self.shared.new_epoch(channel) {
+            Ok(head) => head,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// The id of the channel's newest event (`<epoch>-0` when the epoch has
+    /// none). Creates the channel if needed.
+    ///
+    /// # Panics
+    ///
+    /// If `channel` is not a valid channel name.
+    pub fn head(&self, channel: &str) -> String {
+        match self.shared.head(channel) {
+            Ok(head) => head,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// Answers handshakes on `/ws` with `401 Unauthorized` while `on`, as
+    /// `POST /control/auth`.
+    pub fn set_reject_auth(&self, on: bool) {
+        self.shared.set_reject_auth(on);
+    }
+
+    /// A snapshot of the server's counters.
+    pub fn stats(&self) -> FixtureStats {
+        self.shared.stats()
+    }
+
+    /// Stops the server and waits (up to a few seconds) for in-flight HTTP
+    /// requests to finish. Every WebSocket connection is dropped abruptly.
+    pub async fn shutdown(mut self) {
+        self.stop_server();
+        if let Some(server) = self.server.take() {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+                tracing::warn!("in-flight requests did not finish; aborting the server");
+                abort.abort();
+            }
+        }
+    }
+
+    fn stop_server(&mut self) {
+        self.shared.close();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.stop_server();
+    }
+}

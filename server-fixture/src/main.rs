@@ -1,0 +1,95 @@
+//! `resub-fixture`: runs the reference server until interrupted.
+//!
+//! The first line on stdout is `listening on http://ADDR`, printed once the
+//! listener is bound. Logs go to stderr, filtered by `RUST_LOG` (default
+//! `info`).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use resub_fixture::{Fixture, FixtureConfig};
+use tracing_subscriber::EnvFilter;
+
+/// Reference server for the resub protocol, with fault injection.
+#[derive(Debug, Parser)]
+#[command(name = "resub-fixture", version, about)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    heartbeat_ms: u64,
+    /// Events retained per channel for replay.
+    #[arg(long, default_value_t = 10_000)]
+    history: usize,
+    /// Capacity of each connection's outbound queue, in frames.
+    #[arg(long, default_value_t = 65_536)]
+    max_connection_queue: usize,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let cfg = FixtureConfig {
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        history: args.history,
+        max_connection_queue: args.max_connection_queue,
+        ..FixtureConfig::default()
+    };
+    let fixture = match Fixture::start_with(args.addr, cfg).await {
+        Ok(fixture) => fixture,
+        Err(err) => {
+            tracing::error!(addr = %args.addr, %err, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "listening on {}", fixture.url())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        tracing::warn!("cannot write the address to stdout");
+    }
+    drop(stdout);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    fixture.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// Completes on Ctrl-C, or SIGTERM on Unix.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot watch SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,345 @@
+//! The Rust API: [`Client`], [`Subscription`], [`States`].
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::core::{Backoff, Config, Session};
+use crate::driver::native::{ConnectOptions, tls_config};
+use crate::driver::{Command, Shared};
+use crate::protocol::{EventId, validate_channel};
+use crate::{ConnectionState, Error, Instant, Message, Stats};
+
+/// Messages buffered per subscription before the client stops reading the
+/// connection (back-pressure) until the application catches up.
+const SUBSCRIPTION_BUFFER: usize = 1024;
+
+/// Configures and starts a [`Client`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    url: String,
+    config: Config,
+    seed: Option<u64>,
+    headers: Vec<(String, String)>,
+    roots: Vec<Vec<u8>>,
+}
+
+impl ClientBuilder {
+    /// Reconnect delays (exponential, full jitter). Default: 500 ms base,
+    /// factor 2, 20 s cap, unlimited attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// How long a connection must stay up before the failure count resets
+    /// (default 5 s).
+    pub fn healthy_after(mut self, d: Duration) -> Self {
+        self.config.healthy_after = d;
+        self
+    }
+
+    /// How long an attempt may take from connect to the server's welcome
+    /// (default 10 s).
+    pub fn open_timeout(mut self, d: Duration) -> Self {
+        self.config.open_timeout = d;
+        self
+    }
+
+    /// Silence after which a connection is considered dead. Default: twice the
+    /// heartbeat interval the server announces.
+    pub fn heartbeat_timeout(mut self, d: Duration) -> Self {
+        self.config.heartbeat_timeout = Some(d);
+        self
+    }
+
+    /// Most publishes that may wait for a connection or an ack (default 1024).
+    pub fn max_pending_publishes(mut self, n: usize) -> Self {
+        self.config.max_pending_publishes = n;
+        self
+    }
+
+    /// Largest frame accepted from the server (default 1 MiB).
+    pub fn max_frame_bytes(mut self, n: usize) -> Self {
+        self.config.max_frame_bytes = n;
+        self
+    }
+
+    /// Seeds the generator for backoff jitter (default: from the OS), for
+    /// reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` when connecting.
+    pub fn token(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    /// Adds a header to every connection request.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Trusts this DER-encoded root certificate for `https`/`wss`, besides the
+    /// webpki roots.
+    pub fn add_root_certificate(mut self, der: Vec<u8>) -> Self {
+        self.roots.push(der);
+        self
+    }
+
+    /// Starts the client on the current tokio runtime. It connects at once
+    /// and keeps reconnecting until closed or stopped by an error that
+    /// retrying cannot fix.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn build(self) -> Result<Client, Error> {
+        let seed = match self.seed {
+            Some(s) => s,
+            None => getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15),
+        };
+        let tls = tls_config(&self.roots)?;
+        let opts = ConnectOptions {
+            headers: self.headers,
+            tls,
+            max_frame_bytes: self.config.max_frame_bytes,
+        };
+        let session = Session::new(self.config, &self.url, seed, Instant::now())?;
+        let (states, _) = broadcast::channel(256);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(ConnectionState::Connecting {
+                transport: crate::Transport::WebSocket,
+                attempt: 0,
+            }),
+            stats: Mutex::new(Stats::default()),
+            states,
+        });
+        let (commands, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(crate::driver::run(session, rx, shared.clone(), opts));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                commands,
+                shared,
+                next_sub: AtomicU64::new(0),
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    next_sub: AtomicU64,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A connection to a resub server, shared by any number of subscriptions.
+///
+/// Cheap to clone; the connection lives until [`close`](Client::close) is
+/// called, or until every clone and every [`Subscription`] is dropped.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Starts configuring a client for the server at `url` (`http://host:port`
+    /// or `https://…`; the endpoints are derived as PROTOCOL.md says).
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.to_owned(),
+            config: Config::default(),
+            seed: None,
+            headers: vec![],
+            roots: vec![],
+        }
+    }
+
+    /// Subscribes to `channel`, starting with live events.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
+        self.subscribe_inner(channel, None).await
+    }
+
+    /// Subscribes to `channel`, starting after the event with id `after`
+    /// (as returned by a publish or carried by an [`Event`](crate::Event)):
+    /// every later event is delivered, or a [`Message::Reset`] says why not.
+    pub async fn subscribe_from(&self, channel: &str, after: &str) -> Result<Subscription, Error> {
+        let from = after.parse::<EventId>()?;
+        self.subscribe_inner(channel, Some(from)).await
+    }
+
+    async fn subscribe_inner(
+        &self,
+        channel: &str,
+        from: Option<EventId>,
+    ) -> Result<Subscription, Error> {
+        validate_channel(channel)?;
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let (reply, result) = oneshot::channel();
+        let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
+        self.command(Command::Subscribe {
+            channel: channel.to_owned(),
+            from,
+            id,
+            tx,
+            reply,
+        })?;
+        result.await.map_err(|_| Error::Closed)??;
+        Ok(Subscription {
+            channel: channel.to_owned(),
+            id,
+            rx,
+            commands: self.inner.commands.clone(),
+        })
+    }
+
+    /// Publishes `data` to `channel` and waits for the server's ack, which
+    /// carries the event's id. Sent again after a reconnect if needed; the
+    /// idempotency key makes sure it is applied once.
+    pub async fn publish(&self, channel: &str, data: impl Into<String>) -> Result<String, Error> {
+        self.publish_event(channel, None, data).await
+    }
+
+    /// Like [`publish`](Self::publish), with an event type.
+    pub async fn publish_event(
+        &self,
+        channel: &str,
+        event: Option<&str>,
+        data: impl Into<String>,
+    ) -> Result<String, Error> {
+        validate_channel(channel)?;
+        let (reply, result) = oneshot::channel();
+        let event = event.map(str::to_owned);
+        self.command(Command::Publish {
+            channel: channel.to_owned(),
+            event,
+            data: data.into(),
+            reply,
+        })?;
+        result.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The current connection state.
+    pub fn state(&self) -> ConnectionState {
+        self.inner.shared.state.lock().expect("state lock").clone()
+    }
+
+    /// Connection state changes from now on. A receiver that falls more than
+    /// 256 changes behind skips the oldest.
+    /// The stream ends after the [`ConnectionState::Closed`] state (at once if
+    /// the client is already closed).
+    pub fn states(&self) -> States {
+        let rx = self.inner.shared.states.subscribe();
+        let done = matches!(self.state(), ConnectionState::Closed { .. });
+        States {
+            inner: BroadcastStream::new(rx),
+            done,
+        }
+    }
+
+    /// Counters: delivered, replayed, duplicates dropped, resets, connections.
+    pub fn stats(&self) -> Stats {
+        *self.inner.shared.stats.lock().expect("stats lock")
+    }
+
+    /// Closes the connection (with a close handshake) and ends every
+    /// subscription; waiting publishes fail with [`Error::Closed`]. Returns
+    /// when the client has stopped.
+    pub async fn close(&self) {
+        let _ = self.inner.commands.send(Command::Close);
+        let task = self.inner.task.lock().expect("task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    fn command(&self, c: Command) -> Result<(), Error> {
+        self.inner.commands.send(c).map_err(|_| Error::Closed)
+    }
+}
+
+/// The messages of one channel: a [`Stream`] of [`Message`]s. Ends after an
+/// error item, or when the client closes. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    channel: String,
+    id: u64,
+    rx: mpsc::Receiver<Result<Message, Error>>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Subscription {
+    /// The channel subscribed to.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Unsubscribe {
+            channel: std::mem::take(&mut self.channel),
+            id: self.id,
+        });
+    }
+}
+
+/// A [`Stream`] of connection state changes.
+pub struct States {
+    inner: BroadcastStream<ConnectionState>,
+    done: bool,
+}
+
+impl std::fmt::Debug for States {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("States")
+    }
+}
+
+impl Stream for States {
+    type Item = ConnectionState;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(s))) => {
+                    self.done = matches!(s, ConnectionState::Closed { .. });
+                    return Poll::Ready(Some(s));
+                }
+                Poll::Ready(Some(Err(_lagged))) => continue,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
