@@ -108,6 +108,9 @@ async fn tail(url: &str, channels: &[String], args: &Args, demo: Option<&Demo>) 
     let mut state = client.state();
     let mut events = 0u64;
     let status_tty = demo.is_some() && std::io::stderr().is_terminal();
+    // When events and the status line share a terminal, each event erases the
+    // status line, which is then drawn again below it.
+    let shared_screen = status_tty && std::io::stdout().is_terminal();
     let mut last_draw = std::time::Instant::now() - Duration::from_secs(1);
     loop {
         tokio::select! {
@@ -131,7 +134,7 @@ async fn tail(url: &str, channels: &[String], args: &Args, demo: Option<&Demo>) 
                     }
                     Some(Ok(_)) => continue,
                 };
-                if status_tty { eprint!("\r\x1b[2K"); }
+                if shared_screen { eprint!("\r\x1b[2K"); }
                 if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                     return 0; // stdout closed (e.g. piped into head)
                 }
@@ -152,7 +155,7 @@ async fn tail(url: &str, channels: &[String], args: &Args, demo: Option<&Demo>) 
         }
         if let Some(d) = demo
             && status_tty
-            && last_draw.elapsed() >= Duration::from_millis(100)
+            && (shared_screen || last_draw.elapsed() >= Duration::from_millis(100))
         {
             last_draw = std::time::Instant::now();
             let st = client.stats();

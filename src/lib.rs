@@ -48,3 +48,8 @@ pub use error::Error;
 /// The instant type used throughout: `std::time::Instant` on native targets,
 /// a `performance.now()`-based one in the browser.
 pub use web_time::Instant;
+
+/// The README's examples compile as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -191,7 +191,7 @@ impl Fixture {
                 tracing::error!(%err, "server failed");
             }
         });
-        tracing::info!(%addr, "fixture listening");
+        tracing::debug!(%addr, "fixture listening");
         Ok(Fixture {
             shared,
             addr,
