@@ -5,6 +5,7 @@
 //! is one implementation of it, shared by the client and the reference fixture.
 
 mod frame;
+pub mod sse;
 
 pub use frame::{ClientFrame, Outcome, ServerFrame, WireResetReason};
 

@@ -1,0 +1,371 @@
+//! An incremental parser for `text/event-stream`, following the WHATWG HTML
+//! "event stream interpretation" rules.
+//!
+//! Feed it bytes split anywhere (even inside a UTF-8 character); it yields
+//! the same events as for the whole stream at once. Lines end in CR, LF or
+//! CRLF, in any mix. Line ends are found with `memchr`; complete lines are
+//! read straight from the input, and only a trailing partial line is copied.
+
+/// One dispatched event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `id` field given in this event, if any (`Some("")` for an empty
+    /// `id:` line, which clears the last event id).
+    pub id: Option<String>,
+    /// The stream's last event id when this event was dispatched (what a
+    /// client sends as `Last-Event-ID` on reconnect).
+    pub last_event_id: String,
+    /// The event type; `message` when the event had no `event` field.
+    pub event: String,
+    /// The `data` lines joined with LF.
+    pub data: String,
+}
+
+/// What the parser saw, besides events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseItem {
+    /// A dispatched event.
+    Event(SseEvent),
+    /// A `retry` field with a valid value: the reconnection time, in ms.
+    Retry(u64),
+    /// A comment line (often a keep-alive).
+    Comment,
+}
+
+/// The parser rejected the stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SseError {
+    /// A line or an event grew past the configured limit.
+    #[error("SSE event larger than {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+/// Incremental `text/event-stream` parser.
+#[derive(Debug)]
+pub struct SseParser {
+    /// Bytes of a line not yet ended.
+    partial: Vec<u8>,
+    /// The previous chunk ended in CR: a LF starting the next one belongs to it.
+    after_cr: bool,
+    /// Still at the start of the stream (a BOM may come).
+    at_start: bool,
+    data: String,
+    /// Whether any `data` field was seen since the last dispatch.
+    has_data: bool,
+    event: String,
+    id_field: Option<String>,
+    last_event_id: String,
+    limit: usize,
+}
+
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::new(1 << 20)
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+impl SseParser {
+    /// A parser that rejects lines and events larger than `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            partial: Vec::new(),
+            after_cr: false,
+            at_start: true,
+            data: String::new(),
+            has_data: false,
+            event: String::new(),
+            id_field: None,
+            last_event_id: String::new(),
+            limit,
+        }
+    }
+
+    /// The last event id seen so far (sent as `Last-Event-ID` on reconnect).
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    /// Parses `chunk`, appending what it completes to `out`.
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
+        if self.at_start {
+            // The BOM may itself arrive split: hold back a prefix of it.
+            let mut probe = std::mem::take(&mut self.partial);
+            probe.extend_from_slice(chunk);
+            if probe.len() < BOM.len() && BOM.starts_with(&probe) {
+                self.partial = probe;
+                return Ok(());
+            }
+            self.at_start = false;
+            let start = if probe.starts_with(BOM) { BOM.len() } else { 0 };
+            let probe = probe[start..].to_vec();
+            return self.feed_lines(&probe, out);
+        }
+        if self.after_cr {
+            self.after_cr = false;
+            if let [b'\n', rest @ ..] = chunk {
+                chunk = rest;
+            }
+        }
+        self.feed_lines(chunk, out)
+    }
+
+    fn feed_lines(&mut self, mut chunk: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
+            let line_end = chunk[pos];
+            if self.partial.is_empty() {
+                self.line(&chunk[..pos], out)?;
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&chunk[..pos]);
+                self.line(&line, out)?;
+                line.clear();
+                self.partial = line; // keep the allocation
+            }
+            chunk = &chunk[pos + 1..];
+            if line_end == b'\r' {
+                match chunk.first() {
+                    Some(b'\n') => chunk = &chunk[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+        }
+        if self.partial.len() + chunk.len() > self.limit {
+            return Err(SseError::TooLarge { limit: self.limit });
+        }
+        self.partial.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
+        if line.is_empty() {
+            self.dispatch(out);
+            return Ok(());
+        }
+        if line[0] == b':' {
+            out.push(SseItem::Comment);
+            return Ok(());
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+            }
+            None => (line, &line[line.len()..]),
+        };
+        match field {
+            b"data" => {
+                if self.data.len() + value.len() + 1 > self.limit {
+                    return Err(SseError::TooLarge { limit: self.limit });
+                }
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(&String::from_utf8_lossy(value));
+                self.has_data = true;
+            }
+            b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
+            b"id" => {
+                if memchr::memchr(0, value).is_none() {
+                    let id = String::from_utf8_lossy(value).into_owned();
+                    self.last_event_id.clone_from(&id);
+                    self.id_field = Some(id);
+                }
+            }
+            b"retry" => {
+                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
+                    // All digits but too large for u64: saturate.
+                    let ms = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(u64::MAX);
+                    out.push(SseItem::Retry(ms));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<SseItem>) {
+        let id = self.id_field.take();
+        let event = std::mem::take(&mut self.event);
+        if !self.has_data {
+            self.data.clear();
+            return;
+        }
+        self.has_data = false;
+        out.push(SseItem::Event(SseEvent {
+            id,
+            last_event_id: self.last_event_id.clone(),
+            event: if event.is_empty() {
+                "message".to_owned()
+            } else {
+                event
+            },
+            data: std::mem::take(&mut self.data),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Vec<SseItem> {
+        let mut p = SseParser::default();
+        let mut out = vec![];
+        p.feed(bytes, &mut out).unwrap();
+        out
+    }
+
+    fn events(bytes: &[u8]) -> Vec<SseEvent> {
+        parse(bytes)
+            .into_iter()
+            .filter_map(|i| match i {
+                SseItem::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ev(id: Option<&str>, last: &str, event: &str, data: &str) -> SseEvent {
+        SseEvent {
+            id: id.map(Into::into),
+            last_event_id: last.into(),
+            event: event.into(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn data_lines_join_with_lf_and_type_defaults_to_message() {
+        assert_eq!(
+            events(b"data: a\ndata: b\n\n"),
+            [ev(None, "", "message", "a\nb")]
+        );
+        assert_eq!(events(b"event: t\ndata\n\n"), [ev(None, "", "t", "")]);
+    }
+
+    #[test]
+    fn cr_lf_and_crlf_line_ends_mix() {
+        assert_eq!(
+            events(b"data: a\rdata: b\r\ndata: c\n\r\n"),
+            [ev(None, "", "message", "a\nb\nc")]
+        );
+    }
+
+    #[test]
+    fn only_one_leading_space_is_stripped() {
+        assert_eq!(events(b"data:  two\n\ndata:none\n\n")[0].data, " two");
+        assert_eq!(events(b"data:none\n\n")[0].data, "none");
+    }
+
+    #[test]
+    fn a_line_without_colon_is_a_field_with_an_empty_value() {
+        assert_eq!(events(b"data\ndata\n\n")[0].data, "\n");
+    }
+
+    #[test]
+    fn id_with_nul_is_ignored_and_ids_persist() {
+        let e = events(b"id: 1\ndata: a\n\nid: x\0y\ndata: b\n\ndata: c\n\nid\ndata: d\n\n");
+        assert_eq!(e[0], ev(Some("1"), "1", "message", "a"));
+        assert_eq!(e[1], ev(None, "1", "message", "b"));
+        assert_eq!(e[2], ev(None, "1", "message", "c"));
+        assert_eq!(e[3], ev(Some(""), "", "message", "d"));
+    }
+
+    #[test]
+    fn retry_needs_all_ascii_digits() {
+        let items =
+            parse(b"retry: 1500\nretry: 15x\nretry: -1\nretry:\nretry: 99999999999999999999999\n");
+        assert_eq!(items, [SseItem::Retry(1500), SseItem::Retry(u64::MAX)]);
+    }
+
+    #[test]
+    fn comments_are_reported_and_do_not_dispatch() {
+        assert_eq!(parse(b": ping\n\n"), [SseItem::Comment]);
+    }
+
+    #[test]
+    fn event_type_resets_after_each_dispatch() {
+        let e = events(b"event: a\ndata: 1\n\ndata: 2\n\n");
+        assert_eq!((e[0].event.as_str(), e[1].event.as_str()), ("a", "message"));
+    }
+
+    #[test]
+    fn an_event_without_data_is_not_dispatched_and_its_type_is_dropped() {
+        assert_eq!(
+            events(b"event: a\n\ndata: x\n\n"),
+            [ev(None, "", "message", "x")]
+        );
+    }
+
+    #[test]
+    fn a_leading_bom_is_stripped_once() {
+        assert_eq!(events(b"\xEF\xBB\xBFdata: a\n\n")[0].data, "a");
+        // A second BOM is part of the field name, so the line is ignored.
+        assert_eq!(events(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: a\n\n"), []);
+    }
+
+    #[test]
+    fn an_incomplete_event_at_the_end_is_discarded() {
+        assert_eq!(
+            events(b"data: a\n\ndata: b\n"),
+            [ev(None, "", "message", "a")]
+        );
+        assert_eq!(events(b"data: a"), []);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_invalid_utf8_is_replaced() {
+        assert_eq!(events(b"foo: bar\ndata: \xFFok\n\n")[0].data, "\u{FFFD}ok");
+    }
+
+    #[test]
+    fn oversized_lines_and_events_are_rejected() {
+        let mut p = SseParser::new(16);
+        let mut out = vec![];
+        assert!(p.feed(&[b'x'; 17], &mut out).is_err());
+        let mut p = SseParser::new(16);
+        assert!(
+            p.feed(b"data: 0123456789\ndata: 0123456789\n", &mut out)
+                .is_err()
+        );
+    }
+
+    const SAMPLE: &[u8] = "\u{FEFF}retry: 10\r\n: hi\r\nid: 1\r\nevent: é\r\ndata: h\u{e9}llo 🌍\r\ndata\r\n\r\nid: 2\rdata: x\r\rdata: y\ndata:  z\n\nid: a\0b\ndata: q\n\n\n\ndata: incomplete"
+        .as_bytes();
+
+    #[test]
+    fn every_split_point_gives_the_same_items() {
+        let whole = parse(SAMPLE);
+        assert_eq!(
+            whole
+                .iter()
+                .filter(|i| matches!(i, SseItem::Event(_)))
+                .count(),
+            4
+        );
+        for cut in 0..=SAMPLE.len() {
+            let mut p = SseParser::default();
+            let mut out = vec![];
+            p.feed(&SAMPLE[..cut], &mut out).unwrap();
+            p.feed(&SAMPLE[cut..], &mut out).unwrap();
+            assert_eq!(out, whole, "split at {cut}");
+        }
+        // And byte by byte.
+        let mut p = SseParser::default();
+        let mut out = vec![];
+        for b in SAMPLE {
+            p.feed(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        assert_eq!(out, whole);
+    }
+}
