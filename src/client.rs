@@ -11,10 +11,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::core::{Backoff, Config, Session};
-use crate::driver::native::{ConnectOptions, tls_config};
+use crate::driver::native::{ConnectOptions, http_client, tls_config};
 use crate::driver::{Command, Shared};
 use crate::protocol::{EventId, validate_channel};
-use crate::{ConnectionState, Error, Instant, Message, Stats};
+use crate::{ConnectionState, Error, Instant, Message, Stats, Transport};
 
 /// Messages buffered per subscription before the client stops reading the
 /// connection (back-pressure) until the application catches up.
@@ -72,6 +72,27 @@ impl ClientBuilder {
         self
     }
 
+    /// Transports to use, most preferred first (default: WebSocket, SSE, long
+    /// polling). The client falls back along the list when a transport is not
+    /// available, and probes back up while on a less preferred one.
+    pub fn transports(mut self, transports: &[Transport]) -> Self {
+        self.config.transports = transports.to_vec();
+        self
+    }
+
+    /// How often to try a more preferred transport while on a fallback
+    /// (default 60 s); `None` never tries.
+    pub fn upgrade_probe(mut self, every: Option<Duration>) -> Self {
+        self.config.upgrade_probe = every;
+        self
+    }
+
+    /// How long the server may hold a long-poll request (default 25 s).
+    pub fn poll_hold(mut self, d: Duration) -> Self {
+        self.config.poll_hold = d;
+        self
+    }
+
     /// Seeds the generator for backoff jitter (default: from the OS), for
     /// reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -109,16 +130,19 @@ impl ClientBuilder {
             None => getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15),
         };
         let tls = tls_config(&self.roots)?;
+        let http = http_client(&tls, &self.headers)?;
         let opts = ConnectOptions {
             headers: self.headers,
             tls,
+            http,
             max_frame_bytes: self.config.max_frame_bytes,
         };
         let session = Session::new(self.config, &self.url, seed, Instant::now())?;
+        let first = session.transport();
         let (states, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             state: Mutex::new(ConnectionState::Connecting {
-                transport: crate::Transport::WebSocket,
+                transport: first,
                 attempt: 0,
             }),
             stats: Mutex::new(Stats::default()),

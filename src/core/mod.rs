@@ -19,7 +19,7 @@ mod backoff;
 mod session;
 
 pub use backoff::Backoff;
-pub use session::{ConnId, Input, Output, Session};
+pub use session::{ConnId, Input, Output, POLL_BATCH_FACTOR, PostError, Session};
 
 use std::fmt;
 use std::time::Duration;
@@ -28,18 +28,40 @@ use crate::Error;
 use crate::Instant;
 
 /// A way of carrying the protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Transport {
     /// WebSocket, JSON text frames both ways.
     WebSocket,
+    /// Server-Sent Events down, HTTP POST up.
+    Sse,
+    /// Long polling: held GET requests down, HTTP POST up.
+    LongPoll,
 }
 
 impl Transport {
-    /// The short name used in options and logs: `ws`.
+    /// Every transport, in the default order of preference.
+    pub const ALL: [Transport; 3] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll];
+
+    /// The short name used in options and logs: `ws`, `sse` or `poll`.
     pub fn name(self) -> &'static str {
         match self {
             Transport::WebSocket => "ws",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "poll",
+        }
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ws" | "websocket" => Ok(Transport::WebSocket),
+            "sse" => Ok(Transport::Sse),
+            "poll" | "long-poll" | "longpoll" => Ok(Transport::LongPoll),
+            _ => Err(format!("unknown transport {s:?}: expected ws, sse or poll")),
         }
     }
 }
@@ -66,8 +88,13 @@ pub enum TransportError {
     },
     /// The TLS handshake failed.
     Tls(String),
+    /// The server (or a proxy) answered in a way that says this transport is
+    /// not available here, for example an SSE request answered with HTML.
+    Unsupported(String),
     /// An open connection ended without a close handshake (reset, EOF, I/O error).
     Lost(String),
+    /// A long-poll request completed normally.
+    Completed,
     /// The server closed the connection with a close code and reason.
     Closed {
         /// The WebSocket close code.
@@ -88,6 +115,8 @@ pub enum DisconnectReason {
         /// The HTTP status.
         status: u16,
     },
+    /// The answer showed that this transport is not available here.
+    Unsupported(String),
     /// The server asked to come back later (HTTP 429/503, close code 4429/4503).
     Unavailable {
         /// How long the server asked to wait, if it said.
@@ -117,6 +146,7 @@ impl fmt::Display for DisconnectReason {
         match self {
             DisconnectReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             DisconnectReason::Refused { status } => write!(f, "refused with HTTP {status}"),
+            DisconnectReason::Unsupported(e) => write!(f, "transport not available: {e}"),
             DisconnectReason::Unavailable {
                 retry_after: Some(d),
             } => {
@@ -152,6 +182,8 @@ pub enum ConnectionState {
     Connected {
         /// The transport in use.
         transport: Transport,
+        /// Why a more preferred transport is not in use, if one is not.
+        fallback: Option<Fallback>,
     },
     /// Not connected; the next attempt is scheduled.
     Disconnected {
@@ -178,7 +210,20 @@ impl fmt::Display for ConnectionState {
             ConnectionState::Connecting { transport, attempt } => {
                 write!(f, "connecting via {transport} (attempt {})", attempt + 1)
             }
-            ConnectionState::Connected { transport } => write!(f, "connected via {transport}"),
+            ConnectionState::Connected {
+                transport,
+                fallback: None,
+            } => write!(f, "connected via {transport}"),
+            ConnectionState::Connected {
+                transport,
+                fallback: Some(fb),
+            } => {
+                write!(
+                    f,
+                    "connected via {transport} (fell back from {}: {})",
+                    fb.from, fb.reason
+                )
+            }
             ConnectionState::Disconnected {
                 reason,
                 attempt,
@@ -193,6 +238,15 @@ impl fmt::Display for ConnectionState {
             ConnectionState::Closed { error: Some(e) } => write!(f, "closed: {e}"),
         }
     }
+}
+
+/// Why the client fell back from a more preferred transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// The transport that was given up.
+    pub from: Transport,
+    /// How it failed.
+    pub reason: DisconnectReason,
 }
 
 /// One event delivered to the application.
@@ -308,6 +362,16 @@ pub struct Config {
     /// Largest frame accepted from the server, in bytes; larger frames are a
     /// protocol error.
     pub max_frame_bytes: usize,
+    /// Transports to use, most preferred first. The client falls back along
+    /// this list when a transport is not available, remembers what worked,
+    /// and probes back up (see `upgrade_probe`).
+    pub transports: Vec<Transport>,
+    /// While on a less preferred transport, how often to try a better one
+    /// (without dropping the working connection until the better one is up).
+    /// `None` never probes.
+    pub upgrade_probe: Option<Duration>,
+    /// How long a long-poll request may be held by the server.
+    pub poll_hold: Duration,
 }
 
 impl Default for Config {
@@ -319,6 +383,9 @@ impl Default for Config {
             heartbeat_timeout: None,
             max_pending_publishes: 1024,
             max_frame_bytes: 1 << 20,
+            transports: Transport::ALL.to_vec(),
+            upgrade_probe: Some(Duration::from_secs(60)),
+            poll_hold: Duration::from_secs(25),
         }
     }
 }

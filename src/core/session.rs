@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
+use serde::Deserialize;
 
 use super::{
-    Config, ConnectionState, DisconnectReason, Event, Message, ResetReason, Stats, Transport,
-    TransportError,
+    Config, ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats,
+    Transport, TransportError,
 };
 use crate::protocol::{
     ClientFrame, EventId, Outcome, ServerFrame, WireResetReason, validate_channel,
@@ -19,7 +20,12 @@ use crate::{Error, Instant};
 /// larger values are clamped so that hostile input cannot overflow a deadline.
 const MAX_HINT: Duration = Duration::from_secs(3600);
 
-/// Identifies one connection attempt. Inputs about an older attempt are ignored.
+/// A long-poll response carries many frames: it may be this many times
+/// [`Config::max_frame_bytes`].
+pub const POLL_BATCH_FACTOR: usize = 16;
+
+/// Identifies one connection attempt (one request, for long polling). Inputs
+/// about an attempt the session no longer cares for are ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
@@ -27,22 +33,35 @@ pub struct ConnId(pub u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
-    /// Open a connection; report [`Input::Opened`], [`Input::Received`] and
+    /// Open a connection (for long polling: send one poll request); report
+    /// [`Input::Opened`], [`Input::Received`], [`Input::Activity`] and
     /// [`Input::Closed`] with this id.
     Connect {
         /// The attempt's id.
         conn: ConnId,
         /// The transport to use.
         transport: Transport,
-        /// Where to connect.
+        /// Where to connect; for SSE and long polling the URL carries the
+        /// subscriptions and their cursors.
         url: String,
     },
-    /// Send one text frame on the connection.
+    /// Send one text frame on the (WebSocket) connection.
     Send {
         /// The connection.
         conn: ConnId,
         /// The encoded frame.
         text: String,
+    },
+    /// Publish over HTTP (on the SSE and long-polling transports): `POST url`
+    /// with the data as body and `Idempotency-Key: key`; report the result as
+    /// [`Input::Posted`].
+    Post {
+        /// The idempotency key.
+        key: String,
+        /// The publish URL, with the event type in the query if any.
+        url: String,
+        /// The event's data.
+        data: String,
     },
     /// Close the connection and report nothing more about it.
     Disconnect {
@@ -78,17 +97,24 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Input {
-    /// The connection opened.
+    /// The connection opened (WebSocket upgraded; SSE or poll answered 200
+    /// with the right content type).
     Opened {
         /// The connection.
         conn: ConnId,
     },
-    /// A text frame arrived.
+    /// A frame arrived (a WebSocket message, an SSE event's data, a poll
+    /// response body).
     Received {
         /// The connection.
         conn: ConnId,
         /// The frame.
         text: String,
+    },
+    /// Bytes arrived that carry no frame (an SSE comment): the connection is alive.
+    Activity {
+        /// The connection.
+        conn: ConnId,
     },
     /// The attempt failed or the connection ended.
     Closed {
@@ -97,6 +123,28 @@ pub enum Input {
         /// How.
         error: TransportError,
     },
+    /// An HTTP publish finished.
+    Posted {
+        /// The idempotency key of the publish.
+        key: String,
+        /// The event id, or how the request failed.
+        result: Result<String, PostError>,
+    },
+}
+
+/// How an HTTP publish failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PostError {
+    /// The server answered with an error status.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The response body, for the error message.
+        message: String,
+    },
+    /// The request did not complete (network failure).
+    Failed(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,12 +155,28 @@ enum Timer {
     Open,
     /// Something must arrive by then.
     Heartbeat,
+    /// Try a more preferred transport.
+    Probe,
+    /// The probe must be greeted by then.
+    ProbeOpen,
+    /// Reopen an HTTP stream so that it carries the current subscriptions.
+    Reopen,
+    /// Post publishes that failed to go out.
+    Repost,
 }
 
-const TIMERS: [Timer; 3] = [Timer::Reconnect, Timer::Open, Timer::Heartbeat];
+const TIMERS: [Timer; 7] = [
+    Timer::Reconnect,
+    Timer::Open,
+    Timer::Heartbeat,
+    Timer::Probe,
+    Timer::ProbeOpen,
+    Timer::Reopen,
+    Timer::Repost,
+];
 
 #[derive(Debug, Default)]
-struct TimerTable([Option<Instant>; 3]);
+struct TimerTable([Option<Instant>; TIMERS.len()]);
 
 impl TimerTable {
     fn set(&mut self, t: Timer, at: Instant) {
@@ -120,6 +184,9 @@ impl TimerTable {
     }
     fn stop(&mut self, t: Timer) {
         self.0[t as usize] = None;
+    }
+    fn is_set(&self, t: Timer) -> bool {
+        self.0[t as usize].is_some()
     }
     fn next(&self) -> Option<Instant> {
         self.0.iter().flatten().min().copied()
@@ -129,20 +196,46 @@ impl TimerTable {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Conn {
     /// Waiting for the reconnect timer.
     Idle,
     /// An attempt is under way (not yet opened).
-    Opening { id: ConnId },
-    /// Open; greeted once `welcomed_at` is set.
+    Opening { id: ConnId, transport: Transport },
+    /// Open; greeted once `welcomed` is set.
     Open {
         id: ConnId,
-        welcomed_at: Option<Instant>,
+        transport: Transport,
+        welcomed: bool,
         heartbeat: Duration,
     },
     /// Stopped for good.
     Closed,
+}
+
+impl Conn {
+    fn id(&self) -> Option<ConnId> {
+        match *self {
+            Conn::Opening { id, .. } | Conn::Open { id, .. } => Some(id),
+            Conn::Idle | Conn::Closed => None,
+        }
+    }
+
+    fn transport(&self) -> Option<Transport> {
+        match *self {
+            Conn::Opening { transport, .. } | Conn::Open { transport, .. } => Some(transport),
+            Conn::Idle | Conn::Closed => None,
+        }
+    }
+}
+
+/// A connection on a more preferred transport, opened beside the working one;
+/// it replaces it once greeted.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    id: ConnId,
+    index: usize,
+    opened: bool,
 }
 
 #[derive(Debug)]
@@ -151,6 +244,9 @@ struct Sub {
     cursor: Option<EventId>,
     /// The server confirmed the subscription on the current connection.
     confirmed: bool,
+    /// Confirmed at least once since the link was established (so that a
+    /// repeated confirmation, as on every poll, is not news).
+    live: bool,
     /// Events up to this sequence number in the cursor's epoch are replays.
     replay_until: u64,
 }
@@ -159,13 +255,26 @@ struct Sub {
 struct PendingPublish {
     token: u64,
     key: String,
-    text: String,
+    channel: String,
+    event: Option<String>,
+    data: String,
+    /// Posted over HTTP and not answered yet.
+    in_flight: bool,
 }
 
 /// What to do after a connection failed.
 enum Decision {
-    Retry { hint: Option<Duration> },
+    Retry {
+        hint: Option<Duration>,
+    },
+    /// This transport is not available here: try the next one.
+    Fallback,
     Stop(Error),
+}
+
+#[derive(Deserialize)]
+struct PollBatch {
+    frames: Vec<ServerFrame>,
 }
 
 /// The resub session: subscriptions, cursors, connection policy.
@@ -174,13 +283,27 @@ enum Decision {
 #[derive(Debug)]
 pub struct Session {
     config: Config,
-    url: String,
+    /// `http(s)://host[:port][/prefix]`, no trailing slash.
+    base: String,
+    ws_url: String,
     rng: SmallRng,
     key_prefix: u64,
     next_key: u64,
     conn: Conn,
     next_conn: u64,
+    /// Consecutive failures.
     failures: u32,
+    /// Index in `config.transports` of the transport in use or to use next.
+    current: usize,
+    /// Transports that have worked in this session.
+    worked: Vec<Transport>,
+    /// Why `current` is not 0.
+    fallback: Option<Fallback>,
+    /// Since when the session has been connected (greeted) without a break;
+    /// spans many requests on long polling.
+    linked_since: Option<Instant>,
+    probe: Option<Probe>,
+    next_probe: usize,
     subs: BTreeMap<String, Sub>,
     publishes: VecDeque<PendingPublish>,
     out: VecDeque<Output>,
@@ -193,22 +316,38 @@ impl Session {
     /// connection at once.
     ///
     /// `url` is the server's base URL (`http://host:port/prefix`, `https://…`);
-    /// the WebSocket endpoint is derived from it as PROTOCOL.md says.
-    /// A `ws://` or `wss://` URL is used as the WebSocket endpoint as is.
-    /// `seed` seeds the generator used for jitter and idempotency keys.
-    pub fn new(config: Config, url: &str, seed: u64, now: Instant) -> Result<Self, Error> {
-        let url = websocket_url(url)?;
+    /// the endpoints are derived from it as PROTOCOL.md says. A `ws://` or
+    /// `wss://` URL is used as the WebSocket endpoint as is. `seed` seeds the
+    /// generator used for jitter and idempotency keys.
+    pub fn new(mut config: Config, url: &str, seed: u64, now: Instant) -> Result<Self, Error> {
+        let (base, ws_url) = endpoints(url)?;
+        let mut seen = Vec::new();
+        config.transports.retain(|t| {
+            let new = !seen.contains(t);
+            seen.push(*t);
+            new
+        });
+        if config.transports.is_empty() {
+            config.transports = Transport::ALL.to_vec();
+        }
         let mut rng = SmallRng::seed_from_u64(seed);
         let key_prefix = rng.random::<u64>();
         let mut s = Self {
             config,
-            url,
+            base,
+            ws_url,
             rng,
             key_prefix,
             next_key: 0,
             conn: Conn::Idle,
             next_conn: 0,
             failures: 0,
+            current: 0,
+            worked: Vec::new(),
+            fallback: None,
+            linked_since: None,
+            probe: None,
+            next_probe: 0,
             subs: BTreeMap::new(),
             publishes: VecDeque::new(),
             out: VecDeque::new(),
@@ -239,8 +378,20 @@ impl Session {
         matches!(self.conn, Conn::Closed)
     }
 
+    /// The transport in use or being tried.
+    pub fn transport(&self) -> Transport {
+        self.conn
+            .transport()
+            .unwrap_or(self.config.transports[self.current])
+    }
+
     /// Starts a subscription to `channel`, after `from` if given (else live).
-    pub fn subscribe(&mut self, channel: &str, from: Option<EventId>) -> Result<(), Error> {
+    pub fn subscribe(
+        &mut self,
+        channel: &str,
+        from: Option<EventId>,
+        now: Instant,
+    ) -> Result<(), Error> {
         validate_channel(channel)?;
         if self.is_closed() {
             return Err(Error::Closed);
@@ -248,31 +399,43 @@ impl Session {
         if self.subs.contains_key(channel) {
             return Err(Error::AlreadySubscribed(channel.to_owned()));
         }
-        self.subs.insert(
-            channel.to_owned(),
-            Sub {
-                cursor: from,
-                confirmed: false,
-                replay_until: 0,
-            },
-        );
-        if let Conn::Open { id, .. } = self.conn {
-            self.send_subscribe(id, channel);
+        let sub = Sub {
+            cursor: from,
+            confirmed: false,
+            live: false,
+            replay_until: 0,
+        };
+        self.subs.insert(channel.to_owned(), sub);
+        match self.conn {
+            Conn::Open {
+                id,
+                transport: Transport::WebSocket,
+                ..
+            } => self.send_subscribe(id, channel),
+            _ => self.schedule_reopen(now),
         }
         Ok(())
     }
 
     /// Ends the subscription to `channel` (nothing happens if there is none).
-    pub fn unsubscribe(&mut self, channel: &str) {
-        if self.subs.remove(channel).is_some()
-            && let Conn::Open { id, .. } = self.conn
-        {
-            self.send(
+    pub fn unsubscribe(&mut self, channel: &str, now: Instant) {
+        if self.subs.remove(channel).is_none() {
+            return;
+        }
+        match self.conn {
+            Conn::Open {
                 id,
-                &ClientFrame::Unsubscribe {
-                    channel: channel.to_owned(),
-                },
-            );
+                transport: Transport::WebSocket,
+                ..
+            } => {
+                self.send(
+                    id,
+                    &ClientFrame::Unsubscribe {
+                        channel: channel.to_owned(),
+                    },
+                );
+            }
+            _ => self.schedule_reopen(now),
         }
     }
 
@@ -296,21 +459,25 @@ impl Session {
         }
         let key = format!("{:016x}-{}", self.key_prefix, self.next_key);
         self.next_key += 1;
-        let frame = ClientFrame::Publish {
+        self.publishes.push_back(PendingPublish {
+            token,
+            key,
             channel: channel.to_owned(),
-            key: key.clone(),
             event,
             data,
-        };
-        let text = encode(&frame);
-        if let Conn::Open { id, .. } = self.conn {
-            self.out.push_back(Output::Send {
-                conn: id,
-                text: text.clone(),
-            });
+            in_flight: false,
+        });
+        let i = self.publishes.len() - 1;
+        match self.conn {
+            Conn::Open {
+                id,
+                transport: Transport::WebSocket,
+                ..
+            } => self.send_publish(id, i),
+            Conn::Open { welcomed: true, .. } => self.post_publish(i),
+            _ if self.linked_since.is_some() => self.post_publish(i),
+            _ => {}
         }
-        self.publishes
-            .push_back(PendingPublish { token, key, text });
         Ok(())
     }
 
@@ -322,6 +489,19 @@ impl Session {
 
     /// Feeds what happened on a connection.
     pub fn handle_input(&mut self, input: Input, now: Instant) {
+        if let Some(probe) = self.probe {
+            match &input {
+                Input::Opened { conn }
+                | Input::Received { conn, .. }
+                | Input::Activity { conn }
+                | Input::Closed { conn, .. }
+                    if *conn == probe.id =>
+                {
+                    return self.on_probe_input(input, now);
+                }
+                _ => {}
+            }
+        }
         match input {
             Input::Opened { conn } => self.on_opened(conn, now),
             Input::Received { conn, text } => {
@@ -329,12 +509,36 @@ impl Session {
                     self.on_text(conn, &text, now);
                 }
             }
-            Input::Closed { conn, error } => {
-                if self.current(conn) {
-                    let (reason, decision) = classify(error);
-                    self.fail(reason, decision, now);
+            Input::Activity { conn } => {
+                if let Conn::Open {
+                    id,
+                    heartbeat,
+                    welcomed: true,
+                    ..
+                } = self.conn
+                    && id == conn
+                {
+                    self.timers.set(Timer::Heartbeat, now + heartbeat);
                 }
             }
+            Input::Closed { conn, error } => {
+                if self.conn.id() != Some(conn) {
+                    return;
+                }
+                if error == TransportError::Completed
+                    && let Conn::Open {
+                        transport: Transport::LongPoll,
+                        welcomed: true,
+                        ..
+                    } = self.conn
+                {
+                    // A poll answered: ask again at once with the new cursors.
+                    return self.connect(now);
+                }
+                let (reason, decision) = self.classify(error);
+                self.fail(reason, decision, now);
+            }
+            Input::Posted { key, result } => self.on_posted(&key, result, now),
         }
     }
 
@@ -352,11 +556,12 @@ impl Session {
                     }
                 }
                 Timer::Open => {
-                    self.fail(
-                        DisconnectReason::OpenTimeout,
-                        Decision::Retry { hint: None },
-                        now,
-                    );
+                    let decision = if self.worked.contains(&self.transport()) {
+                        Decision::Retry { hint: None }
+                    } else {
+                        Decision::Fallback
+                    };
+                    self.fail(DisconnectReason::OpenTimeout, decision, now);
                 }
                 Timer::Heartbeat => {
                     self.fail(
@@ -365,57 +570,138 @@ impl Session {
                         now,
                     );
                 }
+                Timer::Probe => self.start_probe(now),
+                Timer::ProbeOpen => self.end_probe(now),
+                Timer::Reopen => self.reopen(now),
+                Timer::Repost => {
+                    if self.linked_since.is_some() && self.transport() != Transport::WebSocket {
+                        for i in 0..self.publishes.len() {
+                            self.post_publish(i);
+                        }
+                    }
+                }
             }
         }
-    }
-
-    fn current(&self, conn: ConnId) -> bool {
-        matches!(self.conn, Conn::Opening { id } | Conn::Open { id, .. } if id == conn)
     }
 
     fn current_open(&self, conn: ConnId) -> bool {
         matches!(self.conn, Conn::Open { id, .. } if id == conn)
     }
 
-    fn connect(&mut self, now: Instant) {
+    fn new_conn_id(&mut self) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.conn = Conn::Opening { id };
-        self.timers.set(Timer::Open, now + self.config.open_timeout);
-        let transport = Transport::WebSocket;
-        tracing::debug!(conn = id.0, %transport, url = %self.url, "connecting");
-        self.out
-            .push_back(Output::State(ConnectionState::Connecting {
-                transport,
-                attempt: self.failures,
-            }));
+        id
+    }
+
+    /// The URL of `transport`'s endpoint, carrying the subscriptions for the
+    /// HTTP transports.
+    fn endpoint(&self, transport: Transport) -> String {
+        let path = match transport {
+            Transport::WebSocket => return self.ws_url.clone(),
+            Transport::Sse => "sse",
+            Transport::LongPoll => "poll",
+        };
+        let mut url = format!("{}/{path}?", self.base);
+        for (channel, sub) in &self.subs {
+            url.push_str("channel=");
+            url.push_str(channel);
+            if let Some(c) = &sub.cursor {
+                url.push('@');
+                url.push_str(&c.to_string());
+            }
+            url.push('&');
+        }
+        if transport == Transport::LongPoll {
+            url.push_str(&format!("timeout_ms={}", self.config.poll_hold.as_millis()));
+        } else {
+            url.pop();
+        }
+        url
+    }
+
+    fn connect(&mut self, now: Instant) {
+        let transport = self.config.transports[self.current];
+        let id = self.new_conn_id();
+        self.conn = Conn::Opening { id, transport };
+        self.timers.stop(Timer::Heartbeat);
+        self.timers.stop(Timer::Reopen);
+        let mut open_timeout = self.config.open_timeout;
+        if transport == Transport::LongPoll {
+            // The server may hold the request this long before answering.
+            open_timeout += self.config.poll_hold;
+        }
+        self.timers.set(Timer::Open, now + open_timeout);
+        for sub in self.subs.values_mut() {
+            sub.confirmed = false;
+        }
+        let url = self.endpoint(transport);
+        tracing::debug!(conn = id.0, %transport, %url, "connecting");
+        if self.linked_since.is_none() {
+            let attempt = self.failures;
+            self.out
+                .push_back(Output::State(ConnectionState::Connecting {
+                    transport,
+                    attempt,
+                }));
+        }
         self.out.push_back(Output::Connect {
             conn: id,
             transport,
-            url: self.url.clone(),
+            url,
         });
     }
 
-    fn on_opened(&mut self, conn: ConnId, now: Instant) {
-        if !matches!(self.conn, Conn::Opening { id } if id == conn) {
+    /// On the HTTP transports the subscriptions travel in the URL: a change
+    /// reopens the stream (or the poll). Coalesced so that many changes in a
+    /// row reopen once.
+    fn schedule_reopen(&mut self, now: Instant) {
+        if matches!(self.conn, Conn::Opening { .. } | Conn::Open { .. })
+            && self.transport() != Transport::WebSocket
+            && !self.timers.is_set(Timer::Reopen)
+        {
+            self.timers.set(Timer::Reopen, now);
+        }
+    }
+
+    fn reopen(&mut self, now: Instant) {
+        if let Some(id) = self.conn.id()
+            && self.transport() != Transport::WebSocket
+        {
+            self.out.push_back(Output::Disconnect { conn: id });
+            self.connect(now);
+        }
+    }
+
+    fn on_opened(&mut self, conn: ConnId, _now: Instant) {
+        let Conn::Opening { id, transport } = self.conn else {
+            return;
+        };
+        if id != conn {
             return;
         }
         // Until the welcome arrives, the open timer guards the connection.
+        let heartbeat = self.config.open_timeout;
         self.conn = Conn::Open {
-            id: conn,
-            welcomed_at: None,
-            heartbeat: self.config.open_timeout,
+            id,
+            transport,
+            welcomed: false,
+            heartbeat,
         };
-        let _ = now;
+        if transport == Transport::WebSocket {
+            self.send_all(id);
+        }
+    }
+
+    /// Subscribes every channel and sends every waiting publish on a
+    /// WebSocket connection.
+    fn send_all(&mut self, conn: ConnId) {
         let channels: Vec<String> = self.subs.keys().cloned().collect();
         for ch in channels {
             self.send_subscribe(conn, &ch);
         }
-        for p in &self.publishes {
-            self.out.push_back(Output::Send {
-                conn,
-                text: p.text.clone(),
-            });
+        for i in 0..self.publishes.len() {
+            self.send_publish(conn, i);
         }
     }
 
@@ -434,6 +720,35 @@ impl Session {
         );
     }
 
+    fn send_publish(&mut self, conn: ConnId, i: usize) {
+        let p = &self.publishes[i];
+        let frame = ClientFrame::Publish {
+            channel: p.channel.clone(),
+            key: p.key.clone(),
+            event: p.event.clone(),
+            data: p.data.clone(),
+        };
+        self.send(conn, &frame);
+    }
+
+    fn post_publish(&mut self, i: usize) {
+        let p = &mut self.publishes[i];
+        if p.in_flight {
+            return;
+        }
+        p.in_flight = true;
+        let mut url = format!("{}/publish/{}", self.base, p.channel);
+        if let Some(ev) = &p.event {
+            url.push_str("?event=");
+            url.push_str(&percent_encode(ev));
+        }
+        self.out.push_back(Output::Post {
+            key: p.key.clone(),
+            url,
+            data: p.data.clone(),
+        });
+    }
+
     fn send(&mut self, conn: ConnId, frame: &ClientFrame) {
         self.out.push_back(Output::Send {
             conn,
@@ -441,37 +756,81 @@ impl Session {
         });
     }
 
+    fn on_posted(&mut self, key: &str, result: Result<String, PostError>, now: Instant) {
+        let Some(i) = self.publishes.iter().position(|p| p.key == key) else {
+            return;
+        };
+        let result = match result {
+            Ok(id) => Ok(id),
+            Err(PostError::Status { status, message })
+                if (400..500).contains(&status) && !matches!(status, 408 | 429) =>
+            {
+                Err(Error::PublishRejected {
+                    code: status.to_string(),
+                    message,
+                })
+            }
+            Err(e) => {
+                // Not applied, or not known to be: post again later with the same key.
+                tracing::debug!(?e, "publish failed; will retry");
+                self.publishes[i].in_flight = false;
+                if !self.timers.is_set(Timer::Repost) {
+                    let delay = self.config.backoff.ceiling(2);
+                    self.timers.set(Timer::Repost, now + delay);
+                }
+                return;
+            }
+        };
+        let p = self.publishes.remove(i).expect("index from position");
+        self.out.push_back(Output::PublishDone {
+            token: p.token,
+            result,
+        });
+    }
+
     fn on_text(&mut self, conn: ConnId, text: &str, now: Instant) {
-        if text.len() > self.config.max_frame_bytes {
-            let why = format!(
-                "frame of {} bytes exceeds the limit of {}",
-                text.len(),
-                self.config.max_frame_bytes
-            );
+        let limit = match self.transport() {
+            Transport::LongPoll => self
+                .config
+                .max_frame_bytes
+                .saturating_mul(POLL_BATCH_FACTOR),
+            _ => self.config.max_frame_bytes,
+        };
+        if text.len() > limit {
+            let why = format!("frame of {} bytes exceeds the limit of {limit}", text.len());
             return self.protocol_error(why, now);
         }
-        let frame: ServerFrame = match serde_json::from_str(text) {
-            Ok(f) => f,
-            Err(e) => return self.protocol_error(format!("malformed frame: {e}"), now),
-        };
         if let Conn::Open {
             heartbeat,
-            welcomed_at: Some(_),
+            welcomed: true,
             ..
         } = self.conn
         {
             self.timers.set(Timer::Heartbeat, now + heartbeat);
         }
+        if self.transport() == Transport::LongPoll {
+            let batch: PollBatch = match serde_json::from_str(text) {
+                Ok(b) => b,
+                Err(e) => return self.protocol_error(format!("malformed poll response: {e}"), now),
+            };
+            for frame in batch.frames {
+                if !self.current_open(conn) {
+                    break; // The batch broke the protocol part-way.
+                }
+                self.on_frame(conn, frame, now);
+            }
+            return;
+        }
+        match serde_json::from_str::<ServerFrame>(text) {
+            Ok(frame) => self.on_frame(conn, frame, now),
+            Err(e) => self.protocol_error(format!("malformed frame: {e}"), now),
+        }
+    }
+
+    fn on_frame(&mut self, conn: ConnId, frame: ServerFrame, now: Instant) {
         match frame {
             ServerFrame::Welcome { heartbeat_ms } => self.on_welcome(conn, heartbeat_ms, now),
-            _ if !matches!(
-                self.conn,
-                Conn::Open {
-                    welcomed_at: Some(_),
-                    ..
-                }
-            ) =>
-            {
+            _ if !matches!(self.conn, Conn::Open { welcomed: true, .. }) => {
                 self.protocol_error("frame before welcome".into(), now)
             }
             ServerFrame::Subscribed {
@@ -513,28 +872,54 @@ impl Session {
 
     fn on_welcome(&mut self, conn: ConnId, heartbeat_ms: u64, now: Instant) {
         let Conn::Open {
-            welcomed_at,
+            welcomed,
             heartbeat,
+            transport,
             ..
         } = &mut self.conn
         else {
             return;
         };
-        if welcomed_at.is_some() {
+        if *welcomed {
             return; // A second welcome changes nothing.
         }
+        let transport = *transport;
         let interval =
             Duration::from_millis(heartbeat_ms).clamp(Duration::from_millis(10), MAX_HINT);
-        *heartbeat = self.config.heartbeat_timeout.unwrap_or(interval * 2);
-        *welcomed_at = Some(now);
+        *heartbeat = match transport {
+            // The interval is the hold time; the open timer covers each request.
+            Transport::LongPoll => interval * 2 + self.config.open_timeout,
+            _ => self.config.heartbeat_timeout.unwrap_or(interval * 2),
+        };
+        *welcomed = true;
+        let heartbeat = *heartbeat;
         self.timers.stop(Timer::Open);
-        self.timers.set(Timer::Heartbeat, now + *heartbeat);
+        self.timers.set(Timer::Heartbeat, now + heartbeat);
+        if self.linked_since.is_some() {
+            return; // The next poll, or a stream reopened for new subscriptions.
+        }
+        self.linked_since = Some(now);
         self.stats.connections += 1;
-        tracing::debug!(conn = conn.0, heartbeat_ms, "connected");
+        if !self.worked.contains(&transport) {
+            self.worked.push(transport);
+        }
+        tracing::debug!(conn = conn.0, heartbeat_ms, %transport, "connected");
+        let fallback = self.fallback.clone();
         self.out
             .push_back(Output::State(ConnectionState::Connected {
-                transport: Transport::WebSocket,
+                transport,
+                fallback,
             }));
+        if transport != Transport::WebSocket {
+            for i in 0..self.publishes.len() {
+                self.post_publish(i);
+            }
+        }
+        if self.current > 0
+            && let Some(every) = self.config.upgrade_probe
+        {
+            self.timers.set(Timer::Probe, now + every);
+        }
     }
 
     fn on_subscribed(
@@ -551,35 +936,37 @@ impl Session {
         let Some(sub) = self.subs.get_mut(&channel) else {
             return; // Unsubscribed meanwhile.
         };
+        let news = !sub.live;
         sub.confirmed = true;
-        sub.replay_until = 0;
-        let reset = match (outcome, sub.cursor.take()) {
+        sub.live = true;
+        let reset = match (outcome, &sub.cursor) {
             (Outcome::Resumed, Some(cursor)) => {
-                if cursor.epoch() != head.epoch() || cursor.seq() > head.seq() {
-                    sub.cursor = Some(cursor);
+                if cursor.epoch() != head.epoch() {
                     let why = format!(
-                        "resumed {channel:?} with head {head} that does not follow the cursor"
+                        "resumed {channel:?} with head {head} of another epoch than {cursor}"
                     );
                     return self.protocol_error(why, now);
                 }
-                sub.replay_until = head.seq();
-                let after = cursor.to_string();
-                sub.cursor = Some(cursor);
-                self.out.push_back(Output::Deliver {
-                    channel: channel.clone(),
-                    message: Message::Resumed { channel, after },
-                });
+                if news {
+                    sub.replay_until = head.seq();
+                    let after = cursor.to_string();
+                    let message = Message::Resumed {
+                        channel: channel.clone(),
+                        after,
+                    };
+                    self.out.push_back(Output::Deliver { channel, message });
+                }
                 return;
             }
-            (Outcome::Live, None) => None,
-            (Outcome::Resumed, None) => None,
+            (Outcome::Live | Outcome::Resumed, None) => None,
             // A cursor was asked for and not honoured: the application must know.
             (Outcome::Live, Some(_)) => Some(ResetReason::UnknownCursor),
             (Outcome::Reset, _) => Some(reset_reason(
                 reason.unwrap_or(WireResetReason::UnknownCursor),
             )),
         };
-        sub.cursor = Some(head.clone());
+        sub.replay_until = 0;
+        advance_to(&mut sub.cursor, head.clone());
         if let Some(reason) = reset {
             self.stats.resets += 1;
             let message = Message::Reset {
@@ -651,7 +1038,7 @@ impl Session {
             return self
                 .protocol_error(format!("reset on {channel:?} before it was confirmed"), now);
         }
-        sub.cursor = Some(head.clone());
+        advance_to(&mut sub.cursor, head.clone());
         sub.replay_until = 0;
         self.stats.resets += 1;
         let message = Message::Reset {
@@ -719,26 +1106,96 @@ impl Session {
         );
     }
 
+    /// How a transport failure is reported, and what to do about it.
+    fn classify(&self, error: TransportError) -> (DisconnectReason, Decision) {
+        let retry = Decision::Retry { hint: None };
+        match error {
+            TransportError::Connect(e) => (DisconnectReason::ConnectFailed(e), retry),
+            TransportError::Lost(e) => (DisconnectReason::Lost(e), retry),
+            TransportError::Completed => (DisconnectReason::Lost("stream ended".into()), retry),
+            TransportError::Tls(e) => (
+                DisconnectReason::Tls(e.clone()),
+                Decision::Stop(Error::Tls(e)),
+            ),
+            TransportError::Unsupported(e) => {
+                (DisconnectReason::Unsupported(e), Decision::Fallback)
+            }
+            TransportError::Status {
+                status,
+                retry_after,
+            } => {
+                let refused = DisconnectReason::Refused { status };
+                match status {
+                    401 => (refused, Decision::Stop(Error::Unauthorized)),
+                    400 => (
+                        refused,
+                        Decision::Stop(Error::BadRequest(format!("HTTP {status} on connect"))),
+                    ),
+                    204 if self.transport() == Transport::Sse => (
+                        refused,
+                        Decision::Stop(Error::BadRequest(
+                            "the server has nothing to stream (204)".into(),
+                        )),
+                    ),
+                    429 | 503 => (
+                        DisconnectReason::Unavailable { retry_after },
+                        Decision::Retry { hint: retry_after },
+                    ),
+                    408 | 500..=599 => (refused, retry),
+                    // 403, 404, 405, 426, 501 … and 2xx/3xx that are not what
+                    // was asked for: not here.
+                    _ => (refused, Decision::Fallback),
+                }
+            }
+            TransportError::Closed { code, reason } => {
+                let decision = match code {
+                    4400 => Decision::Stop(Error::BadRequest(reason.clone())),
+                    4401 => Decision::Stop(Error::Unauthorized),
+                    4429 | 4503 => {
+                        let hint = reason
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|s| s.is_finite() && *s >= 0.0);
+                        let hint =
+                            hint.map(|s| Duration::from_secs_f64(s.min(MAX_HINT.as_secs_f64())));
+                        return (
+                            DisconnectReason::Unavailable { retry_after: hint },
+                            Decision::Retry { hint },
+                        );
+                    }
+                    _ => retry,
+                };
+                (DisconnectReason::ServerClosed { code, reason }, decision)
+            }
+        }
+    }
+
     /// The current connection or attempt ended: decide what comes next.
     fn fail(&mut self, reason: DisconnectReason, decision: Decision, now: Instant) {
-        let healthy = match self.conn {
-            Conn::Open {
-                id, welcomed_at, ..
-            } => {
-                self.out.push_back(Output::Disconnect { conn: id });
-                welcomed_at
-                    .is_some_and(|t| now.saturating_duration_since(t) >= self.config.healthy_after)
-            }
-            Conn::Opening { id } => {
-                self.out.push_back(Output::Disconnect { conn: id });
-                false
-            }
-            Conn::Idle | Conn::Closed => return,
-        };
-        self.timers.stop(Timer::Open);
-        self.timers.stop(Timer::Heartbeat);
+        let Some(id) = self.conn.id() else { return };
+        self.out.push_back(Output::Disconnect { conn: id });
+        let healthy = self
+            .linked_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.healthy_after);
+        let failed = self.transport();
+        self.linked_since = None;
+        self.cancel_probe();
+        for t in [
+            Timer::Open,
+            Timer::Heartbeat,
+            Timer::Probe,
+            Timer::Reopen,
+            Timer::Repost,
+        ] {
+            self.timers.stop(t);
+        }
         for sub in self.subs.values_mut() {
             sub.confirmed = false;
+            sub.live = false;
+        }
+        for p in &mut self.publishes {
+            p.in_flight = false;
         }
         self.stats.failures += 1;
         if healthy {
@@ -748,6 +1205,22 @@ impl Session {
         let hint = match decision {
             Decision::Stop(e) => return self.terminate(Some(e)),
             Decision::Retry { hint } => hint,
+            Decision::Fallback => {
+                if self.current + 1 < self.config.transports.len() {
+                    self.current += 1;
+                    let to = self.config.transports[self.current];
+                    tracing::info!(from = %failed, %to, %reason, "falling back");
+                    self.fallback = Some(Fallback {
+                        from: failed,
+                        reason: reason.clone(),
+                    });
+                    return self.schedule_retry(reason, Some(Duration::ZERO), now);
+                }
+                // Nothing left to fall back to: start again from the top, with backoff.
+                self.current = 0;
+                self.fallback = None;
+                None
+            }
         };
         if self
             .config
@@ -761,13 +1234,19 @@ impl Session {
                 last: reason,
             }));
         }
-        let mut delay = self.config.backoff.delay(self.failures, &mut self.rng);
-        if let Some(hint) = hint {
+        let delay = match hint {
             // Wait at least as long as asked, spread by up to one base delay so
             // that clients told the same thing do not return together.
-            let spread = self.config.backoff.delay(1, &mut self.rng);
-            delay = hint.min(MAX_HINT) + spread;
-        }
+            Some(hint) if !hint.is_zero() => {
+                hint.min(MAX_HINT) + self.config.backoff.delay(1, &mut self.rng)
+            }
+            _ => self.config.backoff.delay(self.failures, &mut self.rng),
+        };
+        self.schedule_retry(reason, Some(delay), now);
+    }
+
+    fn schedule_retry(&mut self, reason: DisconnectReason, delay: Option<Duration>, now: Instant) {
+        let delay = delay.unwrap_or_default();
         let retry_at = now + delay;
         tracing::info!(%reason, attempt = self.failures, delay_ms = delay.as_millis() as u64, "disconnected");
         self.conn = Conn::Idle;
@@ -781,15 +1260,127 @@ impl Session {
             }));
     }
 
+    // --- probing a more preferred transport ------------------------------
+
+    fn start_probe(&mut self, now: Instant) {
+        if self.probe.is_some() || self.current == 0 || self.linked_since.is_none() {
+            return;
+        }
+        let index = self.next_probe.min(self.current - 1);
+        let transport = self.config.transports[index];
+        let id = self.new_conn_id();
+        self.probe = Some(Probe {
+            id,
+            index,
+            opened: false,
+        });
+        self.timers
+            .set(Timer::ProbeOpen, now + self.config.open_timeout);
+        tracing::debug!(conn = id.0, %transport, "probing a preferred transport");
+        let url = self.endpoint(transport);
+        self.out.push_back(Output::Connect {
+            conn: id,
+            transport,
+            url,
+        });
+    }
+
+    fn on_probe_input(&mut self, input: Input, now: Instant) {
+        let Some(probe) = self.probe.as_mut() else {
+            return;
+        };
+        match input {
+            Input::Opened { .. } => probe.opened = true,
+            Input::Received { text, .. } if probe.opened => {
+                // The first frame of any transport is the welcome.
+                let welcome = match self.config.transports[probe.index] {
+                    Transport::LongPoll => serde_json::from_str::<PollBatch>(&text)
+                        .ok()
+                        .and_then(|b| b.frames.into_iter().next()),
+                    _ => serde_json::from_str::<ServerFrame>(&text).ok(),
+                };
+                match welcome {
+                    Some(ServerFrame::Welcome { .. }) => self.promote_probe(&text, now),
+                    _ => self.end_probe(now),
+                }
+            }
+            Input::Activity { .. } => {}
+            _ => self.end_probe(now),
+        }
+    }
+
+    /// The probe is up and greeted: it becomes the connection, and the old one
+    /// is closed. Subscriptions restart on it from their cursors, so events
+    /// the old connection had in flight are replayed, and duplicates dropped.
+    fn promote_probe(&mut self, welcome: &str, now: Instant) {
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        self.timers.stop(Timer::ProbeOpen);
+        if let Some(old) = self.conn.id() {
+            self.out.push_back(Output::Disconnect { conn: old });
+        }
+        let transport = self.config.transports[probe.index];
+        tracing::info!(from = %self.transport(), to = %transport, "upgraded");
+        self.current = probe.index;
+        self.next_probe = 0;
+        self.fallback = self.fallback.take().filter(|_| self.current > 0);
+        self.linked_since = None;
+        self.conn = Conn::Open {
+            id: probe.id,
+            transport,
+            welcomed: false,
+            heartbeat: self.config.open_timeout,
+        };
+        for sub in self.subs.values_mut() {
+            sub.confirmed = false;
+            sub.live = false;
+        }
+        for p in &mut self.publishes {
+            p.in_flight = false;
+        }
+        self.on_text(probe.id, welcome, now);
+        if transport == Transport::WebSocket {
+            self.send_all(probe.id);
+        }
+    }
+
+    /// The probe failed: keep the working connection, try again later (the
+    /// next more preferred transport first, if there is one).
+    fn end_probe(&mut self, now: Instant) {
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        self.timers.stop(Timer::ProbeOpen);
+        self.out.push_back(Output::Disconnect { conn: probe.id });
+        self.next_probe = if probe.index + 1 < self.current {
+            probe.index + 1
+        } else {
+            0
+        };
+        if let Some(every) = self.config.upgrade_probe {
+            self.timers.set(Timer::Probe, now + every);
+        }
+    }
+
+    fn cancel_probe(&mut self) {
+        if let Some(probe) = self.probe.take() {
+            self.out.push_back(Output::Disconnect { conn: probe.id });
+        }
+        self.timers.stop(Timer::ProbeOpen);
+    }
+
     fn terminate(&mut self, error: Option<Error>) {
         match self.conn {
             Conn::Closed => return,
-            Conn::Opening { id } | Conn::Open { id, .. } => {
+            Conn::Opening { id, .. } | Conn::Open { id, .. } => {
                 self.out.push_back(Output::Disconnect { conn: id })
             }
             Conn::Idle => {}
         }
+        self.cancel_probe();
         self.conn = Conn::Closed;
+        self.linked_since = None;
         self.timers = TimerTable::default();
         let sub_error = error.clone().unwrap_or(Error::Closed);
         for channel in std::mem::take(&mut self.subs).into_keys() {
@@ -811,54 +1402,12 @@ impl Session {
     }
 }
 
-/// How a transport failure is reported, and what to do about it.
-fn classify(error: TransportError) -> (DisconnectReason, Decision) {
-    let retry = Decision::Retry { hint: None };
-    match error {
-        TransportError::Connect(e) => (DisconnectReason::ConnectFailed(e), retry),
-        TransportError::Lost(e) => (DisconnectReason::Lost(e), retry),
-        TransportError::Tls(e) => (
-            DisconnectReason::Tls(e.clone()),
-            Decision::Stop(Error::Tls(e)),
-        ),
-        TransportError::Status {
-            status,
-            retry_after,
-        } => match status {
-            401 => (
-                DisconnectReason::Refused { status },
-                Decision::Stop(Error::Unauthorized),
-            ),
-            400 => (
-                DisconnectReason::Refused { status },
-                Decision::Stop(Error::BadRequest(format!("HTTP {status} on connect"))),
-            ),
-            429 | 503 => (
-                DisconnectReason::Unavailable { retry_after },
-                Decision::Retry { hint: retry_after },
-            ),
-            _ => (DisconnectReason::Refused { status }, retry),
-        },
-        TransportError::Closed { code, reason } => {
-            let decision = match code {
-                4400 => Decision::Stop(Error::BadRequest(reason.clone())),
-                4401 => Decision::Stop(Error::Unauthorized),
-                4429 | 4503 => {
-                    let hint = reason
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|s| s.is_finite() && *s >= 0.0);
-                    let hint = hint.map(|s| Duration::from_secs_f64(s.min(MAX_HINT.as_secs_f64())));
-                    return (
-                        DisconnectReason::Unavailable { retry_after: hint },
-                        Decision::Retry { hint },
-                    );
-                }
-                _ => retry,
-            };
-            (DisconnectReason::ServerClosed { code, reason }, decision)
-        }
+/// Moves a cursor to `head`, never backwards within an epoch (a reset for an
+/// older request may arrive after newer events were delivered).
+fn advance_to(cursor: &mut Option<EventId>, head: EventId) {
+    match cursor {
+        Some(c) if c.epoch() == head.epoch() && c.seq() > head.seq() => {}
+        _ => *cursor = Some(head),
     }
 }
 
@@ -875,17 +1424,30 @@ fn encode(frame: &ClientFrame) -> String {
     serde_json::to_string(frame).expect("client frames always serialize")
 }
 
-/// Derives the WebSocket endpoint from the server's base URL (PROTOCOL.md,
-/// "Endpoints").
-pub(crate) fn websocket_url(base: &str) -> Result<String, Error> {
+/// Escapes a query value (event types are free text).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Derives the HTTP base and the WebSocket endpoint from the server URL
+/// (PROTOCOL.md, "Endpoints").
+pub(crate) fn endpoints(url: &str) -> Result<(String, String), Error> {
     let bad = |why| Error::InvalidUrl {
-        url: base.to_owned(),
+        url: url.to_owned(),
         why,
     };
-    let (scheme, rest) = base.split_once("://").ok_or_else(|| bad("no scheme"))?;
-    let ws_scheme = match scheme.to_ascii_lowercase().as_str() {
-        "http" | "ws" => "ws",
-        "https" | "wss" => "wss",
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    let (http, ws) = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => ("http", "ws"),
+        "https" | "wss" => ("https", "wss"),
         _ => return Err(bad("scheme must be http, https, ws or wss")),
     };
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -895,10 +1457,12 @@ pub(crate) fn websocket_url(base: &str) -> Result<String, Error> {
     if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad("a base URL has no query, fragment or spaces"));
     }
-    if scheme.starts_with("ws") {
-        return Ok(format!("{ws_scheme}://{rest}"));
+    let rest = rest.trim_end_matches('/');
+    if scheme.to_ascii_lowercase().starts_with("ws") {
+        let base = rest.strip_suffix("/ws").unwrap_or(rest);
+        return Ok((format!("{http}://{base}"), format!("{ws}://{rest}")));
     }
-    Ok(format!("{ws_scheme}://{}/ws", rest.trim_end_matches('/')))
+    Ok((format!("{http}://{rest}"), format!("{ws}://{rest}/ws")))
 }
 
 #[cfg(test)]

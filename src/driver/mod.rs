@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::core::{ConnId, Input, Output, Session, TransportError};
+use crate::core::{ConnId, Input, Output, PostError, Session, TransportError};
 use crate::protocol::EventId;
 use crate::{ConnectionState, Error, Instant, Message, Stats};
 use native::{ConnHandle, ConnectOptions};
@@ -23,7 +23,9 @@ const EVENT_QUEUE: usize = 256;
 pub(crate) enum ConnEvent {
     Opened(ConnId),
     Received(ConnId, String),
+    Activity(ConnId),
     Closed(ConnId, TransportError),
+    Posted(String, Result<String, PostError>),
 }
 
 impl From<ConnEvent> for Input {
@@ -31,6 +33,8 @@ impl From<ConnEvent> for Input {
         match ev {
             ConnEvent::Opened(conn) => Input::Opened { conn },
             ConnEvent::Received(conn, text) => Input::Received { conn, text },
+            ConnEvent::Activity(conn) => Input::Activity { conn },
+            ConnEvent::Posted(key, result) => Input::Posted { key, result },
             ConnEvent::Closed(conn, error) => Input::Closed { conn, error },
         }
     }
@@ -83,9 +87,16 @@ pub(crate) async fn run(
     loop {
         while let Some(out) = session.poll_output() {
             match out {
-                Output::Connect { conn, url, .. } => {
-                    let handle = native::connect_websocket(conn, url, opts.clone(), ev_tx.clone());
+                Output::Connect {
+                    conn,
+                    transport,
+                    url,
+                } => {
+                    let handle = native::connect(conn, transport, url, opts.clone(), ev_tx.clone());
                     conns.insert(conn, handle);
+                }
+                Output::Post { key, url, data } => {
+                    native::post(key, url, data, &opts, ev_tx.clone())
                 }
                 Output::Send { conn, text } => {
                     if let Some(c) = conns.get(&conn) {
@@ -109,7 +120,7 @@ pub(crate) async fn run(
                     };
                     if gone {
                         subs.remove(&channel);
-                        session.unsubscribe(&channel);
+                        session.unsubscribe(&channel, Instant::now());
                     }
                 }
                 Output::SubscriptionEnded { channel, error } => {
@@ -144,7 +155,7 @@ pub(crate) async fn run(
             biased;
             cmd = commands.recv() => match cmd {
                 Some(Command::Subscribe { channel, from, id, tx, reply }) => {
-                    let result = session.subscribe(&channel, from);
+                    let result = session.subscribe(&channel, from, Instant::now());
                     if result.is_ok() {
                         subs.insert(channel, (id, tx));
                     }
@@ -153,7 +164,7 @@ pub(crate) async fn run(
                 Some(Command::Unsubscribe { channel, id }) => {
                     if subs.get(&channel).is_some_and(|(sub_id, _)| *sub_id == id) {
                         subs.remove(&channel);
-                        session.unsubscribe(&channel);
+                        session.unsubscribe(&channel, Instant::now());
                     }
                 }
                 Some(Command::Publish { channel, event, data, reply }) => {

@@ -66,6 +66,8 @@ struct Rig {
     ended: Vec<(String, Error)>,
     states: Vec<ConnectionState>,
     published: Vec<(u64, Result<String, Error>)>,
+    posts: Vec<(String, String, String)>,
+    urls: Vec<(Transport, String)>,
 }
 
 impl Rig {
@@ -86,6 +88,8 @@ impl Rig {
             ended: vec![],
             states: vec![],
             published: vec![],
+            posts: vec![],
+            urls: vec![],
         };
         r.drain();
         r
@@ -94,7 +98,15 @@ impl Rig {
     fn drain(&mut self) {
         while let Some(o) = self.s.poll_output() {
             match o {
-                Output::Connect { conn, .. } => self.connects.push(conn),
+                Output::Connect {
+                    conn,
+                    transport,
+                    url,
+                } => {
+                    self.connects.push(conn);
+                    self.urls.push((transport, url));
+                }
+                Output::Post { key, url, data } => self.posts.push((key, url, data)),
                 Output::Send { conn, text } => {
                     self.sent.push((conn, serde_json::from_str(&text).unwrap()))
                 }
@@ -179,7 +191,7 @@ fn first_connect_is_retried_with_backoff() {
 #[test]
 fn resumes_after_drop_without_duplicates() {
     let mut r = Rig::new();
-    r.s.subscribe("c", None).unwrap();
+    r.s.subscribe("c", None, r.now).unwrap();
     r.open();
     assert!(matches!(
         &r.sent[0].1,
@@ -218,7 +230,7 @@ fn resumes_after_drop_without_duplicates() {
 #[test]
 fn gap_forces_a_reconnect_that_resumes_from_the_cursor() {
     let mut r = Rig::new();
-    r.s.subscribe("c", None).unwrap();
+    r.s.subscribe("c", None, r.now).unwrap();
     r.open();
     r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
     r.recv(event("c", "ep-1", "1"));
@@ -243,7 +255,8 @@ fn gap_forces_a_reconnect_that_resumes_from_the_cursor() {
 #[test]
 fn event_from_another_epoch_without_reset_is_not_delivered() {
     let mut r = Rig::new();
-    r.s.subscribe("c", Some("ep-4".parse().unwrap())).unwrap();
+    r.s.subscribe("c", Some("ep-4".parse().unwrap()), r.now)
+        .unwrap();
     r.open();
     r.recv(subscribed("c", Outcome::Resumed, None, "ep-4"));
     r.recv(event("c", "other-1", "x"));
@@ -342,7 +355,7 @@ fn close_code_hint_is_honoured() {
 #[test]
 fn unauthorized_stops_without_retrying() {
     let mut r = Rig::new();
-    r.s.subscribe("c", None).unwrap();
+    r.s.subscribe("c", None, r.now).unwrap();
     let (tx, _) = (r.s.publish(7, "c", None, "x".into()), ());
     tx.unwrap();
     r.close(TransportError::Status {
@@ -358,7 +371,7 @@ fn unauthorized_stops_without_retrying() {
     assert_eq!(r.s.poll_timeout(), None, "no retry is scheduled");
     assert_eq!(r.ended, [("c".to_string(), Error::Unauthorized)]);
     assert_eq!(r.published, [(7, Err(Error::Unauthorized))]);
-    assert_eq!(r.s.subscribe("d", None), Err(Error::Closed));
+    assert_eq!(r.s.subscribe("d", None, r.now), Err(Error::Closed));
 }
 
 #[test]
@@ -420,7 +433,8 @@ fn max_attempts_stops_with_retries_exhausted() {
 #[test]
 fn truncated_history_gives_a_typed_reset_and_moves_the_cursor() {
     let mut r = Rig::new();
-    r.s.subscribe("c", Some("ep-2".parse().unwrap())).unwrap();
+    r.s.subscribe("c", Some("ep-2".parse().unwrap()), r.now)
+        .unwrap();
     r.open();
     r.recv(subscribed(
         "c",
@@ -451,7 +465,7 @@ fn truncated_history_gives_a_typed_reset_and_moves_the_cursor() {
 #[test]
 fn live_epoch_change_is_reported_and_followed() {
     let mut r = Rig::new();
-    r.s.subscribe("c", None).unwrap();
+    r.s.subscribe("c", None, r.now).unwrap();
     r.open();
     r.recv(subscribed("c", Outcome::Live, None, "a-5"));
     r.recv(encode_server(&ServerFrame::Reset {
@@ -473,7 +487,8 @@ fn live_epoch_change_is_reported_and_followed() {
 #[test]
 fn a_cursor_the_server_ignored_is_reported_as_a_reset() {
     let mut r = Rig::new();
-    r.s.subscribe("c", Some("a-3".parse().unwrap())).unwrap();
+    r.s.subscribe("c", Some("a-3".parse().unwrap()), r.now)
+        .unwrap();
     r.open();
     r.recv(subscribed("c", Outcome::Live, None, "a-9"));
     assert!(matches!(
@@ -489,7 +504,7 @@ fn a_cursor_the_server_ignored_is_reported_as_a_reset() {
 fn many_subscriptions_share_one_connection() {
     let mut r = Rig::new();
     for i in 0..100 {
-        r.s.subscribe(&format!("ch{i}"), None).unwrap();
+        r.s.subscribe(&format!("ch{i}"), None, r.now).unwrap();
     }
     r.open();
     assert_eq!(r.connects.len(), 1);
@@ -500,7 +515,7 @@ fn many_subscriptions_share_one_connection() {
         .count();
     assert_eq!(subs, 100);
     assert_eq!(
-        r.s.subscribe("ch7", None),
+        r.s.subscribe("ch7", None, r.now),
         Err(Error::AlreadySubscribed("ch7".into()))
     );
 }
@@ -586,8 +601,8 @@ fn publish_queue_is_bounded() {
 #[test]
 fn forbidden_channel_ends_only_that_subscription() {
     let mut r = Rig::new();
-    r.s.subscribe("ok", None).unwrap();
-    r.s.subscribe("secret", None).unwrap();
+    r.s.subscribe("ok", None, r.now).unwrap();
+    r.s.subscribe("secret", None, r.now).unwrap();
     r.open();
     r.recv(encode_server(&ServerFrame::Error {
         code: "forbidden".into(),
@@ -600,20 +615,25 @@ fn forbidden_channel_ends_only_that_subscription() {
 }
 
 #[test]
-fn base_urls_map_to_the_websocket_endpoint() {
-    assert_eq!(websocket_url("http://h:1").unwrap(), "ws://h:1/ws");
-    assert_eq!(websocket_url("https://h/api/").unwrap(), "wss://h/api/ws");
-    assert_eq!(websocket_url("wss://h/custom").unwrap(), "wss://h/custom");
+fn base_urls_map_to_the_endpoints() {
+    let e = |u: &str| endpoints(u).unwrap();
+    assert_eq!(e("http://h:1"), ("http://h:1".into(), "ws://h:1/ws".into()));
+    assert_eq!(
+        e("https://h/api/"),
+        ("https://h/api".into(), "wss://h/api/ws".into())
+    );
+    assert_eq!(e("wss://h/ws"), ("https://h".into(), "wss://h/ws".into()));
     for bad in ["h:1", "ftp://h", "http://", "http://h/?x=1", "http://h /"] {
-        assert!(websocket_url(bad).is_err(), "{bad}");
+        assert!(endpoints(bad).is_err(), "{bad}");
     }
 }
 
 // ---------------------------------------------------------------------------
 // Randomized fault schedules against a model server.
 
-/// An in-memory server that follows PROTOCOL.md, with faults.
+/// An in-memory server that follows PROTOCOL.md on one transport, with faults.
 struct Model {
+    transport: Transport,
     channels: BTreeMap<String, ModelChannel>,
     conn: Option<ModelConn>,
     /// Frames on their way to the client, in order.
@@ -636,9 +656,10 @@ struct ModelChannel {
 
 struct ModelConn {
     id: ConnId,
-    open: bool,
     subs: BTreeSet<String>,
     stalled: bool,
+    /// A held long-poll request: the cursors it carries.
+    poll: Option<Vec<(String, Option<String>)>>,
 }
 
 impl ModelChannel {
@@ -647,72 +668,120 @@ impl ModelChannel {
     }
 }
 
+/// The `channel` parameters of an SSE or poll URL.
+fn url_channels(url: &str) -> Vec<(String, Option<String>)> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("channel="))
+        .map(|v| match v.split_once('@') {
+            Some((c, cur)) => (c.to_owned(), Some(cur.to_owned())),
+            None => (v.to_owned(), None),
+        })
+        .collect()
+}
+
 impl Model {
+    fn live(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|c| !c.stalled && c.poll.is_none())
+    }
+
     fn frame(&mut self, f: &ServerFrame) {
-        if self.conn.as_ref().is_some_and(|c| c.open && !c.stalled) {
+        if self.live() {
             self.wire.push_back(encode_server(f));
         }
     }
 
-    fn on_client(&mut self, frame: ClientFrame, rng: &mut SmallRng) {
-        match frame {
-            ClientFrame::Subscribe { channel, cursor } => {
-                let ch = self.channels.get(&channel).unwrap();
-                let head = ch.head();
-                let (outcome, reason, replay_from) =
-                    match cursor.map(|c| c.parse::<EventId>().unwrap()) {
-                        None => (Outcome::Live, None, None),
-                        Some(c) if c.epoch() != ch.epoch => {
-                            (Outcome::Reset, Some(WireResetReason::EpochChanged), None)
-                        }
-                        Some(c) if c.seq() + 1 < ch.oldest => (
-                            Outcome::Reset,
-                            Some(WireResetReason::HistoryTruncated),
-                            None,
-                        ),
-                        Some(c) => (Outcome::Resumed, None, Some(c.seq() + 1)),
-                    };
-                let mut frames = vec![ServerFrame::Subscribed {
-                    channel: channel.clone(),
-                    outcome,
-                    reason,
-                    head: head.to_string(),
-                }];
-                if let Some(from) = replay_from {
-                    // Sometimes replay a little from before the cursor, as an
-                    // at-least-once server may.
-                    let from = from
-                        .saturating_sub(rng.random_range(0..3))
-                        .max(ch.oldest)
-                        .max(1);
-                    for seq in from..=ch.events.len() as u64 {
-                        frames.push(ServerFrame::Event {
-                            channel: channel.clone(),
-                            id: format!("{}-{seq}", ch.epoch),
-                            event: None,
-                            data: ch.events[seq as usize - 1].clone(),
-                        });
-                    }
-                }
-                if let Some(c) = self.conn.as_mut() {
-                    c.subs.insert(channel.clone());
-                }
-                if outcome == Outcome::Live
-                    && self.conn.as_ref().is_some_and(|c| c.open && !c.stalled)
-                {
-                    self.live_starts.push((channel, head));
-                }
-                for f in &frames {
-                    self.frame(f);
-                }
+    /// The `subscribed` answer and the replay for one channel (PROTOCOL.md §4).
+    fn answer(
+        &mut self,
+        channel: &str,
+        cursor: Option<String>,
+        rng: &mut SmallRng,
+    ) -> Vec<ServerFrame> {
+        let ch = &self.channels[channel];
+        let head = ch.head();
+        let (outcome, reason, replay_from) = match cursor.map(|c| c.parse::<EventId>().unwrap()) {
+            None => (Outcome::Live, None, None),
+            Some(c) if c.epoch() != ch.epoch => {
+                (Outcome::Reset, Some(WireResetReason::EpochChanged), None)
             }
-            ClientFrame::Unsubscribe { channel } => {
-                if let Some(c) = self.conn.as_mut() {
-                    c.subs.remove(&channel);
-                }
+            Some(c) if c.seq() + 1 < ch.oldest => (
+                Outcome::Reset,
+                Some(WireResetReason::HistoryTruncated),
+                None,
+            ),
+            Some(c) => (Outcome::Resumed, None, Some(c.seq() + 1)),
+        };
+        let mut frames = vec![ServerFrame::Subscribed {
+            channel: channel.into(),
+            outcome,
+            reason,
+            head: head.to_string(),
+        }];
+        if let Some(from) = replay_from {
+            // Sometimes replay a little from before the cursor, as an
+            // at-least-once server may.
+            let back = if rng.random_bool(0.2) {
+                rng.random_range(1..3)
+            } else {
+                0
+            };
+            let from = from.saturating_sub(back).max(ch.oldest).max(1);
+            for seq in from..=ch.events.len() as u64 {
+                frames.push(ServerFrame::Event {
+                    channel: channel.into(),
+                    id: format!("{}-{seq}", ch.epoch),
+                    event: None,
+                    data: ch.events[seq as usize - 1].clone(),
+                });
             }
-            ClientFrame::Publish { .. } => {}
         }
+        if outcome == Outcome::Live {
+            self.live_starts.push((channel.into(), head));
+        }
+        frames
+    }
+
+    fn subscribe(&mut self, channel: String, cursor: Option<String>, rng: &mut SmallRng) {
+        if !self.live() {
+            return;
+        }
+        let frames = self.answer(&channel, cursor, rng);
+        if let Some(c) = self.conn.as_mut() {
+            c.subs.insert(channel);
+        }
+        for f in &frames {
+            self.frame(f);
+        }
+    }
+
+    /// Answers a held poll: welcome, a `subscribed` per channel, events.
+    fn answer_poll(&mut self, rng: &mut SmallRng) -> Option<(ConnId, String)> {
+        let c = self.conn.as_ref()?;
+        if c.stalled {
+            return None;
+        }
+        let (id, channels) = (c.id, c.poll.clone()?);
+        // Held until an event follows a cursor (or a reset or live answer is
+        // due), or until the hold time runs out, here at random.
+        let due = channels.iter().any(|(ch, cursor)| {
+            let mc = &self.channels[ch];
+            cursor
+                .as_ref()
+                .is_none_or(|c| c.parse::<EventId>().unwrap() != mc.head())
+        });
+        if !due && !rng.random_bool(0.2) {
+            return None;
+        }
+        let mut frames = vec![ServerFrame::Welcome { heartbeat_ms: 1000 }];
+        for (ch, cursor) in channels {
+            frames.extend(self.answer(&ch, cursor, rng));
+        }
+        self.conn = None;
+        Some((id, batch(&frames)))
     }
 
     fn publish(&mut self, channel: &str, data: String, dup: bool) {
@@ -791,11 +860,12 @@ impl Checker {
     }
 }
 
-fn run_schedule(seed: u64) -> (Stats, u32) {
+fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut now = Instant::now();
     let channels = ["a", "b", "c"];
     let mut model = Model {
+        transport,
         channels: BTreeMap::new(),
         conn: None,
         wire: VecDeque::new(),
@@ -819,7 +889,10 @@ fn run_schedule(seed: u64) -> (Stats, u32) {
         }
         model.channels.insert(ch.into(), mc);
     }
-    let mut s = Session::new(config(), "http://model", seed, now).unwrap();
+    let mut cfg = config();
+    cfg.transports = vec![transport];
+    cfg.poll_hold = Duration::from_secs(2);
+    let mut s = Session::new(cfg, "http://model", seed, now).unwrap();
     for ch in channels {
         // Start from a random point of the existing history, or live.
         let from = if rng.random_bool(0.5) {
@@ -831,7 +904,7 @@ fn run_schedule(seed: u64) -> (Stats, u32) {
         if let Some(f) = &from {
             checker.pos.insert(ch.into(), f.clone());
         }
-        s.subscribe(ch, from).unwrap();
+        s.subscribe(ch, from, now).unwrap();
     }
     let mut faults = 0;
     let mut published = 0;
@@ -841,35 +914,41 @@ fn run_schedule(seed: u64) -> (Stats, u32) {
         // Carry out what the session asked for.
         while let Some(o) = s.poll_output() {
             match o {
-                Output::Connect { conn, .. } => {
+                Output::Connect { conn, url, .. } => {
                     if model.refuse_next > 0 && !healing {
                         model.refuse_next -= 1;
                         let retry_after = Some(Duration::from_millis(rng.random_range(0..3000)));
-                        s.handle_input(
-                            Input::Closed {
-                                conn,
-                                error: TransportError::Status {
-                                    status: 503,
-                                    retry_after,
-                                },
-                            },
-                            now,
-                        );
-                    } else {
-                        model.wire.clear();
-                        model.conn = Some(ModelConn {
-                            id: conn,
-                            open: true,
-                            subs: BTreeSet::new(),
-                            stalled: false,
-                        });
+                        let error = TransportError::Status {
+                            status: 503,
+                            retry_after,
+                        };
+                        s.handle_input(Input::Closed { conn, error }, now);
+                        continue;
+                    }
+                    model.wire.clear();
+                    let poll = (model.transport == Transport::LongPoll).then(|| url_channels(&url));
+                    model.conn = Some(ModelConn {
+                        id: conn,
+                        subs: BTreeSet::new(),
+                        stalled: false,
+                        poll,
+                    });
+                    if model.transport != Transport::LongPoll {
                         s.handle_input(Input::Opened { conn }, now);
                         model.frame(&ServerFrame::Welcome { heartbeat_ms: 1000 });
                     }
+                    if model.transport == Transport::Sse {
+                        for (ch, cursor) in url_channels(&url) {
+                            model.subscribe(ch, cursor, &mut rng);
+                        }
+                    }
                 }
                 Output::Send { conn, text } => {
-                    if model.conn.as_ref().is_some_and(|c| c.id == conn) {
-                        model.on_client(serde_json::from_str(&text).unwrap(), &mut rng);
+                    if model.conn.as_ref().is_some_and(|c| c.id == conn)
+                        && let ClientFrame::Subscribe { channel, cursor } =
+                            serde_json::from_str(&text).unwrap()
+                    {
+                        model.subscribe(channel, cursor, &mut rng);
                     }
                 }
                 Output::Disconnect { conn } => {
@@ -896,8 +975,13 @@ fn run_schedule(seed: u64) -> (Stats, u32) {
                 Output::SubscriptionEnded { channel, error } => {
                     panic!("seed {seed}: {channel} ended: {error}")
                 }
-                Output::PublishDone { .. } => {}
+                Output::PublishDone { .. } | Output::Post { .. } => {}
             }
+        }
+        // A subscription started live begins after the head its `subscribed`
+        // names; the checker starts there too (the last such answer counts).
+        for (ch, head) in model.live_starts.drain(..) {
+            checker.pos.insert(ch, head);
         }
         if step == steps {
             // Later events reveal any event a faulty fan-out lost.
@@ -935,10 +1019,11 @@ fn run_schedule(seed: u64) -> (Stats, u32) {
                     );
                 }
                 model.conn = None;
+                let error = TransportError::Lost("reset".into());
                 s.handle_input(
                     Input::Closed {
                         conn: conn_id.unwrap(),
-                        error: TransportError::Lost("reset".into()),
+                        error,
                     },
                     now,
                 );
@@ -978,25 +1063,24 @@ fn run_schedule(seed: u64) -> (Stats, u32) {
                     .or_default()
                     .insert("epoch_changed");
                 if model.conn.as_ref().is_some_and(|c| c.subs.contains(ch)) {
+                    let reason = WireResetReason::EpochChanged;
                     model.frame(&ServerFrame::Reset {
                         channel: ch.into(),
-                        reason: WireResetReason::EpochChanged,
+                        reason,
                         head,
                     });
                 }
             }
-            50 => {
+            50 if model.transport != Transport::LongPoll => {
                 faults += 1;
                 model.lose_next = true;
             }
             _ => {
-                // Let time pass: deliver what is on the wire, heartbeats, timers.
+                // Let time pass: deliver what is on the wire, answer a held
+                // poll, heartbeats, timers.
                 let step = Duration::from_millis(rng.random_range(1..700));
                 let target = now + step;
-                if let Some(c) = &model.conn
-                    && c.open
-                    && !c.stalled
-                {
+                if model.live() {
                     model.wire.push_back(encode_server(&ServerFrame::Ping));
                 }
                 while let Some(t) = model.wire.pop_front() {
@@ -1004,6 +1088,20 @@ fn run_schedule(seed: u64) -> (Stats, u32) {
                         Input::Received {
                             conn: conn_id.unwrap(),
                             text: t,
+                        },
+                        now,
+                    );
+                }
+                if let Some((conn, body)) = model.answer_poll(&mut rng) {
+                    for (ch, head) in model.live_starts.drain(..) {
+                        checker.pos.insert(ch, head);
+                    }
+                    s.handle_input(Input::Opened { conn }, now);
+                    s.handle_input(Input::Received { conn, text: body }, now);
+                    s.handle_input(
+                        Input::Closed {
+                            conn,
+                            error: TransportError::Completed,
                         },
                         now,
                     );
@@ -1017,11 +1115,6 @@ fn run_schedule(seed: u64) -> (Stats, u32) {
                 }
             }
         }
-        // A subscription started live begins after the head its `subscribed`
-        // names; the checker starts there too.
-        for (ch, head) in model.live_starts.drain(..) {
-            checker.pos.insert(ch, head);
-        }
     }
     // Healed and quiet: everything published must have arrived.
     for ch in channels {
@@ -1029,7 +1122,7 @@ fn run_schedule(seed: u64) -> (Stats, u32) {
         assert_eq!(
             checker.pos.get(ch),
             Some(&head),
-            "seed {seed}: {ch} ended short of the head"
+            "seed {seed} ({transport}): {ch} ended short of the head"
         );
     }
     (s.stats(), faults)
@@ -1048,7 +1141,9 @@ fn randomized_fault_schedules_keep_the_delivery_promise() {
     let mut total = Stats::default();
     let mut faults = 0u64;
     for i in 0..schedules {
-        let (st, f) = run_schedule(base.wrapping_add(i));
+        // Each schedule runs on one transport, in turn.
+        let transport = Transport::ALL[(i % 3) as usize];
+        let (st, f) = run_schedule(base.wrapping_add(i), transport);
         total.delivered += st.delivered;
         total.duplicates += st.duplicates;
         total.resets += st.resets;
@@ -1056,11 +1151,458 @@ fn randomized_fault_schedules_keep_the_delivery_promise() {
         faults += u64::from(f);
     }
     eprintln!(
-        "{schedules} schedules: {} delivered, {} duplicates dropped, {} resets, {} connections, {faults} faults",
+        "{schedules} schedules over ws, sse and poll: {} delivered, {} duplicates dropped, {} resets, {} connections, {faults} faults",
         total.delivered, total.duplicates, total.resets, total.connections
     );
     assert!(
         total.duplicates > 0 && total.resets > 0 && faults > schedules,
         "the schedules exercised too little"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Transports: fallback, long polling, re-upgrade, HTTP publishing.
+
+fn batch(frames: &[ServerFrame]) -> String {
+    let frames: Vec<serde_json::Value> = frames
+        .iter()
+        .map(|f| serde_json::to_value(f).unwrap())
+        .collect();
+    serde_json::json!({ "frames": frames }).to_string()
+}
+
+fn sub_frame(channel: &str, outcome: Outcome, head: &str) -> ServerFrame {
+    ServerFrame::Subscribed {
+        channel: channel.into(),
+        outcome,
+        reason: None,
+        head: head.into(),
+    }
+}
+
+fn ev_frame(channel: &str, id: &str) -> ServerFrame {
+    ServerFrame::Event {
+        channel: channel.into(),
+        id: id.into(),
+        event: None,
+        data: id.into(),
+    }
+}
+
+fn with_transports(ts: &[Transport]) -> Rig {
+    let mut cfg = config();
+    cfg.transports = ts.to_vec();
+    cfg.upgrade_probe = Some(Duration::from_secs(30));
+    Rig::with(cfg)
+}
+
+#[test]
+fn a_refused_websocket_falls_back_to_sse_at_once() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", Some("ep-4".parse().unwrap()), r.now)
+        .unwrap();
+    assert_eq!(
+        r.urls[0],
+        (Transport::WebSocket, "ws://example.test:80/ws".into())
+    );
+    let t0 = r.now;
+    r.close(TransportError::Status {
+        status: 403,
+        retry_after: None,
+    });
+    let ConnectionState::Disconnected { retry_at, .. } = r.last_state().clone() else {
+        panic!()
+    };
+    assert_eq!(retry_at, t0, "no backoff before trying the next transport");
+    r.advance_to_timeout();
+    assert_eq!(
+        r.urls[1],
+        (
+            Transport::Sse,
+            "http://example.test:80/sse?channel=c@ep-4".into()
+        )
+    );
+    r.open();
+    let ConnectionState::Connected {
+        transport,
+        fallback,
+    } = r.last_state().clone()
+    else {
+        panic!()
+    };
+    assert_eq!(transport, Transport::Sse);
+    let fallback = fallback.expect("the state says why");
+    assert_eq!(fallback.from, Transport::WebSocket);
+    assert_eq!(fallback.reason, DisconnectReason::Refused { status: 403 });
+    assert!(
+        r.sent.is_empty(),
+        "nothing is sent on SSE: the subscriptions are in the URL"
+    );
+}
+
+#[test]
+fn an_ordinary_drop_does_not_fall_back_and_what_worked_is_remembered() {
+    let mut r = Rig::new();
+    r.close(TransportError::Status {
+        status: 426,
+        retry_after: None,
+    });
+    r.advance_to_timeout();
+    r.open();
+    r.close(TransportError::Lost("reset".into()));
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap().0, Transport::Sse);
+    // A drop of a working WebSocket does not fall back either.
+    let mut r = Rig::new();
+    r.open();
+    r.close(TransportError::Lost("reset".into()));
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap().0, Transport::WebSocket);
+}
+
+#[test]
+fn a_server_that_is_down_is_retried_on_the_same_transport() {
+    let mut r = Rig::new();
+    for _ in 0..3 {
+        r.close(TransportError::Connect("connection refused".into()));
+        r.advance_to_timeout();
+    }
+    assert!(r.urls.iter().all(|(t, _)| *t == Transport::WebSocket));
+}
+
+#[test]
+fn an_open_timeout_on_a_transport_that_never_worked_falls_back() {
+    let mut r = Rig::new();
+    r.advance_to_timeout();
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Disconnected {
+            reason: DisconnectReason::OpenTimeout,
+            ..
+        }
+    ));
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap().0, Transport::Sse);
+}
+
+#[test]
+fn every_transport_refused_starts_again_from_the_top_with_backoff() {
+    let mut r = Rig::new();
+    for _ in 0..3 {
+        r.close(TransportError::Status {
+            status: 403,
+            retry_after: None,
+        });
+        r.advance_to_timeout();
+    }
+    let kinds: Vec<Transport> = r.urls.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        kinds,
+        [
+            Transport::WebSocket,
+            Transport::Sse,
+            Transport::LongPoll,
+            Transport::WebSocket
+        ]
+    );
+}
+
+#[test]
+fn long_polling_polls_again_at_once_with_the_new_cursor() {
+    let mut r = with_transports(&[Transport::LongPoll]);
+    r.s.subscribe("c", None, r.now).unwrap();
+    // A subscribe before the first answer reopens the poll with the channel in it.
+    r.advance_to_timeout();
+    assert_eq!(
+        r.urls.last().unwrap().1,
+        "http://example.test:80/poll?channel=c&timeout_ms=25000"
+    );
+    let conn = r.conn();
+    r.input(Input::Opened { conn });
+    r.recv(batch(&[
+        ServerFrame::Welcome {
+            heartbeat_ms: 25_000,
+        },
+        sub_frame("c", Outcome::Live, "ep-0"),
+        ev_frame("c", "ep-1"),
+    ]));
+    r.close(TransportError::Completed);
+    assert_eq!(
+        r.urls.last().unwrap().1,
+        "http://example.test:80/poll?channel=c@ep-1&timeout_ms=25000"
+    );
+    let conn = r.conn();
+    r.input(Input::Opened { conn });
+    r.recv(batch(&[
+        ServerFrame::Welcome {
+            heartbeat_ms: 25_000,
+        },
+        sub_frame("c", Outcome::Resumed, "ep-2"),
+        ev_frame("c", "ep-2"),
+    ]));
+    r.close(TransportError::Completed);
+    assert_eq!(r.events(), ["ep-1", "ep-2"]);
+    let connected = r
+        .states
+        .iter()
+        .filter(|s| matches!(s, ConnectionState::Connected { .. }))
+        .count();
+    assert_eq!(
+        connected, 1,
+        "one connected state for a run of polls: {:?}",
+        r.states
+    );
+    assert!(
+        !r.states
+            .iter()
+            .any(|s| matches!(s, ConnectionState::Disconnected { .. }))
+    );
+    assert!(
+        !r.delivered
+            .iter()
+            .any(|m| matches!(m, Message::Resumed { .. })),
+        "a repeated poll is not news"
+    );
+    // A failed poll backs off like any failure.
+    r.close(TransportError::Status {
+        status: 502,
+        retry_after: None,
+    });
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Disconnected { .. }
+    ));
+}
+
+#[test]
+fn a_held_poll_that_never_answers_is_replaced() {
+    let mut r = with_transports(&[Transport::LongPoll]);
+    let t0 = r.now;
+    r.advance_to_timeout();
+    assert_eq!(
+        r.now,
+        t0 + Duration::from_secs(27),
+        "hold time plus open timeout"
+    );
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Disconnected {
+            reason: DisconnectReason::OpenTimeout,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn subscribing_on_sse_reopens_the_stream_once() {
+    let mut r = with_transports(&[Transport::Sse]);
+    r.open();
+    r.s.subscribe("a", None, r.now).unwrap();
+    r.s.subscribe("b", Some("ep-3".parse().unwrap()), r.now)
+        .unwrap();
+    r.advance_to_timeout();
+    assert_eq!(r.connects.len(), 2);
+    assert_eq!(r.disconnects, [r.connects[0]]);
+    assert_eq!(
+        r.urls[1].1,
+        "http://example.test:80/sse?channel=a&channel=b@ep-3"
+    );
+    r.open();
+    let connecting = r
+        .states
+        .iter()
+        .filter(|s| matches!(s, ConnectionState::Connecting { .. }))
+        .count();
+    assert_eq!(connecting, 1, "a reopen is not a reconnect: {:?}", r.states);
+}
+
+#[test]
+fn sse_comments_keep_the_connection_alive() {
+    let mut r = with_transports(&[Transport::Sse]);
+    r.open();
+    r.now += Duration::from_millis(1900);
+    let conn = r.conn();
+    r.input(Input::Activity { conn });
+    assert_eq!(
+        r.s.poll_timeout(),
+        Some(r.now + Duration::from_millis(2000))
+    );
+}
+
+#[test]
+fn sse_204_stops_and_a_wrong_content_type_falls_back() {
+    let mut r = with_transports(&[Transport::Sse]);
+    r.close(TransportError::Status {
+        status: 204,
+        retry_after: None,
+    });
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Closed {
+            error: Some(Error::BadRequest(_))
+        }
+    ));
+    let mut r = with_transports(&[Transport::Sse, Transport::LongPoll]);
+    r.close(TransportError::Unsupported("text/html".into()));
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap().0, Transport::LongPoll);
+}
+
+#[test]
+fn publish_on_http_transports_posts_with_an_idempotency_key_until_it_lands() {
+    let mut r = with_transports(&[Transport::Sse]);
+    r.s.publish(1, "c", Some("chat msg".into()), "hi".into())
+        .unwrap();
+    assert!(r.posts.is_empty(), "not before the connection is up");
+    r.open();
+    let (key, url, data) = r.posts[0].clone();
+    assert_eq!(url, "http://example.test:80/publish/c?event=chat%20msg");
+    assert_eq!(data, "hi");
+    r.input(Input::Posted {
+        key: key.clone(),
+        result: Err(PostError::Failed("reset".into())),
+    });
+    assert!(r.published.is_empty());
+    r.advance_to_timeout();
+    assert_eq!(r.posts.len(), 2);
+    assert_eq!(
+        r.posts[1].0, key,
+        "the same key, so that the server applies it once"
+    );
+    r.input(Input::Posted {
+        key,
+        result: Ok("ep-9".into()),
+    });
+    assert_eq!(r.published, [(1, Ok("ep-9".into()))]);
+    // A refusal is final.
+    r.s.publish(2, "c", None, "x".into()).unwrap();
+    r.drain();
+    let key = r.posts.last().unwrap().0.clone();
+    r.input(Input::Posted {
+        key,
+        result: Err(PostError::Status {
+            status: 413,
+            message: "too large".into(),
+        }),
+    });
+    assert!(
+        matches!(&r.published[1], (2, Err(Error::PublishRejected { code, .. })) if code == "413")
+    );
+}
+
+/// Brings a rig to "connected via SSE after WebSocket was refused", with
+/// events up to `ep-3` delivered on channel `c`.
+fn on_sse_after_fallback() -> Rig {
+    let mut r = with_transports(&Transport::ALL);
+    r.s.subscribe("c", Some("ep-0".parse().unwrap()), r.now)
+        .unwrap();
+    r.close(TransportError::Status {
+        status: 403,
+        retry_after: None,
+    });
+    r.advance_to_timeout();
+    r.open();
+    r.recv(subscribed("c", Outcome::Resumed, None, "ep-3"));
+    for i in 1..=3 {
+        r.recv(event("c", &format!("ep-{i}"), &format!("ep-{i}")));
+    }
+    r.disconnects.clear();
+    r
+}
+
+#[test]
+fn a_probe_returns_to_websocket_without_loss_or_duplicates() {
+    let mut r = on_sse_after_fallback();
+    let sse = r.conn();
+    let t = r.now;
+    r.now = t + Duration::from_secs(30);
+    r.recv(encode_server(&ServerFrame::Ping)); // keep SSE alive up to the probe
+    r.advance_to_timeout();
+    assert_eq!(r.now, t + Duration::from_secs(30));
+    let probe = r.conn();
+    assert_eq!(r.urls.last().unwrap().0, Transport::WebSocket);
+    // The SSE stream keeps delivering while the probe opens.
+    r.input(Input::Received {
+        conn: sse,
+        text: event("c", "ep-4", "ep-4"),
+    });
+    r.input(Input::Opened { conn: probe });
+    assert!(
+        r.disconnects.is_empty(),
+        "the working connection stays until the probe is greeted"
+    );
+    r.input(Input::Received {
+        conn: probe,
+        text: welcome(1000),
+    });
+    assert_eq!(r.disconnects, [sse]);
+    let ConnectionState::Connected {
+        transport,
+        fallback,
+    } = r.last_state().clone()
+    else {
+        panic!()
+    };
+    assert_eq!((transport, fallback), (Transport::WebSocket, None));
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else {
+        panic!()
+    };
+    assert_eq!(
+        cursor.as_deref(),
+        Some("ep-4"),
+        "resubscribes from what was delivered"
+    );
+    // Late frames from the closed SSE stream are ignored; the WebSocket replays.
+    r.input(Input::Received {
+        conn: sse,
+        text: event("c", "ep-5", "ep-5"),
+    });
+    r.input(Input::Received {
+        conn: probe,
+        text: subscribed("c", Outcome::Resumed, None, "ep-5"),
+    });
+    r.input(Input::Received {
+        conn: probe,
+        text: event("c", "ep-5", "ep-5"),
+    });
+    r.input(Input::Received {
+        conn: probe,
+        text: event("c", "ep-6", "ep-6"),
+    });
+    assert_eq!(r.events(), ["ep-1", "ep-2", "ep-3", "ep-4", "ep-5", "ep-6"]);
+}
+
+#[test]
+fn a_failed_probe_keeps_the_working_connection_and_tries_later() {
+    let mut r = on_sse_after_fallback();
+    let sse = r.conn();
+    r.now += Duration::from_secs(30);
+    r.recv(encode_server(&ServerFrame::Ping));
+    r.advance_to_timeout();
+    let probe = r.conn();
+    r.input(Input::Closed {
+        conn: probe,
+        error: TransportError::Status {
+            status: 403,
+            retry_after: None,
+        },
+    });
+    assert_eq!(r.disconnects, [probe]);
+    assert!(matches!(
+        r.last_state(),
+        ConnectionState::Connected {
+            transport: Transport::Sse,
+            ..
+        }
+    ));
+    r.input(Input::Received {
+        conn: sse,
+        text: event("c", "ep-4", "ep-4"),
+    });
+    assert_eq!(r.events().last().unwrap(), "ep-4");
+    assert_eq!(
+        r.s.poll_timeout(),
+        Some(r.now + Duration::from_secs(2)),
+        "heartbeat first"
     );
 }

@@ -12,14 +12,254 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::ConnEvent;
-use crate::core::{ConnId, TransportError};
+use crate::core::{ConnId, PostError, Transport, TransportError};
+use crate::protocol::sse::{SseItem, SseParser};
 
 /// What a connection needs besides its URL.
 #[derive(Clone)]
 pub(crate) struct ConnectOptions {
     pub headers: Vec<(String, String)>,
     pub tls: Arc<rustls::ClientConfig>,
+    pub http: reqwest::Client,
     pub max_frame_bytes: usize,
+}
+
+/// The HTTP client for the SSE and long-polling transports and HTTP publishes.
+pub(crate) fn http_client(
+    tls: &rustls::ClientConfig,
+    headers: &[(String, String)],
+) -> Result<reqwest::Client, crate::Error> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        let (Ok(name), Ok(value)) = (
+            name.parse::<reqwest::header::HeaderName>(),
+            reqwest::header::HeaderValue::from_str(value),
+        ) else {
+            return Err(crate::Error::BadRequest(format!("invalid header {name:?}")));
+        };
+        map.insert(name, value);
+    }
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
+        .default_headers(map)
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| crate::Error::BadRequest(format!("HTTP client: {e}")))
+}
+
+/// Starts a connection (for long polling: one request) on `transport`.
+pub(crate) fn connect(
+    conn: ConnId,
+    transport: Transport,
+    url: String,
+    opts: ConnectOptions,
+    events: mpsc::Sender<ConnEvent>,
+) -> ConnHandle {
+    match transport {
+        Transport::WebSocket => connect_websocket(conn, url, opts, events),
+        Transport::Sse | Transport::LongPoll => {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let task = tokio::spawn(async move {
+                let error = if transport == Transport::Sse {
+                    run_sse(conn, &url, &opts, &events).await
+                } else {
+                    run_poll(conn, &url, &opts, &events).await
+                };
+                let _ = events.send(ConnEvent::Closed(conn, error)).await;
+            });
+            ConnHandle {
+                tx,
+                task,
+                graceful: false,
+            }
+        }
+    }
+}
+
+/// Sends an HTTP publish and reports the result.
+pub(crate) fn post(
+    key: String,
+    url: String,
+    data: String,
+    opts: &ConnectOptions,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let http = opts.http.clone();
+    tokio::spawn(async move {
+        let result = async {
+            let resp = http
+                .post(&url)
+                .header("idempotency-key", &key)
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(data)
+                .send()
+                .await
+                .map_err(|e| PostError::Failed(e.to_string()))?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .text()
+                .await
+                .map_err(|e| PostError::Failed(e.to_string()))?;
+            if status != 200 {
+                return Err(PostError::Status {
+                    status,
+                    message: body.chars().take(200).collect(),
+                });
+            }
+            #[derive(serde::Deserialize)]
+            struct Ack {
+                id: String,
+            }
+            serde_json::from_str::<Ack>(&body)
+                .map(|a| a.id)
+                .map_err(|e| PostError::Status {
+                    status,
+                    message: format!("unexpected answer: {e}"),
+                })
+        }
+        .await;
+        let _ = events.send(ConnEvent::Posted(key, result)).await;
+    });
+}
+
+/// Sends the request of an HTTP transport and checks that the answer is the
+/// stream or document asked for.
+async fn open_http(
+    url: &str,
+    accept: &str,
+    opts: &ConnectOptions,
+) -> Result<reqwest::Response, TransportError> {
+    let resp = opts
+        .http
+        .get(url)
+        .header("accept", accept)
+        .header("cache-control", "no-cache")
+        .send()
+        .await;
+    let resp = resp.map_err(http_error)?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Err(TransportError::Status {
+            status,
+            retry_after,
+        });
+    }
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ctype.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case(accept) {
+        return Err(TransportError::Unsupported(format!(
+            "answered {ctype:?} instead of {accept}"
+        )));
+    }
+    Ok(resp)
+}
+
+async fn run_sse(
+    conn: ConnId,
+    url: &str,
+    opts: &ConnectOptions,
+    events: &mpsc::Sender<ConnEvent>,
+) -> TransportError {
+    let resp = match open_http(url, "text/event-stream", opts).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if events.send(ConnEvent::Opened(conn)).await.is_err() {
+        return TransportError::Lost("driver gone".into());
+    }
+    let mut parser = SseParser::new(opts.max_frame_bytes);
+    let mut items = Vec::new();
+    let mut body = resp.bytes_stream();
+    loop {
+        let chunk = match body.next().await {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => return TransportError::Lost(e.to_string()),
+            None => return TransportError::Lost("stream ended".into()),
+        };
+        if let Err(e) = parser.feed(&chunk, &mut items) {
+            return TransportError::Lost(e.to_string());
+        }
+        let mut delivered = false;
+        for item in items.drain(..) {
+            if let SseItem::Event(ev) = item {
+                delivered = true;
+                if events
+                    .send(ConnEvent::Received(conn, ev.data))
+                    .await
+                    .is_err()
+                {
+                    return TransportError::Lost("driver gone".into());
+                }
+            }
+        }
+        if !delivered && events.send(ConnEvent::Activity(conn)).await.is_err() {
+            return TransportError::Lost("driver gone".into());
+        }
+    }
+}
+
+async fn run_poll(
+    conn: ConnId,
+    url: &str,
+    opts: &ConnectOptions,
+    events: &mpsc::Sender<ConnEvent>,
+) -> TransportError {
+    let resp = match open_http(url, "application/json", opts).await {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if events.send(ConnEvent::Opened(conn)).await.is_err() {
+        return TransportError::Lost("driver gone".into());
+    }
+    let limit = opts
+        .max_frame_bytes
+        .saturating_mul(crate::core::POLL_BATCH_FACTOR);
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if body.len() + c.len() <= limit => body.extend_from_slice(&c),
+            Ok(_) => return TransportError::Lost(format!("poll response over {limit} bytes")),
+            Err(e) => return TransportError::Lost(e.to_string()),
+        }
+    }
+    let Ok(text) = String::from_utf8(body) else {
+        return TransportError::Lost("poll response is not UTF-8".into());
+    };
+    if events.send(ConnEvent::Received(conn, text)).await.is_err() {
+        return TransportError::Lost("driver gone".into());
+    }
+    TransportError::Completed
+}
+
+/// Maps a failed HTTP request: TLS failures are told apart (they stop the
+/// client), everything else is a connection failure.
+fn http_error(e: reqwest::Error) -> TransportError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return TransportError::Tls(e.to_string());
+        }
+        source = err.source();
+    }
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(err) = source {
+        msg.push_str(": ");
+        msg.push_str(&err.to_string());
+        source = err.source();
+    }
+    TransportError::Connect(msg)
 }
 
 /// A TLS configuration with the webpki roots and, if given, extra roots.
