@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! cargo run --release --example tail -- [--transport auto|ws|sse|poll] [--from ID] [--count N] [URL] [CHANNEL...]
+//! cargo run --release --example tail -- --plain-sse URL [--from ID] [--count N]
 //! ```
 //!
 //! - stdout: one JSON object per event, `{"channel","id","event","data"}`, and
 //!   `{"channel","reset"}` when a subscription cannot continue from its cursor.
 //! - stderr: connection state changes.
+//! - `--plain-sse URL` reads any standard SSE endpoint and prints
+//!   `{"id","event","data"}` lines (`id` is null for an event without one).
 //! - With no URL, an embedded fixture server starts with a publisher and
 //!   periodic faults (abrupt drops, stalls, 503s), and a live status line shows
 //!   what was received, replayed and de-duplicated, and that nothing was lost.
@@ -17,7 +20,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures::StreamExt;
 use futures::stream::SelectAll;
-use resub::{Client, ConnectionState, Message};
+use resub::{Client, ConnectionState, Message, PlainSse, Transport};
 use resub_fixture::{Fixture, FixtureConfig};
 
 #[derive(Parser, Debug)]
@@ -32,6 +35,9 @@ struct Args {
     /// Exit after this many events.
     #[arg(long)]
     count: Option<u64>,
+    /// Read a plain SSE endpoint (any server, not the resub protocol).
+    #[arg(long, value_name = "URL", conflicts_with = "transport")]
+    plain_sse: Option<String>,
     /// The server's base URL (http://host:port), then the channels. With no
     /// URL, an embedded fixture with a publisher and faults is started.
     #[arg(value_name = "URL|CHANNEL")]
@@ -81,7 +87,11 @@ struct Score {
 }
 
 async fn tail(url: &str, channels: &[String], args: &Args, demo: Option<&Demo>) -> i32 {
-    let client = match Client::builder(url).build() {
+    let transports = match args.transport.as_str() {
+        "auto" => Transport::ALL.to_vec(),
+        one => vec![one.parse::<Transport>().expect("validated by clap")],
+    };
+    let client = match Client::builder(url).transports(&transports).build() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tail: {e}");
@@ -273,4 +283,45 @@ async fn demo(mut channels: Vec<String>, args: &Args) -> i32 {
         });
     }
     tail(&url, &channels, args, Some(&demo)).await
+}
+
+/// `--plain-sse URL`: a standard SSE endpoint, ids opaque.
+async fn plain(url: &str, args: &Args) -> i32 {
+    let mut builder = PlainSse::builder(url);
+    if let Some(from) = &args.from {
+        builder = builder.last_event_id(from);
+    }
+    let mut stream = match builder.build() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tail: {e}");
+            return 2;
+        }
+    };
+    let mut states = stream.states();
+    let mut out = std::io::stdout().lock();
+    let mut events = 0u64;
+    loop {
+        tokio::select! {
+            item = stream.next() => match item {
+                None => return 0,
+                Some(Err(e)) => {
+                    eprintln!("tail: stopped: {e}");
+                    return if matches!(e, resub::Error::EndOfStream) { 0 } else { 1 };
+                }
+                Some(Ok(ev)) => {
+                    events += 1;
+                    let line = serde_json::json!({"id": ev.id, "event": ev.event, "data": ev.data});
+                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                        return 0;
+                    }
+                    if args.count.is_some_and(|n| events >= n) {
+                        stream.close().await;
+                        return 0;
+                    }
+                }
+            },
+            Some(s) = states.next() => eprintln!("tail: {s}"),
+        }
+    }
 }

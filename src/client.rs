@@ -341,6 +341,15 @@ pub struct States {
     done: bool,
 }
 
+impl States {
+    pub(crate) fn new(rx: broadcast::Receiver<ConnectionState>, done: bool) -> Self {
+        States {
+            inner: BroadcastStream::new(rx),
+            done,
+        }
+    }
+}
+
 impl std::fmt::Debug for States {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("States")

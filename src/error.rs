@@ -60,6 +60,21 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// An SSE server answered 204 No Content: it has nothing to stream, and
+    /// asks not to reconnect.
+    #[error("the server has nothing to stream (HTTP 204)")]
+    EndOfStream,
+    /// A plain SSE server answered with a status other than 200, which the
+    /// SSE specification treats as final.
+    #[error("the server answered HTTP {status}")]
+    HttpStatus {
+        /// The status.
+        status: u16,
+    },
+    /// A plain SSE server answered with a content type other than
+    /// `text/event-stream`.
+    #[error("not an event stream: {0}")]
+    UnexpectedContentType(String),
     /// Too many publishes are waiting for a connection or an ack.
     #[error("publish queue full ({0} waiting)")]
     PublishQueueFull(usize),
@@ -81,6 +96,9 @@ impl Error {
             Error::InvalidUrl { .. } => "invalid_url",
             Error::PublishRejected { .. } => "publish_rejected",
             Error::PublishQueueFull(_) => "publish_queue_full",
+            Error::EndOfStream => "end_of_stream",
+            Error::HttpStatus { .. } => "http_status",
+            Error::UnexpectedContentType(_) => "unexpected_content_type",
         }
     }
 }

@@ -38,11 +38,18 @@ pub mod protocol;
 mod client;
 #[cfg(not(target_arch = "wasm32"))]
 mod driver;
+#[cfg(not(target_arch = "wasm32"))]
+mod plain;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use client::{Client, ClientBuilder, States, Subscription};
+pub use core::plain::PlainEvent;
+#[cfg(not(target_arch = "wasm32"))]
+pub use plain::{PlainSse, PlainSseBuilder};
 
-pub use core::{ConnectionState, DisconnectReason, Event, Message, ResetReason, Stats, Transport};
+pub use core::{
+    ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats, Transport,
+};
 pub use error::Error;
 
 /// The instant type used throughout: `std::time::Instant` on native targets,

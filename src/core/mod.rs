@@ -16,6 +16,7 @@
 //! first.
 
 mod backoff;
+pub mod plain;
 mod session;
 
 pub use backoff::Backoff;

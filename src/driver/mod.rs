@@ -4,6 +4,7 @@
 //! sleeping) sit in `native/`.
 
 pub(crate) mod native;
+pub(crate) mod plain;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -127,15 +127,18 @@ pub(crate) fn post(
 async fn open_http(
     url: &str,
     accept: &str,
+    last_event_id: Option<&str>,
     opts: &ConnectOptions,
 ) -> Result<reqwest::Response, TransportError> {
-    let resp = opts
+    let mut req = opts
         .http
         .get(url)
         .header("accept", accept)
-        .header("cache-control", "no-cache")
-        .send()
-        .await;
+        .header("cache-control", "no-cache");
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let resp = req.send().await;
     let resp = resp.map_err(http_error)?;
     let status = resp.status().as_u16();
     if status != 200 {
@@ -170,11 +173,28 @@ async fn run_sse(
     opts: &ConnectOptions,
     events: &mpsc::Sender<ConnEvent>,
 ) -> TransportError {
-    let resp = match open_http(url, "text/event-stream", opts).await {
+    let map = |item| match item {
+        SseItem::Event(ev) => ConnEvent::Received(conn, ev.data),
+        SseItem::Retry(_) | SseItem::Comment => ConnEvent::Activity(conn),
+    };
+    read_sse(url, None, opts, events, ConnEvent::Opened(conn), map).await
+}
+
+/// Opens an event stream and sends what its parser produces, mapped by
+/// `map`, to `events`; returns how the stream ended.
+pub(crate) async fn read_sse<E>(
+    url: &str,
+    last_event_id: Option<&str>,
+    opts: &ConnectOptions,
+    events: &mpsc::Sender<E>,
+    opened: E,
+    map: impl Fn(SseItem) -> E,
+) -> TransportError {
+    let resp = match open_http(url, "text/event-stream", last_event_id, opts).await {
         Ok(r) => r,
         Err(e) => return e,
     };
-    if events.send(ConnEvent::Opened(conn)).await.is_err() {
+    if events.send(opened).await.is_err() {
         return TransportError::Lost("driver gone".into());
     }
     let mut parser = SseParser::new(opts.max_frame_bytes);
@@ -184,26 +204,15 @@ async fn run_sse(
         let chunk = match body.next().await {
             Some(Ok(c)) => c,
             Some(Err(e)) => return TransportError::Lost(e.to_string()),
-            None => return TransportError::Lost("stream ended".into()),
+            None => return TransportError::Completed,
         };
         if let Err(e) = parser.feed(&chunk, &mut items) {
             return TransportError::Lost(e.to_string());
         }
-        let mut delivered = false;
         for item in items.drain(..) {
-            if let SseItem::Event(ev) = item {
-                delivered = true;
-                if events
-                    .send(ConnEvent::Received(conn, ev.data))
-                    .await
-                    .is_err()
-                {
-                    return TransportError::Lost("driver gone".into());
-                }
+            if events.send(map(item)).await.is_err() {
+                return TransportError::Lost("driver gone".into());
             }
-        }
-        if !delivered && events.send(ConnEvent::Activity(conn)).await.is_err() {
-            return TransportError::Lost("driver gone".into());
         }
     }
 }
@@ -214,7 +223,7 @@ async fn run_poll(
     opts: &ConnectOptions,
     events: &mpsc::Sender<ConnEvent>,
 ) -> TransportError {
-    let resp = match open_http(url, "application/json", opts).await {
+    let resp = match open_http(url, "application/json", None, opts).await {
         Ok(r) => r,
         Err(e) => return e,
     };
