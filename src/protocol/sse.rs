@@ -171,22 +171,16 @@ impl SseParser {
                 self.has_data = true;
             }
             b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
-            b"id" => {
-                if memchr::memchr(0, value).is_none() {
-                    let id = String::from_utf8_lossy(value).into_owned();
-                    self.last_event_id.clone_from(&id);
-                    self.id_field = Some(id);
-                }
+            // An id containing NUL is ignored.
+            b"id" if memchr::memchr(0, value).is_none() => {
+                let id = String::from_utf8_lossy(value).into_owned();
+                self.last_event_id.clone_from(&id);
+                self.id_field = Some(id);
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    // All digits but too large for u64: saturate.
-                    let ms = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(u64::MAX);
-                    out.push(SseItem::Retry(ms));
-                }
+            // Only all-ASCII-digit values count; too large for u64 saturates.
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                let ms = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+                out.push(SseItem::Retry(ms));
             }
             _ => {}
         }
