@@ -47,18 +47,10 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("RESUB_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    if matches!(args.transport.as_str(), "sse" | "poll") {
-        eprintln!(
-            "tail: transport {:?} is not available in this version; use ws or auto",
-            args.transport
-        );
-        std::process::exit(2);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RESUB_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Some(url) = &args.plain_sse {
+        std::process::exit(plain(url, &args).await);
     }
     let (url, channels) = match args.args.split_first() {
         Some((first, rest)) if first.contains("://") => (Some(first.clone()), rest.to_vec()),
@@ -189,10 +181,7 @@ impl Score {
     /// but the next number is a loss or a reordering.
     fn check(&mut self, channel: &str, data: &str) {
         self.received += 1;
-        let Some(n) = serde_json::from_str::<serde_json::Value>(data)
-            .ok()
-            .and_then(|v| v["n"].as_u64())
-        else {
+        let Some(n) = serde_json::from_str::<serde_json::Value>(data).ok().and_then(|v| v["n"].as_u64()) else {
             return;
         };
         match self.last.insert(channel.to_owned(), n) {
@@ -223,10 +212,7 @@ async fn demo(mut channels: Vec<String>, args: &Args) -> i32 {
     if channels.is_empty() {
         channels = vec!["prices".into(), "chat".into()];
     }
-    let cfg = FixtureConfig {
-        heartbeat: Duration::from_millis(1000),
-        ..FixtureConfig::default()
-    };
+    let cfg = FixtureConfig { heartbeat: Duration::from_millis(1000), ..FixtureConfig::default() };
     let fixture = match Fixture::start_with("127.0.0.1:0".parse().unwrap(), cfg).await {
         Ok(f) => f,
         Err(e) => {
@@ -239,10 +225,7 @@ async fn demo(mut channels: Vec<String>, args: &Args) -> i32 {
         "tail: embedded fixture at {url}; publishing to {channels:?} with a fault every few seconds (Ctrl-C to stop)"
     );
     let faults = std::sync::Arc::new(std::sync::Mutex::new((0u64, "none")));
-    let demo = Demo {
-        fixture: std::sync::Arc::new(fixture),
-        faults: faults.clone(),
-    };
+    let demo = Demo { fixture: std::sync::Arc::new(fixture), faults: faults.clone() };
     // The publisher: ~25 events a second per channel, numbered per channel.
     {
         let fixture = demo.fixture.clone();

@@ -131,32 +131,19 @@ impl ClientBuilder {
         };
         let tls = tls_config(&self.roots)?;
         let http = http_client(&tls, &self.headers)?;
-        let opts = ConnectOptions {
-            headers: self.headers,
-            tls,
-            http,
-            max_frame_bytes: self.config.max_frame_bytes,
-        };
+        let opts = ConnectOptions { headers: self.headers, tls, http, max_frame_bytes: self.config.max_frame_bytes };
         let session = Session::new(self.config, &self.url, seed, Instant::now())?;
         let first = session.transport();
         let (states, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
-            state: Mutex::new(ConnectionState::Connecting {
-                transport: first,
-                attempt: 0,
-            }),
+            state: Mutex::new(ConnectionState::Connecting { transport: first, attempt: 0 }),
             stats: Mutex::new(Stats::default()),
             states,
         });
         let (commands, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(crate::driver::run(session, rx, shared.clone(), opts));
         Ok(Client {
-            inner: Arc::new(Inner {
-                commands,
-                shared,
-                next_sub: AtomicU64::new(0),
-                task: Mutex::new(Some(task)),
-            }),
+            inner: Arc::new(Inner { commands, shared, next_sub: AtomicU64::new(0), task: Mutex::new(Some(task)) }),
         })
     }
 }
@@ -179,9 +166,7 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("state", &self.state())
-            .finish()
+        f.debug_struct("Client").field("state", &self.state()).finish()
     }
 }
 
@@ -189,13 +174,7 @@ impl Client {
     /// Starts configuring a client for the server at `url` (`http://host:port`
     /// or `https://…`; the endpoints are derived as PROTOCOL.md says).
     pub fn builder(url: &str) -> ClientBuilder {
-        ClientBuilder {
-            url: url.to_owned(),
-            config: Config::default(),
-            seed: None,
-            headers: vec![],
-            roots: vec![],
-        }
+        ClientBuilder { url: url.to_owned(), config: Config::default(), seed: None, headers: vec![], roots: vec![] }
     }
 
     /// Subscribes to `channel`, starting with live events.
@@ -211,29 +190,14 @@ impl Client {
         self.subscribe_inner(channel, Some(from)).await
     }
 
-    async fn subscribe_inner(
-        &self,
-        channel: &str,
-        from: Option<EventId>,
-    ) -> Result<Subscription, Error> {
+    async fn subscribe_inner(&self, channel: &str, from: Option<EventId>) -> Result<Subscription, Error> {
         validate_channel(channel)?;
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
         let (reply, result) = oneshot::channel();
         let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
-        self.command(Command::Subscribe {
-            channel: channel.to_owned(),
-            from,
-            id,
-            tx,
-            reply,
-        })?;
+        self.command(Command::Subscribe { channel: channel.to_owned(), from, id, tx, reply })?;
         result.await.map_err(|_| Error::Closed)??;
-        Ok(Subscription {
-            channel: channel.to_owned(),
-            id,
-            rx,
-            commands: self.inner.commands.clone(),
-        })
+        Ok(Subscription { channel: channel.to_owned(), id, rx, commands: self.inner.commands.clone() })
     }
 
     /// Publishes `data` to `channel` and waits for the server's ack, which
@@ -253,12 +217,7 @@ impl Client {
         validate_channel(channel)?;
         let (reply, result) = oneshot::channel();
         let event = event.map(str::to_owned);
-        self.command(Command::Publish {
-            channel: channel.to_owned(),
-            event,
-            data: data.into(),
-            reply,
-        })?;
+        self.command(Command::Publish { channel: channel.to_owned(), event, data: data.into(), reply })?;
         result.await.map_err(|_| Error::Closed)?
     }
 
@@ -274,10 +233,7 @@ impl Client {
     pub fn states(&self) -> States {
         let rx = self.inner.shared.states.subscribe();
         let done = matches!(self.state(), ConnectionState::Closed { .. });
-        States {
-            inner: BroadcastStream::new(rx),
-            done,
-        }
+        States { inner: BroadcastStream::new(rx), done }
     }
 
     /// Counters: delivered, replayed, duplicates dropped, resets, connections.
@@ -328,10 +284,7 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Unsubscribe {
-            channel: std::mem::take(&mut self.channel),
-            id: self.id,
-        });
+        let _ = self.commands.send(Command::Unsubscribe { channel: std::mem::take(&mut self.channel), id: self.id });
     }
 }
 
@@ -343,10 +296,7 @@ pub struct States {
 
 impl States {
     pub(crate) fn new(rx: broadcast::Receiver<ConnectionState>, done: bool) -> Self {
-        States {
-            inner: BroadcastStream::new(rx),
-            done,
-        }
+        States { inner: BroadcastStream::new(rx), done }
     }
 }
 

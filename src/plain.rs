@@ -76,47 +76,20 @@ impl PlainSseBuilder {
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn build(self) -> Result<PlainSse, Error> {
-        let seed = self
-            .seed
-            .unwrap_or_else(|| getrandom::u64().unwrap_or(0x2545_f491_4f6c_dd1d));
+        let seed = self.seed.unwrap_or_else(|| getrandom::u64().unwrap_or(0x2545_f491_4f6c_dd1d));
         let tls = tls_config(&self.roots)?;
         let http = http_client(&tls, &self.headers)?;
-        let opts = ConnectOptions {
-            headers: self.headers,
-            tls,
-            http,
-            max_frame_bytes: self.config.max_frame_bytes,
-        };
-        let session = PlainSession::new(
-            self.config,
-            &self.url,
-            self.last_event_id,
-            seed,
-            Instant::now(),
-        )?;
+        let opts = ConnectOptions { headers: self.headers, tls, http, max_frame_bytes: self.config.max_frame_bytes };
+        let session = PlainSession::new(self.config, &self.url, self.last_event_id, seed, Instant::now())?;
         let (states, _) = broadcast::channel(256);
         let shared = Arc::new(PlainShared {
-            state: Mutex::new(ConnectionState::Connecting {
-                transport: Transport::Sse,
-                attempt: 0,
-            }),
+            state: Mutex::new(ConnectionState::Connecting { transport: Transport::Sse, attempt: 0 }),
             states,
         });
         let (tx, rx) = mpsc::channel(1024);
         let (close, close_rx) = oneshot::channel();
-        let task = tokio::spawn(crate::driver::plain::run(
-            session,
-            tx,
-            close_rx,
-            shared.clone(),
-            opts,
-        ));
-        Ok(PlainSse {
-            rx,
-            shared,
-            close: Some(close),
-            task: Some(task),
-        })
+        let task = tokio::spawn(crate::driver::plain::run(session, tx, close_rx, shared.clone(), opts));
+        Ok(PlainSse { rx, shared, close: Some(close), task: Some(task) })
     }
 }
 
@@ -148,10 +121,7 @@ impl PlainSse {
     pub fn builder(url: &str) -> PlainSseBuilder {
         PlainSseBuilder {
             url: url.to_owned(),
-            config: Config {
-                heartbeat_timeout: None,
-                ..Config::default()
-            },
+            config: Config { heartbeat_timeout: None, ..Config::default() },
             last_event_id: None,
             headers: vec![],
             roots: vec![],

@@ -12,34 +12,19 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, warn};
 
 use crate::MAX_PAYLOAD;
-use crate::state::{Frame, Mode, Shared, bad_request, encode, error_frame};
-
-/// Removes the connection from the registry however its task ends.
-struct Registration {
-    shared: Arc<Shared>,
-    id: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.shared.unregister(self.id);
-    }
-}
+use crate::state::{Frame, Mode, Registered, Shared, Transport, bad_request, encode, error_frame};
 
 /// Serves an upgraded connection until the client leaves or the fixture
 /// drops it. Returning drops the socket; no close frame is sent unless the
 /// client started the closing handshake.
 pub(crate) async fn run(shared: Arc<Shared>, ws: WebSocket) {
-    let (tx, rx) = mpsc::channel(shared.cfg.max_connection_queue.max(1));
-    let (mode_tx, mode_rx) = watch::channel(Mode::Normal);
-    let Some(id) = shared.register(tx.clone(), mode_tx) else {
+    let capacity = shared.cfg.max_connection_queue;
+    let Some(Registered { registration, tx, rx, mode: mode_rx }) = shared.register(Transport::WebSocket, capacity)
+    else {
         debug!("connection refused: shutting down");
         return;
     };
-    let _registration = Registration {
-        shared: Arc::clone(&shared),
-        id,
-    };
+    let id = registration.id();
     debug!(conn = id, "connection open");
     let dropped = until_dropped(mode_rx.clone());
     tokio::select! {
@@ -66,10 +51,10 @@ async fn serve(
     let heartbeat = shared.cfg.heartbeat.max(Duration::from_millis(1));
     let heartbeat_ms = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX);
     let welcome = encode(&ServerFrame::Welcome { heartbeat_ms });
-    if ws.send(Message::Text(welcome)).await.is_err() {
+    if ws.send(Message::Text(welcome.json)).await.is_err() {
         return;
     }
-    let ping = encode(&ServerFrame::Ping);
+    let ping = encode(&ServerFrame::Ping).json;
     let mut next_ping = Instant::now() + heartbeat;
     loop {
         if *mode.borrow_and_update() != Mode::Normal {
@@ -83,7 +68,7 @@ async fn serve(
             }
             frame = rx.recv() => {
                 let Some(frame) = frame else { return };
-                if ws.send(Message::Text(frame)).await.is_err() {
+                if ws.send(Message::Text(frame.json)).await.is_err() {
                     return;
                 }
                 next_ping = Instant::now() + heartbeat;
@@ -130,11 +115,7 @@ fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message) -> b
     let text = match msg {
         Message::Text(text) => text,
         Message::Binary(_) => {
-            let frame = bad_request(
-                None,
-                None,
-                "binary messages are not supported; send JSON text",
-            );
+            let frame = bad_request(None, None, "binary messages are not supported; send JSON text");
             return reply(id, tx, &frame);
         }
         // Pings are answered by the WebSocket layer; a close is answered there
@@ -155,22 +136,13 @@ fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message) -> b
         }
         ClientFrame::Unsubscribe { channel } => {
             if validate_channel(&channel).is_err() {
-                let frame = bad_request(
-                    Some(&channel),
-                    None,
-                    format!("invalid channel name {channel:?}"),
-                );
+                let frame = bad_request(Some(&channel), None, format!("invalid channel name {channel:?}"));
                 return reply(id, tx, &frame);
             }
             shared.unsubscribe(id, &channel);
             true
         }
-        ClientFrame::Publish {
-            channel,
-            key,
-            event,
-            data,
-        } => {
+        ClientFrame::Publish { channel, key, event, data } => {
             if data.len() > MAX_PAYLOAD {
                 let frame = error_frame(
                     "too_large",

@@ -1,15 +1,19 @@
 //! Reference server for the resub protocol, with fault injection.
 //!
-//! The fixture speaks the WebSocket transport of the protocol on `GET /ws`,
-//! accepts publishes on `POST /publish/{channel}`, and exposes `/control/*`
-//! routes that inject the faults a resumable client has to survive: abrupt
-//! disconnects, stalled connections, refused upgrades, `503` with
-//! `Retry-After`, truncated history and new epochs. Every control route has an
-//! in-process equivalent on [`Fixture`], so tests can drive the server without
-//! an HTTP client.
+//! The fixture speaks the three transports of the protocol, WebSocket on
+//! `GET /ws`, Server-Sent Events on `GET /sse` and long polling on
+//! `GET /poll`, accepts publishes on `POST /publish/{channel}`, and exposes
+//! `/control/*` routes that inject the faults a resumable client has to
+//! survive: abrupt disconnects, stalled connections, refused transports, `503`
+//! with `Retry-After`, `401`, truncated history and new epochs. Every control
+//! route has an in-process equivalent on [`Fixture`], so tests can drive the
+//! server without an HTTP client.
 //!
 //! All frames are encoded and decoded with the wire types of
 //! [`resub::protocol`].
+//!
+//! [`PlainSse`] is a separate, much smaller server that speaks plain SSE (not
+//! this protocol), for testing a client against an ordinary SSE endpoint.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -23,8 +27,13 @@
 //! ```
 
 mod conn;
+mod plain;
+mod poll;
 mod routes;
+mod sse;
 mod state;
+
+pub use plain::{PlainRequest, PlainSse};
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -35,7 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use state::Shared;
+use state::{Shared, Transport};
 
 /// The largest event payload the fixture accepts, in bytes (1 MiB), on
 /// `POST /publish/{channel}` and in WebSocket `publish` frames.
@@ -43,6 +52,15 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 
 /// How many handshake attempts [`FixtureStats::handshakes`] keeps (the newest).
 pub const HANDSHAKE_LOG: usize = 10_000;
+
+/// The most events one answer on `GET /poll` carries, over all its channels.
+/// A client whose cursors are further behind gets the oldest ones and polls
+/// again from its new cursors.
+pub const POLL_MAX_EVENTS: usize = 1_000;
+
+/// The longest hold a `timeout_ms` parameter on `GET /poll` can ask for, in
+/// milliseconds.
+pub const POLL_MAX_HOLD_MS: u64 = 60_000;
 
 /// How long [`Fixture::shutdown`] waits for in-flight HTTP requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -76,6 +94,10 @@ pub struct FixtureConfig {
     /// How many idempotency keys each channel remembers (the newest). Default
     /// 10,000.
     pub idempotency_keys: usize,
+    /// How long `GET /poll` holds a request that has nothing to answer yet,
+    /// when the request has no `timeout_ms` parameter; announced as
+    /// `heartbeat_ms` in the answer's `welcome` frame. Default 25 s.
+    pub poll_hold: Duration,
 }
 
 impl Default for FixtureConfig {
@@ -85,6 +107,7 @@ impl Default for FixtureConfig {
             history: 10_000,
             max_connection_queue: 65_536,
             idempotency_keys: 10_000,
+            poll_hold: Duration::from_secs(25),
         }
     }
 }
@@ -100,25 +123,28 @@ pub enum FixtureError {
 impl fmt::Display for FixtureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::InvalidChannel(name) => write!(
-                f,
-                "invalid channel name {name:?}: 1-128 characters from A-Z a-z 0-9 _ . : -"
-            ),
+            Self::InvalidChannel(name) => {
+                write!(f, "invalid channel name {name:?}: 1-128 characters from A-Z a-z 0-9 _ . : -")
+            }
         }
     }
 }
 
 impl std::error::Error for FixtureError {}
 
-/// One WebSocket handshake attempt on `GET /ws`.
+/// One handshake attempt: a WebSocket upgrade request on `GET /ws`, a
+/// request on `GET /sse` or one on `GET /poll`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandshakeRecord {
-    /// When the request was answered.
+    /// When the request was answered (for a held poll: when it was admitted).
     pub at: Instant,
-    /// The status it was answered with: `101` when upgraded, `401`, `403` or
-    /// `503` when refused by a fault, `4xx` when the request was not a valid
-    /// upgrade.
+    /// The status it was answered with: `101` when upgraded (`/ws`), `200`
+    /// when accepted (`/sse`, `/poll`), `401`, `403` or `503` when refused by
+    /// a fault, `4xx` when the request was invalid (not an upgrade, bad query
+    /// parameters).
     pub status: u16,
+    /// The transport: `"ws"`, `"sse"` or `"poll"`.
+    pub transport: &'static str,
 }
 
 /// Counters of a running fixture, from [`Fixture::stats`] or
@@ -126,11 +152,27 @@ pub struct HandshakeRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FixtureStats {
-    /// WebSocket handshakes answered with `101 Switching Protocols`.
+    /// Handshakes accepted on every transport: WebSocket upgrades answered
+    /// `101`, SSE streams and polls answered `200` (the sum of the three
+    /// counters below).
     pub connections_accepted: u64,
-    /// WebSocket connections currently open (stalled ones included).
+    /// WebSocket handshakes answered with `101 Switching Protocols`.
+    pub websocket_accepted: u64,
+    /// SSE streams started (`200`).
+    pub sse_accepted: u64,
+    /// Polls accepted (`200`, whether answered at once or held).
+    pub polls_accepted: u64,
+    /// Connections currently open on every transport: WebSocket connections,
+    /// SSE streams and held polls (stalled ones included).
     pub connections_open: usize,
-    /// Handshake attempts answered with anything but `101`.
+    /// WebSocket connections currently open.
+    pub websocket_open: usize,
+    /// SSE streams currently open.
+    pub sse_open: usize,
+    /// Polls currently held (waiting for an event or their hold time).
+    pub polls_held: usize,
+    /// Handshake attempts answered with anything but `101` (`/ws`) or `200`
+    /// (`/sse`, `/poll`).
     pub handshakes_refused: u64,
     /// Connections dropped because their outbound queue was full.
     pub slow_consumer_drops: u64,
@@ -142,9 +184,9 @@ pub struct FixtureStats {
 
 /// A running fixture server.
 ///
-/// Dropping it stops the server: the listener closes, every WebSocket
-/// connection is dropped, and in-flight HTTP requests are finished in the
-/// background. [`Fixture::shutdown`] does the same and waits for the server to
+/// Dropping it stops the server: the listener closes, every connection
+/// (WebSocket, SSE stream, held poll) is dropped, and in-flight HTTP requests
+/// are finished in the background. [`Fixture::shutdown`] does the same and waits for the server to
 /// stop.
 pub struct Fixture {
     shared: Arc<Shared>,
@@ -155,9 +197,7 @@ pub struct Fixture {
 
 impl fmt::Debug for Fixture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Fixture")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Fixture").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
@@ -165,11 +205,7 @@ impl Fixture {
     /// Starts a fixture on `127.0.0.1` with an ephemeral port and the default
     /// [`FixtureConfig`]. Must be called within a Tokio runtime.
     pub async fn start() -> std::io::Result<Fixture> {
-        Self::start_with(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            FixtureConfig::default(),
-        )
-        .await
+        Self::start_with(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), FixtureConfig::default()).await
     }
 
     /// Binds `addr` and starts a fixture with `cfg`. Must be called within a
@@ -184,20 +220,12 @@ impl Fixture {
             let signal = async move {
                 let _ = stopped.await;
             };
-            if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
-            {
+            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
                 tracing::error!(%err, "server failed");
             }
         });
         tracing::debug!(%addr, "fixture listening");
-        Ok(Fixture {
-            shared,
-            addr,
-            stop: Some(stop),
-            server: Some(server),
-        })
+        Ok(Fixture { shared, addr, stop: Some(stop), server: Some(server) })
     }
 
     /// The address the server is bound to.
@@ -213,12 +241,7 @@ impl Fixture {
 
     /// Publishes an event, as `POST /publish/{channel}?event=TYPE` does
     /// without an idempotency key. Returns the new event's id.
-    pub fn publish(
-        &self,
-        channel: &str,
-        event: Option<&str>,
-        data: &str,
-    ) -> Result<String, FixtureError> {
+    pub fn publish(&self, channel: &str, event: Option<&str>, data: &str) -> Result<String, FixtureError> {
         self.shared.publish(channel, None, event, data)
     }
 
@@ -235,9 +258,11 @@ impl Fixture {
         self.shared.publish(channel, Some(key), event, data)
     }
 
-    /// Closes every WebSocket connection abruptly (no close frame, the TCP
-    /// stream is dropped), as `POST /control/drop`. Returns how many were
-    /// dropped.
+    /// Closes every connection abruptly, as `POST /control/drop`: WebSocket
+    /// connections without a close frame, SSE streams without the end of the
+    /// chunked body, held polls without an answer; in each case the TCP
+    /// connection is dropped. Returns how many were dropped, over the three
+    /// transports.
     pub fn drop_connections(&self) -> usize {
         self.shared.drop_all()
     }
@@ -246,18 +271,32 @@ impl Fixture {
     /// While refused, `/ws` answers `403 Forbidden`. Open connections are not
     /// touched.
     pub fn set_websocket_enabled(&self, on: bool) {
-        self.shared.set_websocket_enabled(on);
+        self.shared.set_enabled(Transport::WebSocket, on);
     }
 
-    /// Makes every open connection silent, as `POST /control/stall`. Returns
-    /// how many connections were stalled.
+    /// Allows or refuses SSE streams, as `POST /control/sse`. While refused,
+    /// `/sse` answers `403 Forbidden`. Open streams are not touched.
+    pub fn set_sse_enabled(&self, on: bool) {
+        self.shared.set_enabled(Transport::Sse, on);
+    }
+
+    /// Allows or refuses long polls, as `POST /control/poll`. While refused,
+    /// `/poll` answers `403 Forbidden`. Held polls are not touched.
+    pub fn set_poll_enabled(&self, on: bool) {
+        self.shared.set_enabled(Transport::Poll, on);
+    }
+
+    /// Makes every open connection silent, as `POST /control/stall`:
+    /// WebSocket connections and SSE streams send nothing more, held polls
+    /// are never answered; each stays open until the client goes away.
+    /// Returns how many connections were stalled, over the three transports.
     pub fn stall(&self) -> usize {
         self.shared.stall_all()
     }
 
-    /// Answers the next `count` handshakes on `/ws` (every one, with `None`)
-    /// with `503 Service Unavailable` and `Retry-After: retry_after_secs`, as
-    /// `POST /control/unavailable`.
+    /// Answers the next `count` handshakes on `/ws`, `/sse` and `/poll`
+    /// together (every one, with `None`) with `503 Service Unavailable` and
+    /// `Retry-After: retry_after_secs`, as `POST /control/unavailable`.
     pub fn set_unavailable(&self, retry_after_secs: u64, count: Option<u32>) {
         self.shared.set_unavailable(retry_after_secs, count);
     }
@@ -306,8 +345,8 @@ impl Fixture {
         }
     }
 
-    /// Answers handshakes on `/ws` with `401 Unauthorized` while `on`, as
-    /// `POST /control/auth`.
+    /// Answers handshakes on `/ws`, `/sse` and `/poll` with
+    /// `401 Unauthorized` while `on`, as `POST /control/auth`.
     pub fn set_reject_auth(&self, on: bool) {
         self.shared.set_reject_auth(on);
     }
@@ -318,7 +357,8 @@ impl Fixture {
     }
 
     /// Stops the server and waits (up to a few seconds) for in-flight HTTP
-    /// requests to finish. Every WebSocket connection is dropped abruptly.
+    /// requests to finish. Every connection (WebSocket, SSE stream, held
+    /// poll) is dropped abruptly.
     pub async fn shutdown(mut self) {
         self.stop_server();
         if let Some(server) = self.server.take() {

@@ -1,4 +1,5 @@
-//! `resub-fixture`: runs the reference server until interrupted.
+//! `resub-fixture`: runs the reference server until interrupted, or with
+//! `--plain-sse` a plain SSE server (not the resub protocol) instead.
 //!
 //! The first line on stdout is `listening on http://ADDR`, printed once the
 //! listener is bound. Logs go to stderr, filtered by `RUST_LOG` (default
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use resub_fixture::{Fixture, FixtureConfig};
+use resub_fixture::{Fixture, FixtureConfig, PlainSse};
 use tracing_subscriber::EnvFilter;
 
 /// Reference server for the resub protocol, with fault injection.
@@ -29,6 +30,14 @@ struct Args {
     /// Capacity of each connection's outbound queue, in frames.
     #[arg(long, default_value_t = 65_536)]
     max_connection_queue: usize,
+    /// How long a long poll without `timeout_ms` is held, in milliseconds.
+    #[arg(long, default_value_t = 25_000)]
+    poll_hold_ms: u64,
+    /// Run only a plain SSE server (not the resub protocol) on `--addr`:
+    /// `GET /events`, with `POST /push?id=X&event=Y` (body = data) and
+    /// `POST /drop` to control it.
+    #[arg(long)]
+    plain_sse: bool,
 }
 
 #[tokio::main]
@@ -36,15 +45,29 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
+
+    if args.plain_sse {
+        let server = match PlainSse::start_with(args.addr).await {
+            Ok(server) => server,
+            Err(err) => {
+                tracing::error!(addr = %args.addr, %err, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        print_address(&server.url());
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        return ExitCode::SUCCESS;
+    }
 
     let cfg = FixtureConfig {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         history: args.history,
         max_connection_queue: args.max_connection_queue,
+        poll_hold: Duration::from_millis(args.poll_hold_ms),
         ..FixtureConfig::default()
     };
     let fixture = match Fixture::start_with(args.addr, cfg).await {
@@ -54,20 +77,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-
-    let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "listening on {}", fixture.url())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        tracing::warn!("cannot write the address to stdout");
-    }
-    drop(stdout);
+    print_address(&fixture.url());
 
     wait_for_signal().await;
     tracing::info!("shutting down");
     fixture.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Prints `listening on URL` as the first line of stdout.
+fn print_address(url: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "listening on {url}").and_then(|()| stdout.flush()).is_err() {
+        tracing::warn!("cannot write the address to stdout");
+    }
 }
 
 /// Completes on Ctrl-C, or SIGTERM on Unix.

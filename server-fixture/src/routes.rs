@@ -1,24 +1,27 @@
-//! HTTP routes: the WebSocket endpoint, publishing, and the `/control/*`
-//! fault switches.
+//! HTTP routes: the WebSocket, SSE and long-polling endpoints, publishing,
+//! and the `/control/*` fault switches.
 
+use std::collections::HashSet;
+use std::io;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use resub::protocol::validate_channel;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::MAX_PAYLOAD;
-use crate::state::{Refusal, Shared};
+use crate::state::{ChannelCursor, PollStart, Refusal, Shared, Transport};
+use crate::{MAX_PAYLOAD, POLL_MAX_HOLD_MS};
 
 type AppState = Arc<Shared>;
 
@@ -26,6 +29,8 @@ type AppState = Arc<Shared>;
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// The `Last-Event-ID` request header (allowed by CORS for SSE clients).
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+/// Asks nginx-like proxies not to buffer the SSE stream.
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// WebSocket messages above this size are refused by the WebSocket layer: a
 /// `publish` frame carries at most [`MAX_PAYLOAD`] of data plus JSON overhead.
@@ -39,12 +44,13 @@ pub(crate) fn router(shared: AppState) -> Router {
         .expose_headers([RETRY_AFTER]);
     Router::new()
         .route("/ws", get(websocket))
-        .route(
-            "/publish/{channel}",
-            post(publish).layer(DefaultBodyLimit::max(MAX_PAYLOAD)),
-        )
+        .route("/sse", get(sse))
+        .route("/poll", get(poll))
+        .route("/publish/{channel}", post(publish).layer(DefaultBodyLimit::max(MAX_PAYLOAD)))
         .route("/control/drop", post(control_drop))
         .route("/control/websocket", post(control_websocket))
+        .route("/control/sse", post(control_sse))
+        .route("/control/poll", post(control_poll))
         .route("/control/stall", post(control_stall))
         .route("/control/unavailable", post(control_unavailable))
         .route("/control/truncate/{channel}", post(control_truncate))
@@ -59,29 +65,136 @@ fn bad_request(message: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, message.into()).into_response()
 }
 
+/// The answer to a handshake refused by a fault switch.
+fn refusal(refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Disabled(transport) => {
+            let text = match transport {
+                Transport::WebSocket => "websocket upgrades refused",
+                Transport::Sse => "sse refused",
+                Transport::Poll => "poll refused",
+            };
+            (StatusCode::FORBIDDEN, text).into_response()
+        }
+        Refusal::Unavailable(secs) => {
+            (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, secs.to_string())], "service unavailable").into_response()
+        }
+        Refusal::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
+    }
+}
+
+/// A response whose body fails at once, so that hyper aborts the connection
+/// instead of completing the answer.
+fn aborted() -> Response {
+    let error = io::Error::new(io::ErrorKind::ConnectionAborted, "connection dropped by the fixture");
+    let body = futures::stream::once(std::future::ready(Err::<Bytes, _>(error)));
+    Body::from_stream(body).into_response()
+}
+
 async fn websocket(
     State(shared): State<AppState>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade_error = upgrade.as_ref().err().map(|r| r.status().as_u16());
-    match shared.admit(upgrade_error) {
-        Some(Refusal::WebSocketDisabled) => {
-            (StatusCode::FORBIDDEN, "websocket upgrades refused").into_response()
-        }
-        Some(Refusal::Unavailable(secs)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(RETRY_AFTER, secs.to_string())],
-            "service unavailable",
-        )
-            .into_response(),
-        Some(Refusal::Unauthorized) => (StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
-        None => match upgrade {
-            Ok(upgrade) => upgrade
-                .max_message_size(MAX_MESSAGE)
-                .on_upgrade(move |ws| crate::conn::run(shared, ws)),
-            Err(rejection) => rejection.into_response(),
-        },
+    if let Some(refused) = shared.admit(Transport::WebSocket, upgrade_error) {
+        return refusal(refused);
     }
+    match upgrade {
+        Ok(upgrade) => upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |ws| crate::conn::run(shared, ws)),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// The channels (and cursors) of an SSE or poll request, and its
+/// `timeout_ms`.
+struct ChannelRequest {
+    channels: Vec<ChannelCursor>,
+    timeout_ms: Option<u64>,
+}
+
+/// Parses `channel=NAME[@CURSOR]` parameters (and `timeout_ms` for polls).
+/// For a single channel without a cursor, `last_event_id` is its cursor.
+fn parse_channels(uri: &Uri, last_event_id: Option<&str>, with_timeout: bool) -> Result<ChannelRequest, String> {
+    let Query(params) =
+        Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|err| format!("invalid query string: {err}"))?;
+    let mut channels: Vec<ChannelCursor> = Vec::new();
+    let mut names = HashSet::new();
+    let mut timeout_ms = None;
+    for (key, value) in params {
+        match key.as_str() {
+            "channel" => {
+                let (name, cursor) = match value.split_once('@') {
+                    Some((name, cursor)) => (name.to_owned(), Some(cursor.to_owned())),
+                    None => (value, None),
+                };
+                validate_channel(&name).map_err(|err| err.to_string())?;
+                if !names.insert(name.clone()) {
+                    return Err(format!("channel {name:?} is given more than once"));
+                }
+                channels.push((name, cursor));
+            }
+            "timeout_ms" if with_timeout => {
+                let ms: i64 = value.parse().map_err(|_| format!("timeout_ms must be an integer, not {value:?}"))?;
+                timeout_ms = Some(u64::try_from(ms).unwrap_or(0).min(POLL_MAX_HOLD_MS));
+            }
+            // `access_token` and anything else is accepted and ignored.
+            _ => {}
+        }
+    }
+    // No channel at all is allowed: the stream carries the welcome and
+    // heartbeats (a client connects before its first subscription).
+    if let ([(_, cursor @ None)], Some(id)) = (channels.as_mut_slice(), last_event_id) {
+        if !id.is_empty() {
+            *cursor = Some(id.to_owned());
+        }
+    }
+    Ok(ChannelRequest { channels, timeout_ms })
+}
+
+async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    let last_event_id = headers.get(&LAST_EVENT_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let parsed = parse_channels(&uri, last_event_id.as_deref(), false);
+    if let Some(refused) = shared.admit(Transport::Sse, parsed.as_ref().err().map(|_| 400)) {
+        return refusal(refused);
+    }
+    let request = match parsed {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    let Some(registered) = shared.register(Transport::Sse, shared.cfg.max_connection_queue) else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    };
+    let id = registered.registration.id();
+    for (channel, cursor) in &request.channels {
+        shared.subscribe(id, channel, cursor.as_deref());
+    }
+    tracing::debug!(conn = id, channels = request.channels.len(), "sse stream open");
+    (
+        [(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache"), (X_ACCEL_BUFFERING, "no")],
+        crate::sse::body(registered, shared.cfg.heartbeat),
+    )
+        .into_response()
+}
+
+async fn poll(State(shared): State<AppState>, uri: Uri) -> Response {
+    let parsed = parse_channels(&uri, None, true);
+    if let Some(refused) = shared.admit(Transport::Poll, parsed.as_ref().err().map(|_| 400)) {
+        return refusal(refused);
+    }
+    let request = match parsed {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    let hold_ms =
+        request.timeout_ms.unwrap_or_else(|| u64::try_from(shared.cfg.poll_hold.as_millis()).unwrap_or(u64::MAX));
+    let answer = match shared.poll_start(&request.channels, hold_ms, hold_ms > 0) {
+        PollStart::Answer(body) => body,
+        PollStart::Hold(registered) => match crate::poll::hold(&shared, registered, &request.channels, hold_ms).await {
+            Some(body) => body,
+            None => return aborted(),
+        },
+    };
+    ([(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")], answer).into_response()
 }
 
 #[derive(Deserialize)]
@@ -104,12 +217,7 @@ async fn publish(
     let Ok(data) = std::str::from_utf8(&body) else {
         return bad_request("the body must be UTF-8");
     };
-    match shared.publish(
-        &channel,
-        key,
-        query.event.as_deref().filter(|e| !e.is_empty()),
-        data,
-    ) {
+    match shared.publish(&channel, key, query.event.as_deref().filter(|e| !e.is_empty()), data) {
         Ok(id) => Json(json!({ "id": id })).into_response(),
         Err(err) => bad_request(err.to_string()),
     }
@@ -120,16 +228,23 @@ async fn control_drop(State(shared): State<AppState>) -> Response {
 }
 
 #[derive(Deserialize)]
-struct WebSocketQuery {
+struct EnabledQuery {
     enabled: bool,
 }
 
-async fn control_websocket(
-    State(shared): State<AppState>,
-    Query(query): Query<WebSocketQuery>,
-) -> Response {
-    shared.set_websocket_enabled(query.enabled);
-    Json(json!({ "websocket": shared.websocket_enabled() })).into_response()
+async fn control_websocket(State(shared): State<AppState>, Query(query): Query<EnabledQuery>) -> Response {
+    shared.set_enabled(Transport::WebSocket, query.enabled);
+    Json(json!({ "websocket": shared.enabled(Transport::WebSocket) })).into_response()
+}
+
+async fn control_sse(State(shared): State<AppState>, Query(query): Query<EnabledQuery>) -> Response {
+    shared.set_enabled(Transport::Sse, query.enabled);
+    Json(json!({ "sse": shared.enabled(Transport::Sse) })).into_response()
+}
+
+async fn control_poll(State(shared): State<AppState>, Query(query): Query<EnabledQuery>) -> Response {
+    shared.set_enabled(Transport::Poll, query.enabled);
+    Json(json!({ "poll": shared.enabled(Transport::Poll) })).into_response()
 }
 
 async fn control_stall(State(shared): State<AppState>) -> Response {
@@ -143,10 +258,7 @@ struct UnavailableQuery {
     enabled: Option<bool>,
 }
 
-async fn control_unavailable(
-    State(shared): State<AppState>,
-    Query(query): Query<UnavailableQuery>,
-) -> Response {
+async fn control_unavailable(State(shared): State<AppState>, Query(query): Query<UnavailableQuery>) -> Response {
     if query.enabled == Some(false) {
         shared.clear_unavailable();
         return Json(json!({ "unavailable": false })).into_response();
@@ -198,7 +310,13 @@ async fn control_auth(State(shared): State<AppState>, Query(query): Query<AuthQu
 #[derive(Serialize)]
 struct StatsBody {
     connections_accepted: u64,
+    websocket_accepted: u64,
+    sse_accepted: u64,
+    polls_accepted: u64,
     connections_open: usize,
+    websocket_open: usize,
+    sse_open: usize,
+    polls_held: usize,
     handshakes_refused: u64,
     slow_consumer_drops: u64,
     events_published: u64,
@@ -210,6 +328,8 @@ struct HandshakeBody {
     /// Milliseconds since the fixture started.
     at_ms: u64,
     status: u16,
+    /// `ws`, `sse` or `poll`.
+    transport: &'static str,
 }
 
 async fn control_stats(State(shared): State<AppState>) -> Response {
@@ -217,7 +337,13 @@ async fn control_stats(State(shared): State<AppState>) -> Response {
     let started = shared.started;
     let body = StatsBody {
         connections_accepted: stats.connections_accepted,
+        websocket_accepted: stats.websocket_accepted,
+        sse_accepted: stats.sse_accepted,
+        polls_accepted: stats.polls_accepted,
         connections_open: stats.connections_open,
+        websocket_open: stats.websocket_open,
+        sse_open: stats.sse_open,
+        polls_held: stats.polls_held,
         handshakes_refused: stats.handshakes_refused,
         slow_consumer_drops: stats.slow_consumer_drops,
         events_published: stats.events_published,
@@ -225,9 +351,9 @@ async fn control_stats(State(shared): State<AppState>) -> Response {
             .handshakes
             .iter()
             .map(|h| HandshakeBody {
-                at_ms: u64::try_from(h.at.saturating_duration_since(started).as_millis())
-                    .unwrap_or(u64::MAX),
+                at_ms: u64::try_from(h.at.saturating_duration_since(started).as_millis()).unwrap_or(u64::MAX),
                 status: h.status,
+                transport: h.transport,
             })
             .collect(),
     };

@@ -1,9 +1,10 @@
 //! Shared server state: channels with their history and subscribers, the
-//! connection registry, fault switches and counters. Everything lives behind
-//! one `std::sync::Mutex` that is never held across an `.await`.
+//! connection registry (WebSocket connections, SSE streams and held polls),
+//! fault switches and counters. Everything lives behind one
+//! `std::sync::Mutex` that is never held across an `.await`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
@@ -12,26 +13,61 @@ use resub::protocol::{EventId, Outcome, ServerFrame, WireResetReason, validate_c
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::{FixtureConfig, FixtureError, FixtureStats, HANDSHAKE_LOG, HandshakeRecord};
+use crate::{FixtureConfig, FixtureError, FixtureStats, HANDSHAKE_LOG, HandshakeRecord, POLL_MAX_EVENTS};
 
 /// An encoded server frame, cheap to clone (shared bytes).
-pub(crate) type Frame = Utf8Bytes;
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    /// The frame as JSON text, on one line.
+    pub(crate) json: Utf8Bytes,
+    /// The event id, for `event` frames (SSE writes it as an `id:` line).
+    pub(crate) event_id: Option<Arc<str>>,
+}
 
 /// Encodes a server frame as JSON text.
 pub(crate) fn encode(frame: &ServerFrame) -> Frame {
     // The frame types hold only strings, integers and unit enums; encoding
     // them cannot fail.
-    serde_json::to_string(frame)
-        .expect("server frames always encode")
-        .into()
+    let json = serde_json::to_string(frame).expect("server frames always encode");
+    let event_id = match frame {
+        ServerFrame::Event { id, .. } => Some(Arc::from(id.as_str())),
+        _ => None,
+    };
+    Frame { json: json.into(), event_id }
+}
+
+/// The transports a client connects with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Transport {
+    /// `GET /ws`.
+    WebSocket,
+    /// `GET /sse`.
+    Sse,
+    /// `GET /poll`.
+    Poll,
+}
+
+impl Transport {
+    /// The name recorded in [`HandshakeRecord::transport`].
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::WebSocket => "ws",
+            Self::Sse => "sse",
+            Self::Poll => "poll",
+        }
+    }
+
+    /// The status of an accepted handshake.
+    fn accepted_status(self) -> u16 {
+        match self {
+            Self::WebSocket => 101,
+            Self::Sse | Self::Poll => 200,
+        }
+    }
 }
 
 /// An `Error` frame with code `bad_request`.
-pub(crate) fn bad_request(
-    channel: Option<&str>,
-    key: Option<&str>,
-    message: impl Into<String>,
-) -> ServerFrame {
+pub(crate) fn bad_request(channel: Option<&str>, key: Option<&str>, message: impl Into<String>) -> ServerFrame {
     error_frame("bad_request", channel, key, message)
 }
 
@@ -61,11 +97,11 @@ pub(crate) enum Mode {
     Dropped,
 }
 
-/// Why a handshake on `/ws` is refused by a fault switch.
+/// Why a handshake on `/ws`, `/sse` or `/poll` is refused by a fault switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// `403`: WebSocket upgrades are disabled.
-    WebSocketDisabled,
+    /// `403`: the transport is disabled.
+    Disabled(Transport),
     /// `503` with `Retry-After` in seconds.
     Unavailable(u64),
     /// `401`: authentication is rejected.
@@ -75,11 +111,51 @@ pub(crate) enum Refusal {
 impl Refusal {
     fn status(self) -> u16 {
         match self {
-            Self::WebSocketDisabled => 403,
+            Self::Disabled(_) => 403,
             Self::Unavailable(_) => 503,
             Self::Unauthorized => 401,
         }
     }
+}
+
+/// One channel of an SSE or long-poll request, with its optional cursor.
+pub(crate) type ChannelCursor = (String, Option<String>);
+
+/// Removes a connection from the registry however its task, stream or request
+/// ends.
+pub(crate) struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Registration {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.unregister(self.id);
+    }
+}
+
+/// A registered connection: its registration, outbound queue and fault mode.
+pub(crate) struct Registered {
+    pub(crate) registration: Registration,
+    /// A sender of the outbound queue, for replies (WebSocket).
+    pub(crate) tx: mpsc::Sender<Frame>,
+    pub(crate) rx: mpsc::Receiver<Frame>,
+    pub(crate) mode: watch::Receiver<Mode>,
+}
+
+/// How a long poll starts.
+pub(crate) enum PollStart {
+    /// Answer at once with this body.
+    Answer(String),
+    /// Hold the request: the connection wakes when an event or a `reset` is
+    /// queued, or when a fault switch changes its mode.
+    Hold(Registered),
 }
 
 /// State shared by the routes, the connection tasks and [`crate::Fixture`].
@@ -96,10 +172,11 @@ struct State {
     next_conn: u64,
     /// Set on shutdown: new connections are dropped at once.
     closed: bool,
-    websocket_disabled: bool,
+    /// Transports whose handshakes are answered `403`.
+    disabled: HashSet<Transport>,
     unavailable: Option<Unavailable>,
     reject_auth: bool,
-    accepted: u64,
+    accepted: HashMap<Transport, u64>,
     refused: u64,
     slow_drops: u64,
     published: u64,
@@ -113,6 +190,7 @@ struct Unavailable {
 }
 
 struct Conn {
+    transport: Transport,
     tx: mpsc::Sender<Frame>,
     mode: watch::Sender<Mode>,
     stalled: bool,
@@ -139,9 +217,7 @@ struct Stored {
 fn new_epoch_name() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..8)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
+    (0..8).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
 }
 
 impl Channel {
@@ -172,9 +248,7 @@ impl Channel {
     }
 
     fn oldest_retained(&self) -> Option<String> {
-        self.history
-            .front()
-            .map(|e| format!("{}-{}", self.epoch, e.seq))
+        self.history.front().map(|e| format!("{}-{}", self.epoch, e.seq))
     }
 
     fn remember_key(&mut self, key: &str, id: &str, limit: usize) {
@@ -198,17 +272,11 @@ impl Channel {
         };
         match cursor.parse::<EventId>() {
             Err(_) => (Outcome::Reset, Some(WireResetReason::UnknownCursor), None),
-            Ok(id) if id.epoch() != self.epoch => {
-                (Outcome::Reset, Some(WireResetReason::EpochChanged), None)
+            Ok(id) if id.epoch() != self.epoch => (Outcome::Reset, Some(WireResetReason::EpochChanged), None),
+            Ok(id) if id.seq() > self.head_seq() => (Outcome::Reset, Some(WireResetReason::UnknownCursor), None),
+            Ok(id) if id.seq().saturating_add(1) < self.oldest_seq() => {
+                (Outcome::Reset, Some(WireResetReason::HistoryTruncated), None)
             }
-            Ok(id) if id.seq() > self.head_seq() => {
-                (Outcome::Reset, Some(WireResetReason::UnknownCursor), None)
-            }
-            Ok(id) if id.seq().saturating_add(1) < self.oldest_seq() => (
-                Outcome::Reset,
-                Some(WireResetReason::HistoryTruncated),
-                None,
-            ),
             Ok(id) => (Outcome::Resumed, None, Some(id.seq())),
         }
     }
@@ -219,13 +287,13 @@ fn check_channel(name: &str) -> Result<(), FixtureError> {
 }
 
 /// Queues `frame` on every subscriber; returns the connections whose queue
-/// is full or gone.
+/// is full or gone. A held poll's queue only wakes it up: a full one is fine.
 fn deliver(subscribers: &HashSet<u64>, conns: &HashMap<u64, Conn>, frame: &Frame) -> Vec<u64> {
     subscribers
         .iter()
         .copied()
         .filter(|id| match conns.get(id) {
-            Some(conn) => conn.tx.try_send(frame.clone()).is_err(),
+            Some(conn) => conn.tx.try_send(frame.clone()).is_err() && conn.transport != Transport::Poll,
             None => true,
         })
         .collect()
@@ -234,10 +302,7 @@ fn deliver(subscribers: &HashSet<u64>, conns: &HashMap<u64, Conn>, frame: &Frame
 impl State {
     fn channel(&mut self, name: &str) -> Result<&mut Channel, FixtureError> {
         check_channel(name)?;
-        Ok(self
-            .channels
-            .entry(name.to_owned())
-            .or_insert_with(Channel::new))
+        Ok(self.channels.entry(name.to_owned()).or_insert_with(Channel::new))
     }
 
     /// Removes a connection from the registry and from its channels, and
@@ -265,16 +330,54 @@ impl State {
         }
     }
 
-    fn record_handshake(&mut self, status: u16) {
-        if status == 101 {
-            self.accepted += 1;
+    /// The body of a long-poll answer, and whether the request may be held
+    /// (every channel resumes and no event follows any cursor).
+    fn poll_answer(&mut self, channels: &[ChannelCursor], hold_ms: u64) -> (String, bool) {
+        let mut body = String::from(r#"{"frames":["#);
+        body.push_str(encode(&ServerFrame::Welcome { heartbeat_ms: hold_ms }).json.as_str());
+        let mut replays = Vec::new();
+        let mut holdable = true;
+        for (name, cursor) in channels {
+            if check_channel(name).is_err() {
+                continue;
+            }
+            let ch = self.channels.entry(name.clone()).or_insert_with(Channel::new);
+            let (outcome, reason, replay_after) = ch.outcome(cursor.as_deref());
+            if outcome != Outcome::Resumed {
+                holdable = false;
+            }
+            let subscribed =
+                encode(&ServerFrame::Subscribed { channel: name.clone(), outcome, reason, head: ch.head() });
+            body.push(',');
+            body.push_str(subscribed.json.as_str());
+            if let Some(after) = replay_after {
+                replays.push((name, after));
+            }
+        }
+        let mut budget = POLL_MAX_EVENTS;
+        for (name, after) in replays {
+            let Some(ch) = self.channels.get(name) else {
+                continue;
+            };
+            let start = ch.history.partition_point(|e| e.seq <= after);
+            for stored in ch.history.range(start..).take(budget) {
+                body.push(',');
+                body.push_str(stored.frame.json.as_str());
+                budget -= 1;
+                holdable = false;
+            }
+        }
+        body.push_str("]}");
+        (body, holdable)
+    }
+
+    fn record_handshake(&mut self, transport: Transport, status: u16) {
+        if status == transport.accepted_status() {
+            *self.accepted.entry(transport).or_default() += 1;
         } else {
             self.refused += 1;
         }
-        self.handshakes.push_back(HandshakeRecord {
-            at: Instant::now(),
-            status,
-        });
+        self.handshakes.push_back(HandshakeRecord { at: Instant::now(), status, transport: transport.name() });
         while self.handshakes.len() > HANDSHAKE_LOG {
             self.handshakes.pop_front();
         }
@@ -283,11 +386,7 @@ impl State {
 
 impl Shared {
     pub(crate) fn new(cfg: FixtureConfig) -> Self {
-        Self {
-            cfg,
-            started: Instant::now(),
-            state: Mutex::new(State::default()),
-        }
+        Self { cfg, started: Instant::now(), state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -308,10 +407,7 @@ impl Shared {
         let mut st = self.lock();
         let st = &mut *st;
         check_channel(channel)?;
-        let ch = st
-            .channels
-            .entry(channel.to_owned())
-            .or_insert_with(Channel::new);
+        let ch = st.channels.entry(channel.to_owned()).or_insert_with(Channel::new);
         if let Some(first) = key.and_then(|k| ch.keys.get(k)) {
             debug!(channel, id = %first, "repeated idempotency key");
             return Ok(first.clone());
@@ -325,10 +421,7 @@ impl Shared {
             event: event.map(str::to_owned),
             data: data.to_owned(),
         });
-        ch.history.push_back(Stored {
-            seq,
-            frame: frame.clone(),
-        });
+        ch.history.push_back(Stored { seq, frame: frame.clone() });
         while ch.history.len() > history {
             ch.history.pop_front();
         }
@@ -342,28 +435,26 @@ impl Shared {
         Ok(id)
     }
 
-    /// Registers a new connection; `None` once the server is shutting down.
-    pub(crate) fn register(
-        &self,
-        tx: mpsc::Sender<Frame>,
-        mode: watch::Sender<Mode>,
-    ) -> Option<u64> {
+    /// Registers a new connection with an outbound queue of `capacity`
+    /// frames; `None` once the server is shutting down.
+    pub(crate) fn register(self: &Arc<Self>, transport: Transport, capacity: usize) -> Option<Registered> {
         let mut st = self.lock();
+        Self::register_locked(self, &mut st, transport, capacity)
+    }
+
+    fn register_locked(self: &Arc<Self>, st: &mut State, transport: Transport, capacity: usize) -> Option<Registered> {
         if st.closed {
             return None;
         }
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (mode_tx, mode) = watch::channel(Mode::Normal);
         st.next_conn += 1;
         let id = st.next_conn;
         st.conns.insert(
             id,
-            Conn {
-                tx,
-                mode,
-                stalled: false,
-                subscriptions: HashSet::new(),
-            },
+            Conn { transport, tx: tx.clone(), mode: mode_tx, stalled: false, subscriptions: HashSet::new() },
         );
-        Some(id)
+        Some(Registered { registration: Registration { shared: Arc::clone(self), id }, tx, rx, mode })
     }
 
     /// Removes a connection whose task ended.
@@ -385,35 +476,17 @@ impl Shared {
             return;
         }
         if check_channel(channel).is_err() {
-            let frame = encode(&bad_request(
-                Some(channel),
-                None,
-                format!("invalid channel name {channel:?}"),
-            ));
+            let frame = encode(&bad_request(Some(channel), None, format!("invalid channel name {channel:?}")));
             if conn.tx.try_send(frame).is_err() {
                 st.kill_slow(vec![conn_id]);
             }
             return;
         }
-        let ch = st
-            .channels
-            .entry(channel.to_owned())
-            .or_insert_with(Channel::new);
+        let ch = st.channels.entry(channel.to_owned()).or_insert_with(Channel::new);
         let (outcome, reason, replay_after) = ch.outcome(cursor);
-        debug!(
-            conn = conn_id,
-            channel,
-            ?cursor,
-            ?outcome,
-            ?reason,
-            "subscribe"
-        );
-        let subscribed = encode(&ServerFrame::Subscribed {
-            channel: channel.to_owned(),
-            outcome,
-            reason,
-            head: ch.head(),
-        });
+        debug!(conn = conn_id, channel, ?cursor, ?outcome, ?reason, "subscribe");
+        let subscribed =
+            encode(&ServerFrame::Subscribed { channel: channel.to_owned(), outcome, reason, head: ch.head() });
         let mut ok = conn.tx.try_send(subscribed).is_ok();
         if let Some(after) = replay_after {
             let start = ch.history.partition_point(|e| e.seq <= after);
@@ -474,23 +547,25 @@ impl Shared {
         count
     }
 
-    pub(crate) fn set_websocket_enabled(&self, on: bool) {
-        self.lock().websocket_disabled = !on;
-        info!(enabled = on, "websocket upgrades");
+    pub(crate) fn set_enabled(&self, transport: Transport, on: bool) {
+        let mut st = self.lock();
+        if on {
+            st.disabled.remove(&transport);
+        } else {
+            st.disabled.insert(transport);
+        }
+        info!(transport = transport.name(), enabled = on, "transport switch");
     }
 
-    pub(crate) fn websocket_enabled(&self) -> bool {
-        !self.lock().websocket_disabled
+    pub(crate) fn enabled(&self, transport: Transport) -> bool {
+        !self.lock().disabled.contains(&transport)
     }
 
     pub(crate) fn set_unavailable(&self, retry_after: u64, count: Option<u32>) {
         let mut st = self.lock();
         st.unavailable = match count {
             Some(0) => None,
-            remaining => Some(Unavailable {
-                retry_after,
-                remaining,
-            }),
+            remaining => Some(Unavailable { retry_after, remaining }),
         };
         info!(retry_after, ?count, "handshakes answered 503");
     }
@@ -505,11 +580,7 @@ impl Shared {
         info!(reject = on, "handshake authentication");
     }
 
-    pub(crate) fn truncate(
-        &self,
-        channel: &str,
-        keep: usize,
-    ) -> Result<Option<String>, FixtureError> {
+    pub(crate) fn truncate(&self, channel: &str, keep: usize) -> Result<Option<String>, FixtureError> {
         let mut st = self.lock();
         let ch = st.channel(channel)?;
         while ch.history.len() > keep {
@@ -524,10 +595,7 @@ impl Shared {
         let mut st = self.lock();
         let st = &mut *st;
         check_channel(channel)?;
-        let ch = st
-            .channels
-            .entry(channel.to_owned())
-            .or_insert_with(Channel::new);
+        let ch = st.channels.entry(channel.to_owned()).or_insert_with(Channel::new);
         let mut epoch = new_epoch_name();
         while !ch.used_epochs.insert(epoch.clone()) {
             epoch = new_epoch_name();
@@ -551,13 +619,14 @@ impl Shared {
         Ok(self.lock().channel(channel)?.head())
     }
 
-    /// Decides a handshake on `/ws` and records it. `upgrade_error` is the
-    /// status of an invalid upgrade request. Returns the fault refusing it, if
-    /// any; a refusal by a fault takes precedence over an invalid upgrade.
-    pub(crate) fn admit(&self, upgrade_error: Option<u16>) -> Option<Refusal> {
+    /// Decides a handshake on `/ws`, `/sse` or `/poll` and records it.
+    /// `request_error` is the status of an invalid request (not an upgrade,
+    /// bad query parameters). Returns the fault refusing it, if any; a refusal
+    /// by a fault takes precedence over an invalid request.
+    pub(crate) fn admit(&self, transport: Transport, request_error: Option<u16>) -> Option<Refusal> {
         let mut st = self.lock();
-        let refusal = if st.websocket_disabled {
-            Some(Refusal::WebSocketDisabled)
+        let refusal = if st.disabled.contains(&transport) {
+            Some(Refusal::Disabled(transport))
         } else if let Some(unavailable) = &mut st.unavailable {
             let retry_after = unavailable.retry_after;
             if let Some(remaining) = &mut unavailable.remaining {
@@ -572,14 +641,47 @@ impl Shared {
         } else {
             None
         };
-        let status = match (refusal, upgrade_error) {
+        let status = match (refusal, request_error) {
             (Some(refusal), _) => refusal.status(),
             (None, Some(status)) => status,
-            (None, None) => 101,
+            (None, None) => transport.accepted_status(),
         };
-        st.record_handshake(status);
-        debug!(status, "handshake");
+        st.record_handshake(transport, status);
+        debug!(transport = transport.name(), status, "handshake");
         refusal
+    }
+
+    /// Starts a long poll: decides every channel's outcome and collects the
+    /// events after the cursors, under the lock. When every channel resumes
+    /// with nothing to send and `hold` is set, registers the request as a
+    /// subscriber of its channels under the same lock, so no event published
+    /// after the check is missed.
+    pub(crate) fn poll_start(self: &Arc<Self>, channels: &[ChannelCursor], hold_ms: u64, hold: bool) -> PollStart {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let (body, holdable) = st.poll_answer(channels, hold_ms);
+        if !(hold && holdable) {
+            return PollStart::Answer(body);
+        }
+        let Some(registered) = Self::register_locked(self, st, Transport::Poll, 1) else {
+            return PollStart::Answer(body);
+        };
+        let id = registered.registration.id();
+        for (name, _) in channels {
+            if let Some(ch) = st.channels.get_mut(name) {
+                ch.subscribers.insert(id);
+            }
+        }
+        if let Some(conn) = st.conns.get_mut(&id) {
+            conn.subscriptions = channels.iter().map(|(name, _)| name.clone()).collect();
+        }
+        debug!(conn = id, "poll held");
+        PollStart::Hold(registered)
+    }
+
+    /// The answer to a long poll at this moment.
+    pub(crate) fn poll_answer(&self, channels: &[ChannelCursor], hold_ms: u64) -> String {
+        self.lock().poll_answer(channels, hold_ms).0
     }
 
     /// Marks the server as shutting down and drops every connection.
@@ -590,9 +692,17 @@ impl Shared {
 
     pub(crate) fn stats(&self) -> FixtureStats {
         let st = self.lock();
+        let accepted = |t: Transport| st.accepted.get(&t).copied().unwrap_or(0);
+        let open = |t: Transport| st.conns.values().filter(|c| c.transport == t).count();
         FixtureStats {
-            connections_accepted: st.accepted,
+            connections_accepted: st.accepted.values().sum(),
+            websocket_accepted: accepted(Transport::WebSocket),
+            sse_accepted: accepted(Transport::Sse),
+            polls_accepted: accepted(Transport::Poll),
             connections_open: st.conns.len(),
+            websocket_open: open(Transport::WebSocket),
+            sse_open: open(Transport::Sse),
+            polls_held: open(Transport::Poll),
             handshakes_refused: st.refused,
             slow_consumer_drops: st.slow_drops,
             events_published: st.published,

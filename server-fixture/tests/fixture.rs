@@ -20,17 +20,11 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A fixture whose heartbeat is long enough not to interleave pings.
 async fn quiet_fixture() -> Fixture {
-    fixture_with(FixtureConfig {
-        heartbeat: Duration::from_secs(600),
-        ..FixtureConfig::default()
-    })
-    .await
+    fixture_with(FixtureConfig { heartbeat: Duration::from_secs(600), ..FixtureConfig::default() }).await
 }
 
 async fn fixture_with(cfg: FixtureConfig) -> Fixture {
-    Fixture::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), cfg)
-        .await
-        .expect("fixture starts")
+    Fixture::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), cfg).await.expect("fixture starts")
 }
 
 fn ws_url(addr: SocketAddr) -> String {
@@ -38,10 +32,7 @@ fn ws_url(addr: SocketAddr) -> String {
 }
 
 async fn try_connect(addr: SocketAddr) -> Result<Ws, tungstenite::Error> {
-    timeout(WAIT, tokio_tungstenite::connect_async(ws_url(addr)))
-        .await
-        .expect("handshake timed out")
-        .map(|(ws, _)| ws)
+    timeout(WAIT, tokio_tungstenite::connect_async(ws_url(addr))).await.expect("handshake timed out").map(|(ws, _)| ws)
 }
 
 /// Connects and reads the `welcome` frame.
@@ -70,22 +61,14 @@ async fn send(ws: &mut Ws, frame: &ClientFrame) {
 }
 
 async fn subscribe(ws: &mut Ws, channel: &str, cursor: Option<&str>) {
-    let frame = ClientFrame::Subscribe {
-        channel: channel.to_owned(),
-        cursor: cursor.map(str::to_owned),
-    };
+    let frame = ClientFrame::Subscribe { channel: channel.to_owned(), cursor: cursor.map(str::to_owned) };
     send(ws, &frame).await;
 }
 
 /// Asserts the next frame is `subscribed` and returns it as a tuple.
 async fn recv_subscribed(ws: &mut Ws) -> (Outcome, Option<WireResetReason>, String) {
     match recv(ws).await {
-        ServerFrame::Subscribed {
-            outcome,
-            reason,
-            head,
-            ..
-        } => (outcome, reason, head),
+        ServerFrame::Subscribed { outcome, reason, head, .. } => (outcome, reason, head),
         other => panic!("expected subscribed, got {other:?}"),
     }
 }
@@ -93,19 +76,14 @@ async fn recv_subscribed(ws: &mut Ws) -> (Outcome, Option<WireResetReason>, Stri
 /// Asserts the next frame is an event and returns `(id, event, data)`.
 async fn recv_event(ws: &mut Ws) -> (String, Option<String>, String) {
     match recv(ws).await {
-        ServerFrame::Event {
-            id, event, data, ..
-        } => (id, event, data),
+        ServerFrame::Event { id, event, data, .. } => (id, event, data),
         other => panic!("expected an event, got {other:?}"),
     }
 }
 
 /// Asserts the connection ends without a close frame.
 async fn assert_dropped_abruptly(ws: &mut Ws) {
-    match timeout(WAIT, ws.next())
-        .await
-        .expect("connection not closed")
-    {
+    match timeout(WAIT, ws.next()).await.expect("connection not closed") {
         None | Some(Err(_)) => {}
         Some(Ok(Message::Close(frame))) => panic!("got a close frame {frame:?}"),
         Some(Ok(other)) => panic!("got {other:?} instead of a dropped connection"),
@@ -120,10 +98,7 @@ struct HttpReply {
 
 impl HttpReply {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     fn json(&self) -> serde_json::Value {
@@ -132,13 +107,7 @@ impl HttpReply {
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HttpReply {
+async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpReply {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let mut head = format!(
@@ -155,26 +124,15 @@ async fn http(
         stream.read_to_end(&mut raw).await.expect("read reply");
         raw
     };
-    let raw = timeout(WAIT, exchange)
-        .await
-        .expect("HTTP request timed out");
+    let raw = timeout(WAIT, exchange).await.expect("HTTP request timed out");
     let text = String::from_utf8(raw).expect("UTF-8 reply");
     let (head, body) = text.split_once("\r\n\r\n").expect("a complete reply");
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    HttpReply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    let status =
+        lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).expect("a status line");
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+    HttpReply { status, headers, body: body.to_owned() }
 }
 
 async fn post(addr: SocketAddr, path: &str) -> HttpReply {
@@ -183,16 +141,9 @@ async fn post(addr: SocketAddr, path: &str) -> HttpReply {
 
 #[tokio::test]
 async fn welcome_comes_first_and_pings_follow() {
-    let fx = fixture_with(FixtureConfig {
-        heartbeat: Duration::from_millis(50),
-        ..FixtureConfig::default()
-    })
-    .await;
+    let fx = fixture_with(FixtureConfig { heartbeat: Duration::from_millis(50), ..FixtureConfig::default() }).await;
     let mut ws = try_connect(fx.addr()).await.expect("handshake succeeds");
-    assert_eq!(
-        recv(&mut ws).await,
-        ServerFrame::Welcome { heartbeat_ms: 50 }
-    );
+    assert_eq!(recv(&mut ws).await, ServerFrame::Welcome { heartbeat_ms: 50 });
     assert_eq!(recv(&mut ws).await, ServerFrame::Ping);
     assert_eq!(recv(&mut ws).await, ServerFrame::Ping);
     let stats = fx.stats();
@@ -203,18 +154,13 @@ async fn welcome_comes_first_and_pings_follow() {
 #[tokio::test]
 async fn subscribe_with_cursor_replays_then_goes_live() {
     let fx = quiet_fixture().await;
-    let ids: Vec<String> = (1..=5)
-        .map(|i| fx.publish("c", None, &format!("m{i}")).expect("publish"))
-        .collect();
+    let ids: Vec<String> = (1..=5).map(|i| fx.publish("c", None, &format!("m{i}")).expect("publish")).collect();
     let epoch = ids[0].rsplit_once('-').expect("an id").0.to_owned();
     assert_eq!(ids[4], format!("{epoch}-5"));
 
     let mut ws = connect(fx.addr()).await;
     subscribe(&mut ws, "c", Some(&ids[1])).await;
-    assert_eq!(
-        recv_subscribed(&mut ws).await,
-        (Outcome::Resumed, None, ids[4].clone())
-    );
+    assert_eq!(recv_subscribed(&mut ws).await, (Outcome::Resumed, None, ids[4].clone()));
     for (n, expected) in ids.iter().enumerate().skip(2) {
         let (id, event, data) = recv_event(&mut ws).await;
         assert_eq!((&id, event, data), (expected, None, format!("m{}", n + 1)));
@@ -225,24 +171,15 @@ async fn subscribe_with_cursor_replays_then_goes_live() {
     assert_eq!(reply.header("content-type"), Some("application/json"));
     let live_id = format!("{epoch}-6");
     assert_eq!(reply.json(), serde_json::json!({ "id": live_id }));
-    assert_eq!(
-        recv_event(&mut ws).await,
-        (live_id.clone(), Some("tick".to_owned()), "live".to_owned())
-    );
+    assert_eq!(recv_event(&mut ws).await, (live_id.clone(), Some("tick".to_owned()), "live".to_owned()));
 
     // A subscription without a cursor starts live at the head.
     let mut other = connect(fx.addr()).await;
     subscribe(&mut other, "c", None).await;
-    assert_eq!(
-        recv_subscribed(&mut other).await,
-        (Outcome::Live, None, live_id.clone())
-    );
+    assert_eq!(recv_subscribed(&mut other).await, (Outcome::Live, None, live_id.clone()));
     // A cursor at the head resumes with nothing to replay.
     subscribe(&mut ws, "c", Some(&live_id)).await;
-    assert_eq!(
-        recv_subscribed(&mut ws).await,
-        (Outcome::Resumed, None, live_id.clone())
-    );
+    assert_eq!(recv_subscribed(&mut ws).await, (Outcome::Resumed, None, live_id.clone()));
     let next = fx.publish("c", None, "m7").expect("publish");
     assert_eq!(recv_event(&mut other).await.0, next);
     assert_eq!(recv_event(&mut ws).await.0, next);
@@ -258,11 +195,7 @@ async fn unknown_cursors_reset() {
         subscribe(&mut ws, "c", Some(&cursor)).await;
         assert_eq!(
             recv_subscribed(&mut ws).await,
-            (
-                Outcome::Reset,
-                Some(WireResetReason::UnknownCursor),
-                head.clone()
-            ),
+            (Outcome::Reset, Some(WireResetReason::UnknownCursor), head.clone()),
             "cursor {cursor}"
         );
     }
@@ -271,25 +204,16 @@ async fn unknown_cursors_reset() {
 #[tokio::test]
 async fn truncated_history_resets_with_history_truncated() {
     let fx = quiet_fixture().await;
-    let ids: Vec<String> = (1..=5)
-        .map(|i| fx.publish("c", None, &format!("m{i}")).expect("publish"))
-        .collect();
+    let ids: Vec<String> = (1..=5).map(|i| fx.publish("c", None, &format!("m{i}")).expect("publish")).collect();
     let reply = post(fx.addr(), "/control/truncate/c?keep=2").await;
     assert_eq!(reply.status, 200);
-    assert_eq!(
-        reply.json(),
-        serde_json::json!({ "oldest_retained": ids[3] })
-    );
+    assert_eq!(reply.json(), serde_json::json!({ "oldest_retained": ids[3] }));
 
     let mut ws = connect(fx.addr()).await;
     subscribe(&mut ws, "c", Some(&ids[1])).await;
     assert_eq!(
         recv_subscribed(&mut ws).await,
-        (
-            Outcome::Reset,
-            Some(WireResetReason::HistoryTruncated),
-            ids[4].clone()
-        )
+        (Outcome::Reset, Some(WireResetReason::HistoryTruncated), ids[4].clone())
     );
     // No replay: the next frame is the next live event.
     let live = fx.publish("c", None, "m6").expect("publish");
@@ -298,10 +222,7 @@ async fn truncated_history_resets_with_history_truncated() {
     // The cursor just before the oldest retained event still resumes.
     let mut ws = connect(fx.addr()).await;
     subscribe(&mut ws, "c", Some(&ids[2])).await;
-    assert_eq!(
-        recv_subscribed(&mut ws).await,
-        (Outcome::Resumed, None, live.clone())
-    );
+    assert_eq!(recv_subscribed(&mut ws).await, (Outcome::Resumed, None, live.clone()));
     assert_eq!(recv_event(&mut ws).await.0, ids[3]);
     assert_eq!(recv_event(&mut ws).await.0, ids[4]);
     assert_eq!(recv_event(&mut ws).await.0, live);
@@ -327,23 +248,12 @@ async fn new_epoch_resets_live_subscribers_and_old_cursors() {
     assert!(!old.starts_with(&format!("{new_epoch}-")));
     assert_eq!(
         recv(&mut live).await,
-        ServerFrame::Reset {
-            channel: "c".to_owned(),
-            reason: WireResetReason::EpochChanged,
-            head: head.clone(),
-        }
+        ServerFrame::Reset { channel: "c".to_owned(), reason: WireResetReason::EpochChanged, head: head.clone() }
     );
 
     let mut again = connect(fx.addr()).await;
     subscribe(&mut again, "c", Some(&old)).await;
-    assert_eq!(
-        recv_subscribed(&mut again).await,
-        (
-            Outcome::Reset,
-            Some(WireResetReason::EpochChanged),
-            head.clone()
-        )
-    );
+    assert_eq!(recv_subscribed(&mut again).await, (Outcome::Reset, Some(WireResetReason::EpochChanged), head.clone()));
 
     let first = fx.publish("c", None, "after").expect("publish");
     assert_eq!(first, format!("{new_epoch}-1"));
@@ -367,10 +277,7 @@ async fn refused_handshakes_get_403_503_and_401() {
     let reply = post(fx.addr(), "/control/websocket?enabled=false").await;
     assert_eq!(reply.json(), serde_json::json!({ "websocket": false }));
     let resp = expect_refusal(try_connect(fx.addr()).await, 403);
-    assert_eq!(
-        resp.body().as_deref(),
-        Some(&b"websocket upgrades refused"[..])
-    );
+    assert_eq!(resp.body().as_deref(), Some(&b"websocket upgrades refused"[..]));
     let reply = post(fx.addr(), "/control/websocket?enabled=true").await;
     assert_eq!(reply.json(), serde_json::json!({ "websocket": true }));
 
@@ -428,11 +335,7 @@ async fn drop_closes_connections_without_a_close_frame() {
 
 #[tokio::test]
 async fn stall_silences_open_connections() {
-    let fx = fixture_with(FixtureConfig {
-        heartbeat: Duration::from_millis(50),
-        ..FixtureConfig::default()
-    })
-    .await;
+    let fx = fixture_with(FixtureConfig { heartbeat: Duration::from_millis(50), ..FixtureConfig::default() }).await;
     let mut stalled = connect(fx.addr()).await;
     subscribe(&mut stalled, "c", None).await;
     loop {
@@ -468,10 +371,7 @@ async fn stall_silences_open_connections() {
     // The stalled connection stays open until the client closes it.
     stalled.close(None).await.expect("close");
     loop {
-        match timeout(WAIT, stalled.next())
-            .await
-            .expect("close completes")
-        {
+        match timeout(WAIT, stalled.next()).await.expect("close completes") {
             None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
             Some(Ok(_)) => {}
         }
@@ -497,42 +397,21 @@ async fn idempotency_key_publishes_once() {
         data: data.to_owned(),
     };
     send(&mut ws, &publish("three", "k-1")).await;
-    assert_eq!(
-        recv(&mut ws).await,
-        ServerFrame::Ack {
-            key: "k-1".to_owned(),
-            id: id.clone()
-        }
-    );
+    assert_eq!(recv(&mut ws).await, ServerFrame::Ack { key: "k-1".to_owned(), id: id.clone() });
 
     // Exactly one event exists.
     let epoch = id.strip_suffix("-1").expect("the first event");
     subscribe(&mut ws, "c", Some(&format!("{epoch}-0"))).await;
-    assert_eq!(
-        recv_subscribed(&mut ws).await,
-        (Outcome::Resumed, None, id.clone())
-    );
-    assert_eq!(
-        recv_event(&mut ws).await,
-        (id.clone(), None, "one".to_owned())
-    );
+    assert_eq!(recv_subscribed(&mut ws).await, (Outcome::Resumed, None, id.clone()));
+    assert_eq!(recv_event(&mut ws).await, (id.clone(), None, "one".to_owned()));
 
     // A new key publishes; the event reaches the publisher before its ack.
     send(&mut ws, &publish("four", "k-2")).await;
     let (second_id, _, data) = recv_event(&mut ws).await;
     assert_eq!(data, "four");
-    assert_eq!(
-        recv(&mut ws).await,
-        ServerFrame::Ack {
-            key: "k-2".to_owned(),
-            id: second_id
-        }
-    );
+    assert_eq!(recv(&mut ws).await, ServerFrame::Ack { key: "k-2".to_owned(), id: second_id });
     assert_eq!(fx.stats().events_published, 2);
-    assert_eq!(
-        fx.publish_with_key("c", "k-2", None, "five").ok(),
-        fx.publish_with_key("c", "k-2", None, "six").ok()
-    );
+    assert_eq!(fx.publish_with_key("c", "k-2", None, "five").ok(), fx.publish_with_key("c", "k-2", None, "six").ok());
 }
 
 #[tokio::test]
@@ -540,9 +419,7 @@ async fn bad_client_frames_get_bad_request_and_keep_the_connection() {
     let fx = quiet_fixture().await;
     let mut ws = connect(fx.addr()).await;
     let bad_request = |frame: ServerFrame| match frame {
-        ServerFrame::Error {
-            code, channel, key, ..
-        } => {
+        ServerFrame::Error { code, channel, key, .. } => {
             assert_eq!(code, "bad_request");
             (channel, key)
         }
@@ -551,39 +428,21 @@ async fn bad_client_frames_get_bad_request_and_keep_the_connection() {
 
     ws.send(Message::text("not json")).await.expect("send");
     assert_eq!(bad_request(recv(&mut ws).await), (None, None));
-    ws.send(Message::text(r#"{"type":"dance"}"#))
-        .await
-        .expect("send");
+    ws.send(Message::text(r#"{"type":"dance"}"#)).await.expect("send");
     assert_eq!(bad_request(recv(&mut ws).await), (None, None));
     ws.send(Message::binary(vec![1, 2, 3])).await.expect("send");
     assert_eq!(bad_request(recv(&mut ws).await), (None, None));
 
     subscribe(&mut ws, "no spaces", None).await;
-    assert_eq!(
-        bad_request(recv(&mut ws).await),
-        (Some("no spaces".to_owned()), None)
-    );
-    let publish = ClientFrame::Publish {
-        channel: "a/b".to_owned(),
-        key: "k".to_owned(),
-        event: None,
-        data: "x".to_owned(),
-    };
+    assert_eq!(bad_request(recv(&mut ws).await), (Some("no spaces".to_owned()), None));
+    let publish =
+        ClientFrame::Publish { channel: "a/b".to_owned(), key: "k".to_owned(), event: None, data: "x".to_owned() };
     send(&mut ws, &publish).await;
-    assert_eq!(
-        bad_request(recv(&mut ws).await),
-        (None, Some("k".to_owned()))
-    );
+    assert_eq!(bad_request(recv(&mut ws).await), (None, Some("k".to_owned())));
 
     subscribe(&mut ws, "ok", None).await;
     assert_eq!(recv_subscribed(&mut ws).await.0, Outcome::Live);
-    send(
-        &mut ws,
-        &ClientFrame::Unsubscribe {
-            channel: "ok".to_owned(),
-        },
-    )
-    .await;
+    send(&mut ws, &ClientFrame::Unsubscribe { channel: "ok".to_owned() }).await;
     // Frames are handled in order: once "other" is answered, the
     // unsubscribe has taken effect.
     subscribe(&mut ws, "other", None).await;
@@ -601,19 +460,9 @@ async fn publish_route_validates_its_input() {
     let invalid_utf8 = http(fx.addr(), "POST", "/publish/c", &[], &[0xff, 0xfe]).await;
     assert_eq!(invalid_utf8.status, 400);
     let too_large = vec![b'x'; resub_fixture::MAX_PAYLOAD + 1];
-    assert_eq!(
-        http(fx.addr(), "POST", "/publish/c", &[], &too_large)
-            .await
-            .status,
-        413
-    );
+    assert_eq!(http(fx.addr(), "POST", "/publish/c", &[], &too_large).await.status, 413);
     let largest = vec![b'x'; resub_fixture::MAX_PAYLOAD];
-    assert_eq!(
-        http(fx.addr(), "POST", "/publish/c", &[], &largest)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(http(fx.addr(), "POST", "/publish/c", &[], &largest).await.status, 200);
     assert_eq!(post(fx.addr(), "/control/epoch/a%2Fb").await.status, 400);
     assert_eq!(fx.stats().events_published, 1);
 }
@@ -628,42 +477,21 @@ async fn cors_preflight_allows_any_origin() {
         &[
             ("Origin", "http://example.test"),
             ("Access-Control-Request-Method", "POST"),
-            (
-                "Access-Control-Request-Headers",
-                "idempotency-key,content-type",
-            ),
+            ("Access-Control-Request-Headers", "idempotency-key,content-type"),
         ],
         b"",
     )
     .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
-    let allowed = reply
-        .header("access-control-allow-headers")
-        .expect("allowed headers")
-        .to_ascii_lowercase();
-    for name in [
-        "idempotency-key",
-        "last-event-id",
-        "authorization",
-        "content-type",
-    ] {
+    let allowed = reply.header("access-control-allow-headers").expect("allowed headers").to_ascii_lowercase();
+    for name in ["idempotency-key", "last-event-id", "authorization", "content-type"] {
         assert!(allowed.contains(name), "{name} not allowed: {allowed}");
     }
 
-    let reply = http(
-        fx.addr(),
-        "POST",
-        "/publish/c",
-        &[("Origin", "http://example.test")],
-        b"x",
-    )
-    .await;
+    let reply = http(fx.addr(), "POST", "/publish/c", &[("Origin", "http://example.test")], b"x").await;
     assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
-    let exposed = reply
-        .header("access-control-expose-headers")
-        .expect("exposed headers")
-        .to_ascii_lowercase();
+    let exposed = reply.header("access-control-expose-headers").expect("exposed headers").to_ascii_lowercase();
     assert!(exposed.contains("retry-after"));
 }
 
@@ -714,23 +542,14 @@ async fn binary_prints_listening_address_first() {
         .expect("timed out waiting for the first line")
         .expect("read stdout");
     let line = line.trim_end();
-    let addr = line
-        .strip_prefix("listening on http://127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let addr =
+        line.strip_prefix("listening on http://127.0.0.1:").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     let port: u16 = addr.parse().expect("a port number");
     assert_ne!(port, 0);
 
-    let mut ws = try_connect(SocketAddr::from(([127, 0, 0, 1], port)))
-        .await
-        .expect("the binary accepts WebSockets");
-    assert_eq!(
-        recv(&mut ws).await,
-        ServerFrame::Welcome { heartbeat_ms: 100 }
-    );
+    let mut ws = try_connect(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("the binary accepts WebSockets");
+    assert_eq!(recv(&mut ws).await, ServerFrame::Welcome { heartbeat_ms: 100 });
 
     child.start_kill().expect("stop the binary");
-    timeout(WAIT, child.wait())
-        .await
-        .expect("the binary exits")
-        .expect("wait");
+    timeout(WAIT, child.wait()).await.expect("the binary exits").expect("wait");
 }

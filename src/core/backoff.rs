@@ -26,12 +26,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            base: Duration::from_millis(500),
-            factor: 2.0,
-            cap: Duration::from_secs(20),
-            max_attempts: None,
-        }
+        Self { base: Duration::from_millis(500), factor: 2.0, cap: Duration::from_secs(20), max_attempts: None }
     }
 }
 
@@ -39,18 +34,10 @@ impl Backoff {
     /// The upper bound of the delay after `failures` consecutive failures.
     pub fn ceiling(&self, failures: u32) -> Duration {
         let exp = failures.saturating_sub(1).min(1024) as i32;
-        let factor = if self.factor.is_finite() {
-            self.factor.max(1.0)
-        } else {
-            1.0
-        };
+        let factor = if self.factor.is_finite() { self.factor.max(1.0) } else { 1.0 };
         let grown = self.base.as_secs_f64() * factor.powi(exp);
         let cap = self.cap.as_secs_f64();
-        let secs = if grown.is_finite() {
-            grown.min(cap)
-        } else {
-            cap
-        };
+        let secs = if grown.is_finite() { grown.min(cap) } else { cap };
         Duration::from_secs_f64(secs.max(0.0))
     }
 
@@ -91,19 +78,13 @@ mod tests {
         // of the last thousand draws.
         let tail = &delays[4000..];
         let below_half = tail.iter().filter(|d| **d < b.cap / 2).count();
-        assert!(
-            (350..650).contains(&below_half),
-            "jitter collapsed: {below_half} of 1000 below cap/2"
-        );
+        assert!((350..650).contains(&below_half), "jitter collapsed: {below_half} of 1000 below cap/2");
     }
 
     #[test]
     fn hostile_factor_values_do_not_panic() {
         for factor in [f64::NAN, f64::INFINITY, -3.0, 0.0, 1e308] {
-            let b = Backoff {
-                factor,
-                ..Backoff::default()
-            };
+            let b = Backoff { factor, ..Backoff::default() };
             let mut rng = SmallRng::seed_from_u64(1);
             for n in [0, 1, 2, 100, u32::MAX] {
                 assert!(b.delay(n, &mut rng) <= b.cap);

@@ -148,14 +148,10 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             DisconnectReason::Refused { status } => write!(f, "refused with HTTP {status}"),
             DisconnectReason::Unsupported(e) => write!(f, "transport not available: {e}"),
-            DisconnectReason::Unavailable {
-                retry_after: Some(d),
-            } => {
+            DisconnectReason::Unavailable { retry_after: Some(d) } => {
                 write!(f, "server unavailable, retry after {:.1}s", d.as_secs_f64())
             }
-            DisconnectReason::Unavailable { retry_after: None } => {
-                f.write_str("server unavailable")
-            }
+            DisconnectReason::Unavailable { retry_after: None } => f.write_str("server unavailable"),
             DisconnectReason::Lost(e) => write!(f, "connection lost: {e}"),
             DisconnectReason::ServerClosed { code, reason } => {
                 write!(f, "closed by server ({code} {reason})")
@@ -211,30 +207,13 @@ impl fmt::Display for ConnectionState {
             ConnectionState::Connecting { transport, attempt } => {
                 write!(f, "connecting via {transport} (attempt {})", attempt + 1)
             }
-            ConnectionState::Connected {
-                transport,
-                fallback: None,
-            } => write!(f, "connected via {transport}"),
-            ConnectionState::Connected {
-                transport,
-                fallback: Some(fb),
-            } => {
-                write!(
-                    f,
-                    "connected via {transport} (fell back from {}: {})",
-                    fb.from, fb.reason
-                )
+            ConnectionState::Connected { transport, fallback: None } => write!(f, "connected via {transport}"),
+            ConnectionState::Connected { transport, fallback: Some(fb) } => {
+                write!(f, "connected via {transport} (fell back from {}: {})", fb.from, fb.reason)
             }
-            ConnectionState::Disconnected {
-                reason,
-                attempt,
-                retry_in,
-                ..
-            } => write!(
-                f,
-                "disconnected: {reason}; retry {attempt} in {:.2}s",
-                retry_in.as_secs_f64()
-            ),
+            ConnectionState::Disconnected { reason, attempt, retry_in, .. } => {
+                write!(f, "disconnected: {reason}; retry {attempt} in {:.2}s", retry_in.as_secs_f64())
+            }
             ConnectionState::Closed { error: None } => f.write_str("closed"),
             ConnectionState::Closed { error: Some(e) } => write!(f, "closed: {e}"),
         }

@@ -115,13 +115,8 @@ impl PlainSession {
         now: Instant,
     ) -> Result<Self, Error> {
         let lower = url.to_ascii_lowercase();
-        if !(lower.starts_with("http://") || lower.starts_with("https://"))
-            || url.len() <= "http://".len()
-        {
-            return Err(Error::InvalidUrl {
-                url: url.to_owned(),
-                why: "an SSE URL starts with http:// or https://",
-            });
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) || url.len() <= "http://".len() {
+            return Err(Error::InvalidUrl { url: url.to_owned(), why: "an SSE URL starts with http:// or https://" });
         }
         let mut s = Self {
             config,
@@ -148,10 +143,7 @@ impl PlainSession {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.reconnect_at, self.deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.reconnect_at, self.deadline].into_iter().flatten().min()
     }
 
     /// Whether the session has stopped for good.
@@ -176,11 +168,10 @@ impl PlainSession {
                 self.conn = Conn::Open(conn);
                 self.opened_at = Some(now);
                 self.deadline = self.config.heartbeat_timeout.map(|t| now + t);
-                self.out
-                    .push_back(PlainOutput::State(ConnectionState::Connected {
-                        transport: Transport::Sse,
-                        fallback: None,
-                    }));
+                self.out.push_back(PlainOutput::State(ConnectionState::Connected {
+                    transport: Transport::Sse,
+                    fallback: None,
+                }));
             }
             PlainInput::Item { conn, item } if self.conn == Conn::Open(conn) => {
                 self.deadline = self.config.heartbeat_timeout.map(|t| now + t);
@@ -193,14 +184,11 @@ impl PlainSession {
                             data: ev.data,
                         }));
                     }
-                    SseItem::Retry(ms) => {
-                        self.retry = Some(Duration::from_millis(ms.min(3_600_000)))
-                    }
+                    SseItem::Retry(ms) => self.retry = Some(Duration::from_millis(ms.min(3_600_000))),
                     SseItem::Comment => {}
                 }
             }
-            PlainInput::Closed { conn, error } if matches!(self.conn, Conn::Opening(c) | Conn::Open(c) if c == conn) =>
-            {
+            PlainInput::Closed { conn, error } if matches!(self.conn, Conn::Opening(c) | Conn::Open(c) if c == conn) => {
                 self.fail(error, now);
             }
             _ => {}
@@ -231,17 +219,9 @@ impl PlainSession {
         self.conn = Conn::Opening(conn);
         self.deadline = Some(now + self.config.open_timeout);
         let attempt = self.failures;
-        self.out
-            .push_back(PlainOutput::State(ConnectionState::Connecting {
-                transport: Transport::Sse,
-                attempt,
-            }));
+        self.out.push_back(PlainOutput::State(ConnectionState::Connecting { transport: Transport::Sse, attempt }));
         let last_event_id = Some(self.last_event_id.clone()).filter(|s| !s.is_empty());
-        self.out.push_back(PlainOutput::Connect {
-            conn,
-            url: self.url.clone(),
-            last_event_id,
-        });
+        self.out.push_back(PlainOutput::Connect { conn, url: self.url.clone(), last_event_id });
     }
 
     fn fail(&mut self, error: TransportError, now: Instant) {
@@ -252,81 +232,58 @@ impl PlainSession {
         self.deadline = None;
         let (reason, stop) = match error {
             TransportError::Tls(e) => (DisconnectReason::Tls(e.clone()), Some(Error::Tls(e))),
-            TransportError::Status { status: 204, .. } => (
-                DisconnectReason::Refused { status: 204 },
-                Some(Error::EndOfStream),
-            ),
+            TransportError::Status { status: 204, .. } => {
+                (DisconnectReason::Refused { status: 204 }, Some(Error::EndOfStream))
+            }
             // The EventSource model fails the connection for good on any
             // other status, and on any other content type.
-            TransportError::Status { status, .. } => (
-                DisconnectReason::Refused { status },
-                Some(Error::HttpStatus { status }),
-            ),
-            TransportError::Unsupported(e) => (
-                DisconnectReason::Unsupported(e.clone()),
-                Some(Error::UnexpectedContentType(e)),
-            ),
+            TransportError::Status { status, .. } => {
+                (DisconnectReason::Refused { status }, Some(Error::HttpStatus { status }))
+            }
+            TransportError::Unsupported(e) => {
+                (DisconnectReason::Unsupported(e.clone()), Some(Error::UnexpectedContentType(e)))
+            }
             TransportError::Connect(e) => (DisconnectReason::ConnectFailed(e), None),
             TransportError::Lost(e) => (DisconnectReason::Lost(e), None),
             TransportError::Completed => (DisconnectReason::Lost("stream ended".into()), None),
-            TransportError::Closed { code, reason } => {
-                (DisconnectReason::ServerClosed { code, reason }, None)
-            }
+            TransportError::Closed { code, reason } => (DisconnectReason::ServerClosed { code, reason }, None),
         };
         if let Some(e) = stop {
             return self.stop(Some(e));
         }
-        let healthy = self
-            .opened_at
-            .take()
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.healthy_after);
+        let healthy =
+            self.opened_at.take().is_some_and(|t| now.saturating_duration_since(t) >= self.config.healthy_after);
         if healthy {
             self.failures = 0;
         }
         self.failures = self.failures.saturating_add(1);
-        if self
-            .config
-            .backoff
-            .max_attempts
-            .is_some_and(|m| self.failures >= m)
-        {
+        if self.config.backoff.max_attempts.is_some_and(|m| self.failures >= m) {
             let attempts = self.failures;
-            return self.stop(Some(Error::RetriesExhausted {
-                attempts,
-                last: reason,
-            }));
+            return self.stop(Some(Error::RetriesExhausted { attempts, last: reason }));
         }
         // The server's reconnection time is a floor; backoff grows above it.
-        let delay = self
-            .config
-            .backoff
-            .delay(self.failures, &mut self.rng)
-            .max(self.retry.unwrap_or_default());
+        let delay = self.config.backoff.delay(self.failures, &mut self.rng).max(self.retry.unwrap_or_default());
         let retry_at = now + delay;
         self.conn = Conn::Idle;
         self.reconnect_at = Some(retry_at);
-        self.out
-            .push_back(PlainOutput::State(ConnectionState::Disconnected {
-                reason,
-                attempt: self.failures,
-                retry_at,
-                retry_in: delay,
-            }));
+        self.out.push_back(PlainOutput::State(ConnectionState::Disconnected {
+            reason,
+            attempt: self.failures,
+            retry_at,
+            retry_in: delay,
+        }));
     }
 
     fn stop(&mut self, error: Option<Error>) {
         match self.conn {
             Conn::Closed => return,
-            Conn::Opening(conn) | Conn::Open(conn) => {
-                self.out.push_back(PlainOutput::Disconnect { conn })
-            }
+            Conn::Opening(conn) | Conn::Open(conn) => self.out.push_back(PlainOutput::Disconnect { conn }),
             Conn::Idle => {}
         }
         self.conn = Conn::Closed;
         self.reconnect_at = None;
         self.deadline = None;
-        self.out
-            .push_back(PlainOutput::State(ConnectionState::Closed { error }));
+        self.out.push_back(PlainOutput::State(ConnectionState::Closed { error }));
     }
 }
 
@@ -337,10 +294,7 @@ mod tests {
 
     fn session() -> (PlainSession, Instant) {
         let now = Instant::now();
-        (
-            PlainSession::new(Config::default(), "http://h/events", None, 3, now).unwrap(),
-            now,
-        )
+        (PlainSession::new(Config::default(), "http://h/events", None, 3, now).unwrap(), now)
     }
 
     fn drain(s: &mut PlainSession) -> Vec<PlainOutput> {
@@ -362,40 +316,16 @@ mod tests {
         drain(&mut s);
         let conn = ConnId(0);
         s.handle_input(PlainInput::Opened { conn }, now);
-        s.handle_input(
-            PlainInput::Item {
-                conn,
-                item: SseItem::Retry(3000),
-            },
-            now,
-        );
-        s.handle_input(
-            PlainInput::Item {
-                conn,
-                item: event(Some("a7"), "a7", "x"),
-            },
-            now,
-        );
-        s.handle_input(
-            PlainInput::Item {
-                conn,
-                item: event(None, "a7", "y"),
-            },
-            now,
-        );
+        s.handle_input(PlainInput::Item { conn, item: SseItem::Retry(3000) }, now);
+        s.handle_input(PlainInput::Item { conn, item: event(Some("a7"), "a7", "x") }, now);
+        s.handle_input(PlainInput::Item { conn, item: event(None, "a7", "y") }, now);
         let out = drain(&mut s);
         assert!(out.contains(&PlainOutput::Deliver(PlainEvent {
             id: None,
             event: "message".into(),
             data: "y".into()
         })));
-        s.handle_input(
-            PlainInput::Closed {
-                conn,
-                error: TransportError::Lost("eof".into()),
-            },
-            now,
-        );
+        s.handle_input(PlainInput::Closed { conn, error: TransportError::Lost("eof".into()) }, now);
         assert!(s.poll_timeout().unwrap() >= now + Duration::from_millis(3000));
         s.handle_timeout(s.poll_timeout().unwrap());
         let out = drain(&mut s);
@@ -408,42 +338,23 @@ mod tests {
 
     #[test]
     fn status_204_stops_and_other_statuses_fail_for_good() {
-        for (status, want) in [
-            (204, Error::EndOfStream),
-            (500, Error::HttpStatus { status: 500 }),
-        ] {
+        for (status, want) in [(204, Error::EndOfStream), (500, Error::HttpStatus { status: 500 })] {
             let (mut s, now) = session();
             s.handle_input(
-                PlainInput::Closed {
-                    conn: ConnId(0),
-                    error: TransportError::Status {
-                        status,
-                        retry_after: None,
-                    },
-                },
+                PlainInput::Closed { conn: ConnId(0), error: TransportError::Status { status, retry_after: None } },
                 now,
             );
             assert!(s.is_closed());
-            assert_eq!(
-                drain(&mut s).last(),
-                Some(&PlainOutput::State(ConnectionState::Closed {
-                    error: Some(want)
-                }))
-            );
+            assert_eq!(drain(&mut s).last(), Some(&PlainOutput::State(ConnectionState::Closed { error: Some(want) })));
         }
         let (mut s, now) = session();
         s.handle_input(
-            PlainInput::Closed {
-                conn: ConnId(0),
-                error: TransportError::Unsupported("text/html".into()),
-            },
+            PlainInput::Closed { conn: ConnId(0), error: TransportError::Unsupported("text/html".into()) },
             now,
         );
         assert!(matches!(
             drain(&mut s).last(),
-            Some(PlainOutput::State(ConnectionState::Closed {
-                error: Some(Error::UnexpectedContentType(_))
-            }))
+            Some(PlainOutput::State(ConnectionState::Closed { error: Some(Error::UnexpectedContentType(_)) }))
         ));
     }
 
@@ -452,13 +363,7 @@ mod tests {
         let (mut s, mut now) = session();
         for n in 1..=5 {
             let conn = ConnId(n - 1);
-            s.handle_input(
-                PlainInput::Closed {
-                    conn,
-                    error: TransportError::Connect("refused".into()),
-                },
-                now,
-            );
+            s.handle_input(PlainInput::Closed { conn, error: TransportError::Connect("refused".into()) }, now);
             let due = s.poll_timeout().unwrap();
             assert!(due <= now + Config::default().backoff.ceiling(n as u32));
             now = due;

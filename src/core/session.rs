@@ -8,12 +8,9 @@ use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 
 use super::{
-    Config, ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats,
-    Transport, TransportError,
+    Config, ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats, Transport, TransportError,
 };
-use crate::protocol::{
-    ClientFrame, EventId, Outcome, ServerFrame, WireResetReason, validate_channel,
-};
+use crate::protocol::{ClientFrame, EventId, Outcome, ServerFrame, WireResetReason, validate_channel};
 use crate::{Error, Instant};
 
 /// Longest delay a server hint (Retry-After, heartbeat interval) may impose;
@@ -165,15 +162,8 @@ enum Timer {
     Repost,
 }
 
-const TIMERS: [Timer; 7] = [
-    Timer::Reconnect,
-    Timer::Open,
-    Timer::Heartbeat,
-    Timer::Probe,
-    Timer::ProbeOpen,
-    Timer::Reopen,
-    Timer::Repost,
-];
+const TIMERS: [Timer; 7] =
+    [Timer::Reconnect, Timer::Open, Timer::Heartbeat, Timer::Probe, Timer::ProbeOpen, Timer::Reopen, Timer::Repost];
 
 #[derive(Debug, Default)]
 struct TimerTable([Option<Instant>; TIMERS.len()]);
@@ -203,12 +193,7 @@ enum Conn {
     /// An attempt is under way (not yet opened).
     Opening { id: ConnId, transport: Transport },
     /// Open; greeted once `welcomed` is set.
-    Open {
-        id: ConnId,
-        transport: Transport,
-        welcomed: bool,
-        heartbeat: Duration,
-    },
+    Open { id: ConnId, transport: Transport, welcomed: bool, heartbeat: Duration },
     /// Stopped for good.
     Closed,
 }
@@ -380,18 +365,11 @@ impl Session {
 
     /// The transport in use or being tried.
     pub fn transport(&self) -> Transport {
-        self.conn
-            .transport()
-            .unwrap_or(self.config.transports[self.current])
+        self.conn.transport().unwrap_or(self.config.transports[self.current])
     }
 
     /// Starts a subscription to `channel`, after `from` if given (else live).
-    pub fn subscribe(
-        &mut self,
-        channel: &str,
-        from: Option<EventId>,
-        now: Instant,
-    ) -> Result<(), Error> {
+    pub fn subscribe(&mut self, channel: &str, from: Option<EventId>, now: Instant) -> Result<(), Error> {
         validate_channel(channel)?;
         if self.is_closed() {
             return Err(Error::Closed);
@@ -399,19 +377,10 @@ impl Session {
         if self.subs.contains_key(channel) {
             return Err(Error::AlreadySubscribed(channel.to_owned()));
         }
-        let sub = Sub {
-            cursor: from,
-            confirmed: false,
-            live: false,
-            replay_until: 0,
-        };
+        let sub = Sub { cursor: from, confirmed: false, live: false, replay_until: 0 };
         self.subs.insert(channel.to_owned(), sub);
         match self.conn {
-            Conn::Open {
-                id,
-                transport: Transport::WebSocket,
-                ..
-            } => self.send_subscribe(id, channel),
+            Conn::Open { id, transport: Transport::WebSocket, .. } => self.send_subscribe(id, channel),
             _ => self.schedule_reopen(now),
         }
         Ok(())
@@ -423,17 +392,8 @@ impl Session {
             return;
         }
         match self.conn {
-            Conn::Open {
-                id,
-                transport: Transport::WebSocket,
-                ..
-            } => {
-                self.send(
-                    id,
-                    &ClientFrame::Unsubscribe {
-                        channel: channel.to_owned(),
-                    },
-                );
+            Conn::Open { id, transport: Transport::WebSocket, .. } => {
+                self.send(id, &ClientFrame::Unsubscribe { channel: channel.to_owned() });
             }
             _ => self.schedule_reopen(now),
         }
@@ -443,13 +403,7 @@ impl Session {
     /// [`Output::PublishDone`] with `token`. A publish made while disconnected
     /// waits for the next connection; one in flight when a connection drops is
     /// sent again with the same idempotency key, so it is applied once.
-    pub fn publish(
-        &mut self,
-        token: u64,
-        channel: &str,
-        event: Option<String>,
-        data: String,
-    ) -> Result<(), Error> {
+    pub fn publish(&mut self, token: u64, channel: &str, event: Option<String>, data: String) -> Result<(), Error> {
         validate_channel(channel)?;
         if self.is_closed() {
             return Err(Error::Closed);
@@ -469,11 +423,7 @@ impl Session {
         });
         let i = self.publishes.len() - 1;
         match self.conn {
-            Conn::Open {
-                id,
-                transport: Transport::WebSocket,
-                ..
-            } => self.send_publish(id, i),
+            Conn::Open { id, transport: Transport::WebSocket, .. } => self.send_publish(id, i),
             Conn::Open { welcomed: true, .. } => self.post_publish(i),
             _ if self.linked_since.is_some() => self.post_publish(i),
             _ => {}
@@ -510,12 +460,7 @@ impl Session {
                 }
             }
             Input::Activity { conn } => {
-                if let Conn::Open {
-                    id,
-                    heartbeat,
-                    welcomed: true,
-                    ..
-                } = self.conn
+                if let Conn::Open { id, heartbeat, welcomed: true, .. } = self.conn
                     && id == conn
                 {
                     self.timers.set(Timer::Heartbeat, now + heartbeat);
@@ -526,11 +471,7 @@ impl Session {
                     return;
                 }
                 if error == TransportError::Completed
-                    && let Conn::Open {
-                        transport: Transport::LongPoll,
-                        welcomed: true,
-                        ..
-                    } = self.conn
+                    && let Conn::Open { transport: Transport::LongPoll, welcomed: true, .. } = self.conn
                 {
                     // A poll answered: ask again at once with the new cursors.
                     return self.connect(now);
@@ -555,6 +496,11 @@ impl Session {
                         self.connect(now);
                     }
                 }
+                Timer::Open if self.linked_since.is_some() => {
+                    // A poll (or a reopened stream) of a working link went
+                    // unanswered: the link is dead, as with a silent stream.
+                    self.fail(DisconnectReason::HeartbeatTimeout, Decision::Retry { hint: None }, now);
+                }
                 Timer::Open => {
                     let decision = if self.worked.contains(&self.transport()) {
                         Decision::Retry { hint: None }
@@ -564,11 +510,7 @@ impl Session {
                     self.fail(DisconnectReason::OpenTimeout, decision, now);
                 }
                 Timer::Heartbeat => {
-                    self.fail(
-                        DisconnectReason::HeartbeatTimeout,
-                        Decision::Retry { hint: None },
-                        now,
-                    );
+                    self.fail(DisconnectReason::HeartbeatTimeout, Decision::Retry { hint: None }, now);
                 }
                 Timer::Probe => self.start_probe(now),
                 Timer::ProbeOpen => self.end_probe(now),
@@ -621,6 +563,12 @@ impl Session {
     }
 
     fn connect(&mut self, now: Instant) {
+        self.open_connection(now, self.linked_since.is_none());
+    }
+
+    /// Starts an attempt; `announce` says whether the application is told
+    /// (not for the next poll of a working link, nor for a reopen).
+    fn open_connection(&mut self, now: Instant, announce: bool) {
         let transport = self.config.transports[self.current];
         let id = self.new_conn_id();
         self.conn = Conn::Opening { id, transport };
@@ -637,19 +585,11 @@ impl Session {
         }
         let url = self.endpoint(transport);
         tracing::debug!(conn = id.0, %transport, %url, "connecting");
-        if self.linked_since.is_none() {
+        if announce {
             let attempt = self.failures;
-            self.out
-                .push_back(Output::State(ConnectionState::Connecting {
-                    transport,
-                    attempt,
-                }));
+            self.out.push_back(Output::State(ConnectionState::Connecting { transport, attempt }));
         }
-        self.out.push_back(Output::Connect {
-            conn: id,
-            transport,
-            url,
-        });
+        self.out.push_back(Output::Connect { conn: id, transport, url });
     }
 
     /// On the HTTP transports the subscriptions travel in the URL: a change
@@ -669,7 +609,7 @@ impl Session {
             && self.transport() != Transport::WebSocket
         {
             self.out.push_back(Output::Disconnect { conn: id });
-            self.connect(now);
+            self.open_connection(now, false);
         }
     }
 
@@ -682,12 +622,7 @@ impl Session {
         }
         // Until the welcome arrives, the open timer guards the connection.
         let heartbeat = self.config.open_timeout;
-        self.conn = Conn::Open {
-            id,
-            transport,
-            welcomed: false,
-            heartbeat,
-        };
+        self.conn = Conn::Open { id, transport, welcomed: false, heartbeat };
         if transport == Transport::WebSocket {
             self.send_all(id);
         }
@@ -711,13 +646,7 @@ impl Session {
         };
         sub.confirmed = false;
         let cursor = sub.cursor.as_ref().map(EventId::to_string);
-        self.send(
-            conn,
-            &ClientFrame::Subscribe {
-                channel: channel.to_owned(),
-                cursor,
-            },
-        );
+        self.send(conn, &ClientFrame::Subscribe { channel: channel.to_owned(), cursor });
     }
 
     fn send_publish(&mut self, conn: ConnId, i: usize) {
@@ -742,18 +671,11 @@ impl Session {
             url.push_str("?event=");
             url.push_str(&percent_encode(ev));
         }
-        self.out.push_back(Output::Post {
-            key: p.key.clone(),
-            url,
-            data: p.data.clone(),
-        });
+        self.out.push_back(Output::Post { key: p.key.clone(), url, data: p.data.clone() });
     }
 
     fn send(&mut self, conn: ConnId, frame: &ClientFrame) {
-        self.out.push_back(Output::Send {
-            conn,
-            text: encode(frame),
-        });
+        self.out.push_back(Output::Send { conn, text: encode(frame) });
     }
 
     fn on_posted(&mut self, key: &str, result: Result<String, PostError>, now: Instant) {
@@ -765,10 +687,7 @@ impl Session {
             Err(PostError::Status { status, message })
                 if (400..500).contains(&status) && !matches!(status, 408 | 429) =>
             {
-                Err(Error::PublishRejected {
-                    code: status.to_string(),
-                    message,
-                })
+                Err(Error::PublishRejected { code: status.to_string(), message })
             }
             Err(e) => {
                 // Not applied, or not known to be: post again later with the same key.
@@ -782,30 +701,19 @@ impl Session {
             }
         };
         let p = self.publishes.remove(i).expect("index from position");
-        self.out.push_back(Output::PublishDone {
-            token: p.token,
-            result,
-        });
+        self.out.push_back(Output::PublishDone { token: p.token, result });
     }
 
     fn on_text(&mut self, conn: ConnId, text: &str, now: Instant) {
         let limit = match self.transport() {
-            Transport::LongPoll => self
-                .config
-                .max_frame_bytes
-                .saturating_mul(POLL_BATCH_FACTOR),
+            Transport::LongPoll => self.config.max_frame_bytes.saturating_mul(POLL_BATCH_FACTOR),
             _ => self.config.max_frame_bytes,
         };
         if text.len() > limit {
             let why = format!("frame of {} bytes exceeds the limit of {limit}", text.len());
             return self.protocol_error(why, now);
         }
-        if let Conn::Open {
-            heartbeat,
-            welcomed: true,
-            ..
-        } = self.conn
-        {
+        if let Conn::Open { heartbeat, welcomed: true, .. } = self.conn {
             self.timers.set(Timer::Heartbeat, now + heartbeat);
         }
         if self.transport() == Transport::LongPoll {
@@ -833,59 +741,32 @@ impl Session {
             _ if !matches!(self.conn, Conn::Open { welcomed: true, .. }) => {
                 self.protocol_error("frame before welcome".into(), now)
             }
-            ServerFrame::Subscribed {
-                channel,
-                outcome,
-                reason,
-                head,
-            } => self.on_subscribed(channel, outcome, reason, &head, now),
-            ServerFrame::Event {
-                channel,
-                id,
-                event,
-                data,
-            } => self.on_event(channel, &id, event, data, now),
-            ServerFrame::Reset {
-                channel,
-                reason,
-                head,
-            } => self.on_reset(channel, reason, &head, now),
+            ServerFrame::Subscribed { channel, outcome, reason, head } => {
+                self.on_subscribed(channel, outcome, reason, &head, now)
+            }
+            ServerFrame::Event { channel, id, event, data } => self.on_event(channel, &id, event, data, now),
+            ServerFrame::Reset { channel, reason, head } => self.on_reset(channel, reason, &head, now),
             ServerFrame::Ping => {}
             ServerFrame::Ack { key, id } => {
                 if let Some(i) = self.publishes.iter().position(|p| p.key == key) {
                     let p = self.publishes.remove(i).expect("index from position");
-                    self.out.push_back(Output::PublishDone {
-                        token: p.token,
-                        result: Ok(id),
-                    });
+                    self.out.push_back(Output::PublishDone { token: p.token, result: Ok(id) });
                 }
             }
-            ServerFrame::Error {
-                code,
-                channel,
-                key,
-                message,
-            } => self.on_error(code, channel, key, message, now),
+            ServerFrame::Error { code, channel, key, message } => self.on_error(code, channel, key, message, now),
             _ => tracing::debug!("ignoring unknown frame type"),
         }
     }
 
     fn on_welcome(&mut self, conn: ConnId, heartbeat_ms: u64, now: Instant) {
-        let Conn::Open {
-            welcomed,
-            heartbeat,
-            transport,
-            ..
-        } = &mut self.conn
-        else {
+        let Conn::Open { welcomed, heartbeat, transport, .. } = &mut self.conn else {
             return;
         };
         if *welcomed {
             return; // A second welcome changes nothing.
         }
         let transport = *transport;
-        let interval =
-            Duration::from_millis(heartbeat_ms).clamp(Duration::from_millis(10), MAX_HINT);
+        let interval = Duration::from_millis(heartbeat_ms).clamp(Duration::from_millis(10), MAX_HINT);
         *heartbeat = match transport {
             // The interval is the hold time; the open timer covers each request.
             Transport::LongPoll => interval * 2 + self.config.open_timeout,
@@ -905,11 +786,7 @@ impl Session {
         }
         tracing::debug!(conn = conn.0, heartbeat_ms, %transport, "connected");
         let fallback = self.fallback.clone();
-        self.out
-            .push_back(Output::State(ConnectionState::Connected {
-                transport,
-                fallback,
-            }));
+        self.out.push_back(Output::State(ConnectionState::Connected { transport, fallback }));
         if transport != Transport::WebSocket {
             for i in 0..self.publishes.len() {
                 self.post_publish(i);
@@ -942,18 +819,13 @@ impl Session {
         let reset = match (outcome, &sub.cursor) {
             (Outcome::Resumed, Some(cursor)) => {
                 if cursor.epoch() != head.epoch() {
-                    let why = format!(
-                        "resumed {channel:?} with head {head} of another epoch than {cursor}"
-                    );
+                    let why = format!("resumed {channel:?} with head {head} of another epoch than {cursor}");
                     return self.protocol_error(why, now);
                 }
                 if news {
                     sub.replay_until = head.seq();
                     let after = cursor.to_string();
-                    let message = Message::Resumed {
-                        channel: channel.clone(),
-                        after,
-                    };
+                    let message = Message::Resumed { channel: channel.clone(), after };
                     self.out.push_back(Output::Deliver { channel, message });
                 }
                 return;
@@ -961,31 +833,18 @@ impl Session {
             (Outcome::Live | Outcome::Resumed, None) => None,
             // A cursor was asked for and not honoured: the application must know.
             (Outcome::Live, Some(_)) => Some(ResetReason::UnknownCursor),
-            (Outcome::Reset, _) => Some(reset_reason(
-                reason.unwrap_or(WireResetReason::UnknownCursor),
-            )),
+            (Outcome::Reset, _) => Some(reset_reason(reason.unwrap_or(WireResetReason::UnknownCursor))),
         };
         sub.replay_until = 0;
         advance_to(&mut sub.cursor, head.clone());
         if let Some(reason) = reset {
             self.stats.resets += 1;
-            let message = Message::Reset {
-                channel: channel.clone(),
-                reason,
-                head: head.to_string(),
-            };
+            let message = Message::Reset { channel: channel.clone(), reason, head: head.to_string() };
             self.out.push_back(Output::Deliver { channel, message });
         }
     }
 
-    fn on_event(
-        &mut self,
-        channel: String,
-        id: &str,
-        event: Option<String>,
-        data: String,
-        now: Instant,
-    ) {
+    fn on_event(&mut self, channel: String, id: &str, event: Option<String>, data: String, now: Instant) {
         let Ok(eid) = id.parse::<EventId>() else {
             return self.protocol_error(format!("bad event id {id:?}"), now);
         };
@@ -994,15 +853,11 @@ impl Session {
             return;
         };
         let Some(cursor) = sub.cursor.as_ref().filter(|_| sub.confirmed) else {
-            return self
-                .protocol_error(format!("event on {channel:?} before it was confirmed"), now);
+            return self.protocol_error(format!("event on {channel:?} before it was confirmed"), now);
         };
         if cursor.epoch() != eid.epoch() {
             // Only a reset may move a subscription to a new epoch.
-            let why = format!(
-                "event {eid} on {channel:?} is not of epoch {}",
-                cursor.epoch()
-            );
+            let why = format!("event {eid} on {channel:?} is not of epoch {}", cursor.epoch());
             return self.protocol_error(why, now);
         }
         if eid.seq() <= cursor.seq() {
@@ -1018,12 +873,7 @@ impl Session {
         }
         self.stats.delivered += 1;
         sub.cursor = Some(eid);
-        let message = Message::Event(Event {
-            channel: channel.clone(),
-            id: id.to_owned(),
-            event,
-            data,
-        });
+        let message = Message::Event(Event { channel: channel.clone(), id: id.to_owned(), event, data });
         self.out.push_back(Output::Deliver { channel, message });
     }
 
@@ -1035,50 +885,31 @@ impl Session {
             return;
         };
         if !sub.confirmed {
-            return self
-                .protocol_error(format!("reset on {channel:?} before it was confirmed"), now);
+            return self.protocol_error(format!("reset on {channel:?} before it was confirmed"), now);
         }
         advance_to(&mut sub.cursor, head.clone());
         sub.replay_until = 0;
         self.stats.resets += 1;
-        let message = Message::Reset {
-            channel: channel.clone(),
-            reason: reset_reason(reason),
-            head: head.to_string(),
-        };
+        let message = Message::Reset { channel: channel.clone(), reason: reset_reason(reason), head: head.to_string() };
         self.out.push_back(Output::Deliver { channel, message });
     }
 
-    fn on_error(
-        &mut self,
-        code: String,
-        channel: Option<String>,
-        key: Option<String>,
-        message: String,
-        now: Instant,
-    ) {
+    fn on_error(&mut self, code: String, channel: Option<String>, key: Option<String>, message: String, now: Instant) {
         if let Some(key) = key {
             if let Some(i) = self.publishes.iter().position(|p| p.key == key) {
                 let p = self.publishes.remove(i).expect("index from position");
                 let result = Err(Error::PublishRejected { code, message });
-                self.out.push_back(Output::PublishDone {
-                    token: p.token,
-                    result,
-                });
+                self.out.push_back(Output::PublishDone { token: p.token, result });
             }
             return;
         }
         if let Some(channel) = channel {
             if self.subs.remove(&channel).is_some() {
                 let error = match code.as_str() {
-                    "forbidden" | "unauthorized" => Error::Forbidden {
-                        channel: channel.clone(),
-                        message,
-                    },
+                    "forbidden" | "unauthorized" => Error::Forbidden { channel: channel.clone(), message },
                     _ => Error::BadRequest(format!("{code}: {message}")),
                 };
-                self.out
-                    .push_back(Output::SubscriptionEnded { channel, error });
+                self.out.push_back(Output::SubscriptionEnded { channel, error });
             }
             return;
         }
@@ -1087,23 +918,12 @@ impl Session {
             "bad_request" => Decision::Stop(Error::BadRequest(message.clone())),
             _ => Decision::Retry { hint: None },
         };
-        self.fail(
-            DisconnectReason::ServerClosed {
-                code: 0,
-                reason: format!("{code}: {message}"),
-            },
-            decision,
-            now,
-        );
+        self.fail(DisconnectReason::ServerClosed { code: 0, reason: format!("{code}: {message}") }, decision, now);
     }
 
     fn protocol_error(&mut self, why: String, now: Instant) {
         tracing::warn!(%why, "protocol error; reconnecting");
-        self.fail(
-            DisconnectReason::Protocol(why),
-            Decision::Retry { hint: None },
-            now,
-        );
+        self.fail(DisconnectReason::Protocol(why), Decision::Retry { hint: None }, now);
     }
 
     /// How a transport failure is reported, and what to do about it.
@@ -1113,34 +933,17 @@ impl Session {
             TransportError::Connect(e) => (DisconnectReason::ConnectFailed(e), retry),
             TransportError::Lost(e) => (DisconnectReason::Lost(e), retry),
             TransportError::Completed => (DisconnectReason::Lost("stream ended".into()), retry),
-            TransportError::Tls(e) => (
-                DisconnectReason::Tls(e.clone()),
-                Decision::Stop(Error::Tls(e)),
-            ),
-            TransportError::Unsupported(e) => {
-                (DisconnectReason::Unsupported(e), Decision::Fallback)
-            }
-            TransportError::Status {
-                status,
-                retry_after,
-            } => {
+            TransportError::Tls(e) => (DisconnectReason::Tls(e.clone()), Decision::Stop(Error::Tls(e))),
+            TransportError::Unsupported(e) => (DisconnectReason::Unsupported(e), Decision::Fallback),
+            TransportError::Status { status, retry_after } => {
                 let refused = DisconnectReason::Refused { status };
                 match status {
                     401 => (refused, Decision::Stop(Error::Unauthorized)),
-                    400 => (
-                        refused,
-                        Decision::Stop(Error::BadRequest(format!("HTTP {status} on connect"))),
-                    ),
-                    204 if self.transport() == Transport::Sse => (
-                        refused,
-                        Decision::Stop(Error::BadRequest(
-                            "the server has nothing to stream (204)".into(),
-                        )),
-                    ),
-                    429 | 503 => (
-                        DisconnectReason::Unavailable { retry_after },
-                        Decision::Retry { hint: retry_after },
-                    ),
+                    400 => (refused, Decision::Stop(Error::BadRequest(format!("HTTP {status} on connect")))),
+                    204 if self.transport() == Transport::Sse => {
+                        (refused, Decision::Stop(Error::BadRequest("the server has nothing to stream (204)".into())))
+                    }
+                    429 | 503 => (DisconnectReason::Unavailable { retry_after }, Decision::Retry { hint: retry_after }),
                     408 | 500..=599 => (refused, retry),
                     // 403, 404, 405, 426, 501 … and 2xx/3xx that are not what
                     // was asked for: not here.
@@ -1152,17 +955,9 @@ impl Session {
                     4400 => Decision::Stop(Error::BadRequest(reason.clone())),
                     4401 => Decision::Stop(Error::Unauthorized),
                     4429 | 4503 => {
-                        let hint = reason
-                            .trim()
-                            .parse::<f64>()
-                            .ok()
-                            .filter(|s| s.is_finite() && *s >= 0.0);
-                        let hint =
-                            hint.map(|s| Duration::from_secs_f64(s.min(MAX_HINT.as_secs_f64())));
-                        return (
-                            DisconnectReason::Unavailable { retry_after: hint },
-                            Decision::Retry { hint },
-                        );
+                        let hint = reason.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
+                        let hint = hint.map(|s| Duration::from_secs_f64(s.min(MAX_HINT.as_secs_f64())));
+                        return (DisconnectReason::Unavailable { retry_after: hint }, Decision::Retry { hint });
                     }
                     _ => retry,
                 };
@@ -1175,19 +970,11 @@ impl Session {
     fn fail(&mut self, reason: DisconnectReason, decision: Decision, now: Instant) {
         let Some(id) = self.conn.id() else { return };
         self.out.push_back(Output::Disconnect { conn: id });
-        let healthy = self
-            .linked_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.healthy_after);
+        let healthy = self.linked_since.is_some_and(|t| now.saturating_duration_since(t) >= self.config.healthy_after);
         let failed = self.transport();
         self.linked_since = None;
         self.cancel_probe();
-        for t in [
-            Timer::Open,
-            Timer::Heartbeat,
-            Timer::Probe,
-            Timer::Reopen,
-            Timer::Repost,
-        ] {
+        for t in [Timer::Open, Timer::Heartbeat, Timer::Probe, Timer::Reopen, Timer::Repost] {
             self.timers.stop(t);
         }
         for sub in self.subs.values_mut() {
@@ -1210,10 +997,7 @@ impl Session {
                     self.current += 1;
                     let to = self.config.transports[self.current];
                     tracing::info!(from = %failed, %to, %reason, "falling back");
-                    self.fallback = Some(Fallback {
-                        from: failed,
-                        reason: reason.clone(),
-                    });
+                    self.fallback = Some(Fallback { from: failed, reason: reason.clone() });
                     return self.schedule_retry(reason, Some(Duration::ZERO), now);
                 }
                 // Nothing left to fall back to: start again from the top, with backoff.
@@ -1222,24 +1006,14 @@ impl Session {
                 None
             }
         };
-        if self
-            .config
-            .backoff
-            .max_attempts
-            .is_some_and(|m| self.failures >= m)
-        {
+        if self.config.backoff.max_attempts.is_some_and(|m| self.failures >= m) {
             let attempts = self.failures;
-            return self.terminate(Some(Error::RetriesExhausted {
-                attempts,
-                last: reason,
-            }));
+            return self.terminate(Some(Error::RetriesExhausted { attempts, last: reason }));
         }
         let delay = match hint {
             // Wait at least as long as asked, spread by up to one base delay so
             // that clients told the same thing do not return together.
-            Some(hint) if !hint.is_zero() => {
-                hint.min(MAX_HINT) + self.config.backoff.delay(1, &mut self.rng)
-            }
+            Some(hint) if !hint.is_zero() => hint.min(MAX_HINT) + self.config.backoff.delay(1, &mut self.rng),
             _ => self.config.backoff.delay(self.failures, &mut self.rng),
         };
         self.schedule_retry(reason, Some(delay), now);
@@ -1251,13 +1025,12 @@ impl Session {
         tracing::info!(%reason, attempt = self.failures, delay_ms = delay.as_millis() as u64, "disconnected");
         self.conn = Conn::Idle;
         self.timers.set(Timer::Reconnect, retry_at);
-        self.out
-            .push_back(Output::State(ConnectionState::Disconnected {
-                reason,
-                attempt: self.failures,
-                retry_at,
-                retry_in: delay,
-            }));
+        self.out.push_back(Output::State(ConnectionState::Disconnected {
+            reason,
+            attempt: self.failures,
+            retry_at,
+            retry_in: delay,
+        }));
     }
 
     // --- probing a more preferred transport ------------------------------
@@ -1269,20 +1042,11 @@ impl Session {
         let index = self.next_probe.min(self.current - 1);
         let transport = self.config.transports[index];
         let id = self.new_conn_id();
-        self.probe = Some(Probe {
-            id,
-            index,
-            opened: false,
-        });
-        self.timers
-            .set(Timer::ProbeOpen, now + self.config.open_timeout);
+        self.probe = Some(Probe { id, index, opened: false });
+        self.timers.set(Timer::ProbeOpen, now + self.config.open_timeout);
         tracing::debug!(conn = id.0, %transport, "probing a preferred transport");
         let url = self.endpoint(transport);
-        self.out.push_back(Output::Connect {
-            conn: id,
-            transport,
-            url,
-        });
+        self.out.push_back(Output::Connect { conn: id, transport, url });
     }
 
     fn on_probe_input(&mut self, input: Input, now: Instant) {
@@ -1294,9 +1058,9 @@ impl Session {
             Input::Received { text, .. } if probe.opened => {
                 // The first frame of any transport is the welcome.
                 let welcome = match self.config.transports[probe.index] {
-                    Transport::LongPoll => serde_json::from_str::<PollBatch>(&text)
-                        .ok()
-                        .and_then(|b| b.frames.into_iter().next()),
+                    Transport::LongPoll => {
+                        serde_json::from_str::<PollBatch>(&text).ok().and_then(|b| b.frames.into_iter().next())
+                    }
                     _ => serde_json::from_str::<ServerFrame>(&text).ok(),
                 };
                 match welcome {
@@ -1326,12 +1090,7 @@ impl Session {
         self.next_probe = 0;
         self.fallback = self.fallback.take().filter(|_| self.current > 0);
         self.linked_since = None;
-        self.conn = Conn::Open {
-            id: probe.id,
-            transport,
-            welcomed: false,
-            heartbeat: self.config.open_timeout,
-        };
+        self.conn = Conn::Open { id: probe.id, transport, welcomed: false, heartbeat: self.config.open_timeout };
         for sub in self.subs.values_mut() {
             sub.confirmed = false;
             sub.live = false;
@@ -1353,11 +1112,7 @@ impl Session {
         };
         self.timers.stop(Timer::ProbeOpen);
         self.out.push_back(Output::Disconnect { conn: probe.id });
-        self.next_probe = if probe.index + 1 < self.current {
-            probe.index + 1
-        } else {
-            0
-        };
+        self.next_probe = if probe.index + 1 < self.current { probe.index + 1 } else { 0 };
         if let Some(every) = self.config.upgrade_probe {
             self.timers.set(Timer::Probe, now + every);
         }
@@ -1373,9 +1128,7 @@ impl Session {
     fn terminate(&mut self, error: Option<Error>) {
         match self.conn {
             Conn::Closed => return,
-            Conn::Opening { id, .. } | Conn::Open { id, .. } => {
-                self.out.push_back(Output::Disconnect { conn: id })
-            }
+            Conn::Opening { id, .. } | Conn::Open { id, .. } => self.out.push_back(Output::Disconnect { conn: id }),
             Conn::Idle => {}
         }
         self.cancel_probe();
@@ -1385,20 +1138,13 @@ impl Session {
         let sub_error = error.clone().unwrap_or(Error::Closed);
         for channel in std::mem::take(&mut self.subs).into_keys() {
             if error.is_some() {
-                self.out.push_back(Output::SubscriptionEnded {
-                    channel,
-                    error: sub_error.clone(),
-                });
+                self.out.push_back(Output::SubscriptionEnded { channel, error: sub_error.clone() });
             }
         }
         for p in std::mem::take(&mut self.publishes) {
-            self.out.push_back(Output::PublishDone {
-                token: p.token,
-                result: Err(sub_error.clone()),
-            });
+            self.out.push_back(Output::PublishDone { token: p.token, result: Err(sub_error.clone()) });
         }
-        self.out
-            .push_back(Output::State(ConnectionState::Closed { error }));
+        self.out.push_back(Output::State(ConnectionState::Closed { error }));
     }
 }
 
@@ -1440,10 +1186,7 @@ fn percent_encode(s: &str) -> String {
 /// Derives the HTTP base and the WebSocket endpoint from the server URL
 /// (PROTOCOL.md, "Endpoints").
 pub(crate) fn endpoints(url: &str) -> Result<(String, String), Error> {
-    let bad = |why| Error::InvalidUrl {
-        url: url.to_owned(),
-        why,
-    };
+    let bad = |why| Error::InvalidUrl { url: url.to_owned(), why };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
     let (http, ws) = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => ("http", "ws"),

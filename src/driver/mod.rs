@@ -88,17 +88,11 @@ pub(crate) async fn run(
     loop {
         while let Some(out) = session.poll_output() {
             match out {
-                Output::Connect {
-                    conn,
-                    transport,
-                    url,
-                } => {
+                Output::Connect { conn, transport, url } => {
                     let handle = native::connect(conn, transport, url, opts.clone(), ev_tx.clone());
                     conns.insert(conn, handle);
                 }
-                Output::Post { key, url, data } => {
-                    native::post(key, url, data, &opts, ev_tx.clone())
-                }
+                Output::Post { key, url, data } => native::post(key, url, data, &opts, ev_tx.clone()),
                 Output::Send { conn, text } => {
                     if let Some(c) = conns.get(&conn) {
                         c.send(text);

@@ -31,25 +31,13 @@ pub(crate) async fn run(
     loop {
         while let Some(out) = session.poll_output() {
             match out {
-                PlainOutput::Connect {
-                    conn,
-                    url,
-                    last_event_id,
-                } => {
+                PlainOutput::Connect { conn, url, last_event_id } => {
                     let opts = opts.clone();
                     let events = ev_tx.clone();
                     let task = tokio::spawn(async move {
                         let map = |item| PlainInput::Item { conn, item };
                         let opened = PlainInput::Opened { conn };
-                        let error = native::read_sse(
-                            &url,
-                            last_event_id.as_deref(),
-                            &opts,
-                            &events,
-                            opened,
-                            map,
-                        )
-                        .await;
+                        let error = native::read_sse(&url, last_event_id.as_deref(), &opts, &events, opened, map).await;
                         let _ = events.send(PlainInput::Closed { conn, error }).await;
                     });
                     conns.insert(conn, task);

@@ -150,22 +150,10 @@ mod tests {
 
     #[test]
     fn event_frame_decodes_with_and_without_type() {
+        let f: ServerFrame = serde_json::from_str(r#"{"type":"event","channel":"c","id":"e-1","data":"x"}"#).unwrap();
+        assert_eq!(f, ServerFrame::Event { channel: "c".into(), id: "e-1".into(), event: None, data: "x".into() });
         let f: ServerFrame =
-            serde_json::from_str(r#"{"type":"event","channel":"c","id":"e-1","data":"x"}"#)
-                .unwrap();
-        assert_eq!(
-            f,
-            ServerFrame::Event {
-                channel: "c".into(),
-                id: "e-1".into(),
-                event: None,
-                data: "x".into()
-            }
-        );
-        let f: ServerFrame = serde_json::from_str(
-            r#"{"type":"event","channel":"c","id":"e-1","event":"t","data":"x"}"#,
-        )
-        .unwrap();
+            serde_json::from_str(r#"{"type":"event","channel":"c","id":"e-1","event":"t","data":"x"}"#).unwrap();
         assert!(matches!(f, ServerFrame::Event { event: Some(t), .. } if t == "t"));
     }
 
@@ -173,31 +161,17 @@ mod tests {
     fn unknown_frame_types_and_reasons_are_tolerated() {
         let f: ServerFrame = serde_json::from_str(r#"{"type":"shiny","x":1}"#).unwrap();
         assert_eq!(f, ServerFrame::Unknown);
-        let f: ServerFrame = serde_json::from_str(
-            r#"{"type":"reset","channel":"c","reason":"moon_phase","head":"e-3"}"#,
-        )
-        .unwrap();
-        assert!(
-            matches!(f, ServerFrame::Reset { reason: WireResetReason::Other(r), .. } if r == "moon_phase")
-        );
+        let f: ServerFrame =
+            serde_json::from_str(r#"{"type":"reset","channel":"c","reason":"moon_phase","head":"e-3"}"#).unwrap();
+        assert!(matches!(f, ServerFrame::Reset { reason: WireResetReason::Other(r), .. } if r == "moon_phase"));
     }
 
     #[test]
     fn client_frames_encode_without_empty_fields() {
-        let s = serde_json::to_string(&ClientFrame::Subscribe {
-            channel: "c".into(),
-            cursor: None,
-        })
-        .unwrap();
+        let s = serde_json::to_string(&ClientFrame::Subscribe { channel: "c".into(), cursor: None }).unwrap();
         assert_eq!(s, r#"{"type":"subscribe","channel":"c"}"#);
         let back: ClientFrame = serde_json::from_str(&s).unwrap();
-        assert_eq!(
-            back,
-            ClientFrame::Subscribe {
-                channel: "c".into(),
-                cursor: None
-            }
-        );
+        assert_eq!(back, ClientFrame::Subscribe { channel: "c".into(), cursor: None });
     }
 
     #[test]

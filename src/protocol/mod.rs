@@ -25,9 +25,7 @@ pub enum ParseError {
     #[error("invalid channel name {0:?}: 1-128 characters from A-Z a-z 0-9 _ . : -")]
     Channel(String),
     /// An event id is not `<epoch>-<seq>`.
-    #[error(
-        "invalid event id {0:?}: expected <epoch>-<seq>, epoch 1-32 of [A-Za-z0-9], seq a decimal u64"
-    )]
+    #[error("invalid event id {0:?}: expected <epoch>-<seq>, epoch 1-32 of [A-Za-z0-9], seq a decimal u64")]
     EventId(String),
 }
 
@@ -37,14 +35,8 @@ pub enum ParseError {
 pub fn validate_channel(name: &str) -> Result<(), ParseError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_CHANNEL_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ParseError::Channel(name.to_owned()))
-    }
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok { Ok(()) } else { Err(ParseError::Channel(name.to_owned())) }
 }
 
 /// The id of one event in one channel: a stream epoch and a sequence number.
@@ -64,11 +56,7 @@ impl EventId {
     /// Builds an id; fails when the epoch is not 1-32 ASCII letters or digits.
     pub fn new(epoch: impl Into<String>, seq: u64) -> Result<Self, ParseError> {
         let epoch = epoch.into();
-        if valid_epoch(&epoch) {
-            Ok(Self { epoch, seq })
-        } else {
-            Err(ParseError::EventId(format!("{epoch}-{seq}")))
-        }
+        if valid_epoch(&epoch) { Ok(Self { epoch, seq }) } else { Err(ParseError::EventId(format!("{epoch}-{seq}"))) }
     }
 
     /// The stream epoch this id belongs to.
@@ -83,9 +71,7 @@ impl EventId {
 }
 
 fn valid_epoch(epoch: &str) -> bool {
-    !epoch.is_empty()
-        && epoch.len() <= MAX_EPOCH_LEN
-        && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
+    !epoch.is_empty() && epoch.len() <= MAX_EPOCH_LEN && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 impl FromStr for EventId {
@@ -98,10 +84,7 @@ impl FromStr for EventId {
             return Err(bad());
         }
         let seq = seq.parse::<u64>().map_err(|_| bad())?;
-        Ok(Self {
-            epoch: epoch.to_owned(),
-            seq,
-        })
+        Ok(Self { epoch: epoch.to_owned(), seq })
     }
 }
 

@@ -198,11 +198,7 @@ impl SseParser {
         out.push(SseItem::Event(SseEvent {
             id,
             last_event_id: self.last_event_id.clone(),
-            event: if event.is_empty() {
-                "message".to_owned()
-            } else {
-                event
-            },
+            event: if event.is_empty() { "message".to_owned() } else { event },
             data: std::mem::take(&mut self.data),
         }));
     }
@@ -230,29 +226,18 @@ mod tests {
     }
 
     fn ev(id: Option<&str>, last: &str, event: &str, data: &str) -> SseEvent {
-        SseEvent {
-            id: id.map(Into::into),
-            last_event_id: last.into(),
-            event: event.into(),
-            data: data.into(),
-        }
+        SseEvent { id: id.map(Into::into), last_event_id: last.into(), event: event.into(), data: data.into() }
     }
 
     #[test]
     fn data_lines_join_with_lf_and_type_defaults_to_message() {
-        assert_eq!(
-            events(b"data: a\ndata: b\n\n"),
-            [ev(None, "", "message", "a\nb")]
-        );
+        assert_eq!(events(b"data: a\ndata: b\n\n"), [ev(None, "", "message", "a\nb")]);
         assert_eq!(events(b"event: t\ndata\n\n"), [ev(None, "", "t", "")]);
     }
 
     #[test]
     fn cr_lf_and_crlf_line_ends_mix() {
-        assert_eq!(
-            events(b"data: a\rdata: b\r\ndata: c\n\r\n"),
-            [ev(None, "", "message", "a\nb\nc")]
-        );
+        assert_eq!(events(b"data: a\rdata: b\r\ndata: c\n\r\n"), [ev(None, "", "message", "a\nb\nc")]);
     }
 
     #[test]
@@ -277,8 +262,7 @@ mod tests {
 
     #[test]
     fn retry_needs_all_ascii_digits() {
-        let items =
-            parse(b"retry: 1500\nretry: 15x\nretry: -1\nretry:\nretry: 99999999999999999999999\n");
+        let items = parse(b"retry: 1500\nretry: 15x\nretry: -1\nretry:\nretry: 99999999999999999999999\n");
         assert_eq!(items, [SseItem::Retry(1500), SseItem::Retry(u64::MAX)]);
     }
 
@@ -295,10 +279,7 @@ mod tests {
 
     #[test]
     fn an_event_without_data_is_not_dispatched_and_its_type_is_dropped() {
-        assert_eq!(
-            events(b"event: a\n\ndata: x\n\n"),
-            [ev(None, "", "message", "x")]
-        );
+        assert_eq!(events(b"event: a\n\ndata: x\n\n"), [ev(None, "", "message", "x")]);
     }
 
     #[test]
@@ -310,10 +291,7 @@ mod tests {
 
     #[test]
     fn an_incomplete_event_at_the_end_is_discarded() {
-        assert_eq!(
-            events(b"data: a\n\ndata: b\n"),
-            [ev(None, "", "message", "a")]
-        );
+        assert_eq!(events(b"data: a\n\ndata: b\n"), [ev(None, "", "message", "a")]);
         assert_eq!(events(b"data: a"), []);
     }
 
@@ -328,10 +306,7 @@ mod tests {
         let mut out = vec![];
         assert!(p.feed(&[b'x'; 17], &mut out).is_err());
         let mut p = SseParser::new(16);
-        assert!(
-            p.feed(b"data: 0123456789\ndata: 0123456789\n", &mut out)
-                .is_err()
-        );
+        assert!(p.feed(b"data: 0123456789\ndata: 0123456789\n", &mut out).is_err());
     }
 
     const SAMPLE: &[u8] = "\u{FEFF}retry: 10\r\n: hi\r\nid: 1\r\nevent: é\r\ndata: h\u{e9}llo 🌍\r\ndata\r\n\r\nid: 2\rdata: x\r\rdata: y\ndata:  z\n\nid: a\0b\ndata: q\n\n\n\ndata: incomplete"
@@ -340,13 +315,7 @@ mod tests {
     #[test]
     fn every_split_point_gives_the_same_items() {
         let whole = parse(SAMPLE);
-        assert_eq!(
-            whole
-                .iter()
-                .filter(|i| matches!(i, SseItem::Event(_)))
-                .count(),
-            4
-        );
+        assert_eq!(whole.iter().filter(|i| matches!(i, SseItem::Event(_))).count(), 4);
         for cut in 0..=SAMPLE.len() {
             let mut p = SseParser::default();
             let mut out = vec![];

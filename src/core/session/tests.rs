@@ -25,12 +25,7 @@ fn config() -> Config {
 }
 
 fn event(channel: &str, id: &str, data: &str) -> String {
-    encode_server(&ServerFrame::Event {
-        channel: channel.into(),
-        id: id.into(),
-        event: None,
-        data: data.into(),
-    })
+    encode_server(&ServerFrame::Event { channel: channel.into(), id: id.into(), event: None, data: data.into() })
 }
 
 fn encode_server(f: &ServerFrame) -> String {
@@ -41,18 +36,8 @@ fn welcome(ms: u64) -> String {
     encode_server(&ServerFrame::Welcome { heartbeat_ms: ms })
 }
 
-fn subscribed(
-    channel: &str,
-    outcome: Outcome,
-    reason: Option<WireResetReason>,
-    head: &str,
-) -> String {
-    encode_server(&ServerFrame::Subscribed {
-        channel: channel.into(),
-        outcome,
-        reason,
-        head: head.into(),
-    })
+fn subscribed(channel: &str, outcome: Outcome, reason: Option<WireResetReason>, head: &str) -> String {
+    encode_server(&ServerFrame::Subscribed { channel: channel.into(), outcome, reason, head: head.into() })
 }
 
 /// A session plus what it asked for, drained after every step.
@@ -98,18 +83,12 @@ impl Rig {
     fn drain(&mut self) {
         while let Some(o) = self.s.poll_output() {
             match o {
-                Output::Connect {
-                    conn,
-                    transport,
-                    url,
-                } => {
+                Output::Connect { conn, transport, url } => {
                     self.connects.push(conn);
                     self.urls.push((transport, url));
                 }
                 Output::Post { key, url, data } => self.posts.push((key, url, data)),
-                Output::Send { conn, text } => {
-                    self.sent.push((conn, serde_json::from_str(&text).unwrap()))
-                }
+                Output::Send { conn, text } => self.sent.push((conn, serde_json::from_str(&text).unwrap())),
                 Output::Disconnect { conn } => self.disconnects.push(conn),
                 Output::Deliver { message, .. } => self.delivered.push(message),
                 Output::SubscriptionEnded { channel, error } => self.ended.push((channel, error)),
@@ -171,20 +150,13 @@ fn first_connect_is_retried_with_backoff() {
     assert_eq!(r.connects.len(), 1);
     let t0 = r.now;
     r.close(TransportError::Connect("connection refused".into()));
-    let ConnectionState::Disconnected {
-        attempt, retry_at, ..
-    } = r.last_state().clone()
-    else {
+    let ConnectionState::Disconnected { attempt, retry_at, .. } = r.last_state().clone() else {
         panic!("not disconnected: {:?}", r.last_state())
     };
     assert_eq!(attempt, 1);
     assert!(retry_at <= t0 + Duration::from_millis(100));
     r.advance_to_timeout();
-    assert_eq!(
-        r.connects.len(),
-        2,
-        "a second attempt follows the first failure"
-    );
+    assert_eq!(r.connects.len(), 2, "a second attempt follows the first failure");
     assert_ne!(r.connects[0], r.connects[1]);
 }
 
@@ -193,10 +165,7 @@ fn resumes_after_drop_without_duplicates() {
     let mut r = Rig::new();
     r.s.subscribe("c", None, r.now).unwrap();
     r.open();
-    assert!(matches!(
-        &r.sent[0].1,
-        ClientFrame::Subscribe { cursor: None, .. }
-    ));
+    assert!(matches!(&r.sent[0].1, ClientFrame::Subscribe { cursor: None, .. }));
     r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
     for i in 1..=3 {
         r.recv(event("c", &format!("ep-{i}"), &i.to_string()));
@@ -204,14 +173,8 @@ fn resumes_after_drop_without_duplicates() {
     r.close(TransportError::Lost("reset by peer".into()));
     r.advance_to_timeout();
     r.open();
-    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else {
-        panic!()
-    };
-    assert_eq!(
-        cursor.as_deref(),
-        Some("ep-3"),
-        "resubscribes from the last delivered id"
-    );
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else { panic!() };
+    assert_eq!(cursor.as_deref(), Some("ep-3"), "resubscribes from the last delivered id");
     r.recv(subscribed("c", Outcome::Resumed, None, "ep-5"));
     // A server may replay from before the cursor: those are dropped.
     for i in 2..=6 {
@@ -220,11 +183,7 @@ fn resumes_after_drop_without_duplicates() {
     assert_eq!(r.events(), ["1", "2", "3", "4", "5", "6"]);
     assert_eq!(r.s.stats().duplicates, 2);
     assert_eq!(r.s.stats().replayed, 2);
-    assert!(
-        r.delivered
-            .iter()
-            .any(|m| matches!(m, Message::Resumed { after, .. } if after == "ep-3"))
-    );
+    assert!(r.delivered.iter().any(|m| matches!(m, Message::Resumed { after, .. } if after == "ep-3")));
 }
 
 #[test]
@@ -237,34 +196,22 @@ fn gap_forces_a_reconnect_that_resumes_from_the_cursor() {
     r.recv(event("c", "ep-3", "3"));
     assert_eq!(r.events(), ["1"], "nothing after a gap is delivered");
     assert_eq!(r.disconnects, [r.conn()]);
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Disconnected {
-            reason: DisconnectReason::Protocol(_),
-            ..
-        }
-    ));
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::Protocol(_), .. }));
     r.advance_to_timeout();
     r.open();
-    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else {
-        panic!()
-    };
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else { panic!() };
     assert_eq!(cursor.as_deref(), Some("ep-1"));
 }
 
 #[test]
 fn event_from_another_epoch_without_reset_is_not_delivered() {
     let mut r = Rig::new();
-    r.s.subscribe("c", Some("ep-4".parse().unwrap()), r.now)
-        .unwrap();
+    r.s.subscribe("c", Some("ep-4".parse().unwrap()), r.now).unwrap();
     r.open();
     r.recv(subscribed("c", Outcome::Resumed, None, "ep-4"));
     r.recv(event("c", "other-1", "x"));
     assert!(r.events().is_empty());
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Disconnected { .. }
-    ));
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { .. }));
 }
 
 #[test]
@@ -272,25 +219,12 @@ fn heartbeat_silence_replaces_the_connection() {
     let mut r = Rig::new();
     r.open();
     let opened = r.now;
-    assert_eq!(
-        r.s.poll_timeout(),
-        Some(opened + Duration::from_millis(2000))
-    );
+    assert_eq!(r.s.poll_timeout(), Some(opened + Duration::from_millis(2000)));
     r.now += Duration::from_millis(1500);
     r.recv(encode_server(&ServerFrame::Ping));
-    assert_eq!(
-        r.s.poll_timeout(),
-        Some(r.now + Duration::from_millis(2000)),
-        "any frame extends the deadline"
-    );
+    assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_millis(2000)), "any frame extends the deadline");
     r.advance_to_timeout();
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Disconnected {
-            reason: DisconnectReason::HeartbeatTimeout,
-            ..
-        }
-    ));
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::HeartbeatTimeout, .. }));
     assert_eq!(r.disconnects.len(), 1);
     r.advance_to_timeout();
     assert_eq!(r.connects.len(), 2);
@@ -302,13 +236,7 @@ fn open_timeout_abandons_a_silent_attempt() {
     let conn = r.conn();
     r.input(Input::Opened { conn });
     r.advance_to_timeout();
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Disconnected {
-            reason: DisconnectReason::OpenTimeout,
-            ..
-        }
-    ));
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::OpenTimeout, .. }));
 }
 
 #[test]
@@ -316,22 +244,9 @@ fn retry_after_is_honoured() {
     for _ in 0..50 {
         let mut r = Rig::new();
         let t0 = r.now;
-        r.close(TransportError::Status {
-            status: 503,
-            retry_after: Some(Duration::from_secs(3)),
-        });
-        let ConnectionState::Disconnected {
-            retry_at, reason, ..
-        } = r.last_state().clone()
-        else {
-            panic!()
-        };
-        assert_eq!(
-            reason,
-            DisconnectReason::Unavailable {
-                retry_after: Some(Duration::from_secs(3))
-            }
-        );
+        r.close(TransportError::Status { status: 503, retry_after: Some(Duration::from_secs(3)) });
+        let ConnectionState::Disconnected { retry_at, reason, .. } = r.last_state().clone() else { panic!() };
+        assert_eq!(reason, DisconnectReason::Unavailable { retry_after: Some(Duration::from_secs(3)) });
         assert!(retry_at >= t0 + Duration::from_secs(3));
         assert!(retry_at <= t0 + Duration::from_millis(3100));
     }
@@ -342,13 +257,8 @@ fn close_code_hint_is_honoured() {
     let mut r = Rig::new();
     r.open();
     let t0 = r.now;
-    r.close(TransportError::Closed {
-        code: 4503,
-        reason: "2.5".into(),
-    });
-    let ConnectionState::Disconnected { retry_at, .. } = r.last_state().clone() else {
-        panic!()
-    };
+    r.close(TransportError::Closed { code: 4503, reason: "2.5".into() });
+    let ConnectionState::Disconnected { retry_at, .. } = r.last_state().clone() else { panic!() };
     assert!(retry_at >= t0 + Duration::from_millis(2500));
 }
 
@@ -358,16 +268,8 @@ fn unauthorized_stops_without_retrying() {
     r.s.subscribe("c", None, r.now).unwrap();
     let (tx, _) = (r.s.publish(7, "c", None, "x".into()), ());
     tx.unwrap();
-    r.close(TransportError::Status {
-        status: 401,
-        retry_after: None,
-    });
-    assert_eq!(
-        r.last_state(),
-        &ConnectionState::Closed {
-            error: Some(Error::Unauthorized)
-        }
-    );
+    r.close(TransportError::Status { status: 401, retry_after: None });
+    assert_eq!(r.last_state(), &ConnectionState::Closed { error: Some(Error::Unauthorized) });
     assert_eq!(r.s.poll_timeout(), None, "no retry is scheduled");
     assert_eq!(r.ended, [("c".to_string(), Error::Unauthorized)]);
     assert_eq!(r.published, [(7, Err(Error::Unauthorized))]);
@@ -377,15 +279,8 @@ fn unauthorized_stops_without_retrying() {
 #[test]
 fn tls_failure_is_not_retried() {
     let mut r = Rig::new();
-    r.close(TransportError::Tls(
-        "invalid peer certificate: UnknownIssuer".into(),
-    ));
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Closed {
-            error: Some(Error::Tls(_))
-        }
-    ));
+    r.close(TransportError::Tls("invalid peer certificate: UnknownIssuer".into()));
+    assert!(matches!(r.last_state(), ConnectionState::Closed { error: Some(Error::Tls(_)) }));
 }
 
 #[test]
@@ -395,9 +290,7 @@ fn failure_count_resets_only_after_a_healthy_period() {
     for expected in 1..=4 {
         r.open();
         r.close(TransportError::Lost("eof".into()));
-        let ConnectionState::Disconnected { attempt, .. } = r.last_state().clone() else {
-            panic!()
-        };
+        let ConnectionState::Disconnected { attempt, .. } = r.last_state().clone() else { panic!() };
         assert_eq!(attempt, expected);
         r.advance_to_timeout();
     }
@@ -406,9 +299,7 @@ fn failure_count_resets_only_after_a_healthy_period() {
     r.now += Duration::from_millis(1000);
     r.recv(encode_server(&ServerFrame::Ping));
     r.close(TransportError::Lost("eof".into()));
-    let ConnectionState::Disconnected { attempt, .. } = r.last_state().clone() else {
-        panic!()
-    };
+    let ConnectionState::Disconnected { attempt, .. } = r.last_state().clone() else { panic!() };
     assert_eq!(attempt, 1);
 }
 
@@ -424,31 +315,19 @@ fn max_attempts_stops_with_retries_exhausted() {
     r.close(TransportError::Connect("refused".into()));
     assert!(matches!(
         r.last_state(),
-        ConnectionState::Closed {
-            error: Some(Error::RetriesExhausted { attempts: 3, .. })
-        }
+        ConnectionState::Closed { error: Some(Error::RetriesExhausted { attempts: 3, .. }) }
     ));
 }
 
 #[test]
 fn truncated_history_gives_a_typed_reset_and_moves_the_cursor() {
     let mut r = Rig::new();
-    r.s.subscribe("c", Some("ep-2".parse().unwrap()), r.now)
-        .unwrap();
+    r.s.subscribe("c", Some("ep-2".parse().unwrap()), r.now).unwrap();
     r.open();
-    r.recv(subscribed(
-        "c",
-        Outcome::Reset,
-        Some(WireResetReason::HistoryTruncated),
-        "ep-90",
-    ));
+    r.recv(subscribed("c", Outcome::Reset, Some(WireResetReason::HistoryTruncated), "ep-90"));
     assert_eq!(
         r.delivered,
-        [Message::Reset {
-            channel: "c".into(),
-            reason: ResetReason::HistoryTruncated,
-            head: "ep-90".into()
-        }]
+        [Message::Reset { channel: "c".into(), reason: ResetReason::HistoryTruncated, head: "ep-90".into() }]
     );
     r.recv(event("c", "ep-91", "91"));
     assert_eq!(r.events(), ["91"]);
@@ -456,9 +335,7 @@ fn truncated_history_gives_a_typed_reset_and_moves_the_cursor() {
     r.close(TransportError::Lost("eof".into()));
     r.advance_to_timeout();
     r.open();
-    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else {
-        panic!()
-    };
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else { panic!() };
     assert_eq!(cursor.as_deref(), Some("ep-91"));
 }
 
@@ -474,30 +351,17 @@ fn live_epoch_change_is_reported_and_followed() {
         head: "b-0".into(),
     }));
     r.recv(event("c", "b-1", "x"));
-    assert!(matches!(
-        &r.delivered[0],
-        Message::Reset {
-            reason: ResetReason::EpochChanged,
-            ..
-        }
-    ));
+    assert!(matches!(&r.delivered[0], Message::Reset { reason: ResetReason::EpochChanged, .. }));
     assert_eq!(r.events(), ["x"]);
 }
 
 #[test]
 fn a_cursor_the_server_ignored_is_reported_as_a_reset() {
     let mut r = Rig::new();
-    r.s.subscribe("c", Some("a-3".parse().unwrap()), r.now)
-        .unwrap();
+    r.s.subscribe("c", Some("a-3".parse().unwrap()), r.now).unwrap();
     r.open();
     r.recv(subscribed("c", Outcome::Live, None, "a-9"));
-    assert!(matches!(
-        &r.delivered[0],
-        Message::Reset {
-            reason: ResetReason::UnknownCursor,
-            ..
-        }
-    ));
+    assert!(matches!(&r.delivered[0], Message::Reset { reason: ResetReason::UnknownCursor, .. }));
 }
 
 #[test]
@@ -508,16 +372,9 @@ fn many_subscriptions_share_one_connection() {
     }
     r.open();
     assert_eq!(r.connects.len(), 1);
-    let subs = r
-        .sent
-        .iter()
-        .filter(|(_, f)| matches!(f, ClientFrame::Subscribe { .. }))
-        .count();
+    let subs = r.sent.iter().filter(|(_, f)| matches!(f, ClientFrame::Subscribe { .. })).count();
     assert_eq!(subs, 100);
-    assert_eq!(
-        r.s.subscribe("ch7", None, r.now),
-        Err(Error::AlreadySubscribed("ch7".into()))
-    );
+    assert_eq!(r.s.subscribe("ch7", None, r.now), Err(Error::AlreadySubscribed("ch7".into())));
 }
 
 #[test]
@@ -527,14 +384,8 @@ fn inputs_about_a_replaced_connection_are_ignored() {
     r.close(TransportError::Connect("refused".into()));
     r.advance_to_timeout();
     r.open();
-    r.input(Input::Closed {
-        conn: old,
-        error: TransportError::Lost("late".into()),
-    });
-    r.input(Input::Received {
-        conn: old,
-        text: "garbage".into(),
-    });
+    r.input(Input::Closed { conn: old, error: TransportError::Lost("late".into()) });
+    r.input(Input::Received { conn: old, text: "garbage".into() });
     assert!(matches!(r.last_state(), ConnectionState::Connected { .. }));
 }
 
@@ -542,22 +393,12 @@ fn inputs_about_a_replaced_connection_are_ignored() {
 fn malformed_and_oversized_frames_are_protocol_errors() {
     let mut cfg = config();
     cfg.max_frame_bytes = 64;
-    for bad in [
-        "{not json",
-        "\"a string\"",
-        &format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100)),
-    ] {
+    for bad in ["{not json", "\"a string\"", &format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100))] {
         let mut r = Rig::with(cfg.clone());
         r.open();
         r.recv(bad.to_string());
         assert!(
-            matches!(
-                r.last_state(),
-                ConnectionState::Disconnected {
-                    reason: DisconnectReason::Protocol(_),
-                    ..
-                }
-            ),
+            matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::Protocol(_), .. }),
             "{bad}"
         );
     }
@@ -568,20 +409,13 @@ fn publish_is_resent_with_the_same_key_after_a_drop() {
     let mut r = Rig::new();
     r.s.publish(1, "c", None, "hello".into()).unwrap();
     r.open();
-    let ClientFrame::Publish { key: k1, .. } = r.sent.last().unwrap().1.clone() else {
-        panic!()
-    };
+    let ClientFrame::Publish { key: k1, .. } = r.sent.last().unwrap().1.clone() else { panic!() };
     r.close(TransportError::Lost("eof".into()));
     r.advance_to_timeout();
     r.open();
-    let ClientFrame::Publish { key: k2, .. } = r.sent.last().unwrap().1.clone() else {
-        panic!()
-    };
+    let ClientFrame::Publish { key: k2, .. } = r.sent.last().unwrap().1.clone() else { panic!() };
     assert_eq!(k1, k2);
-    r.recv(encode_server(&ServerFrame::Ack {
-        key: k2,
-        id: "e-1".into(),
-    }));
+    r.recv(encode_server(&ServerFrame::Ack { key: k2, id: "e-1".into() }));
     assert_eq!(r.published, [(1, Ok("e-1".into()))]);
 }
 
@@ -592,10 +426,7 @@ fn publish_queue_is_bounded() {
     let mut r = Rig::with(cfg);
     r.s.publish(1, "c", None, "a".into()).unwrap();
     r.s.publish(2, "c", None, "b".into()).unwrap();
-    assert_eq!(
-        r.s.publish(3, "c", None, "c".into()),
-        Err(Error::PublishQueueFull(2))
-    );
+    assert_eq!(r.s.publish(3, "c", None, "c".into()), Err(Error::PublishQueueFull(2)));
 }
 
 #[test]
@@ -618,10 +449,7 @@ fn forbidden_channel_ends_only_that_subscription() {
 fn base_urls_map_to_the_endpoints() {
     let e = |u: &str| endpoints(u).unwrap();
     assert_eq!(e("http://h:1"), ("http://h:1".into(), "ws://h:1/ws".into()));
-    assert_eq!(
-        e("https://h/api/"),
-        ("https://h/api".into(), "wss://h/api/ws".into())
-    );
+    assert_eq!(e("https://h/api/"), ("https://h/api".into(), "wss://h/api/ws".into()));
     assert_eq!(e("wss://h/ws"), ("https://h".into(), "wss://h/ws".into()));
     for bad in ["h:1", "ftp://h", "http://", "http://h/?x=1", "http://h /"] {
         assert!(endpoints(bad).is_err(), "{bad}");
@@ -683,9 +511,7 @@ fn url_channels(url: &str) -> Vec<(String, Option<String>)> {
 
 impl Model {
     fn live(&self) -> bool {
-        self.conn
-            .as_ref()
-            .is_some_and(|c| !c.stalled && c.poll.is_none())
+        self.conn.as_ref().is_some_and(|c| !c.stalled && c.poll.is_none())
     }
 
     fn frame(&mut self, f: &ServerFrame) {
@@ -695,40 +521,21 @@ impl Model {
     }
 
     /// The `subscribed` answer and the replay for one channel (PROTOCOL.md §4).
-    fn answer(
-        &mut self,
-        channel: &str,
-        cursor: Option<String>,
-        rng: &mut SmallRng,
-    ) -> Vec<ServerFrame> {
+    fn answer(&mut self, channel: &str, cursor: Option<String>, rng: &mut SmallRng) -> Vec<ServerFrame> {
         let ch = &self.channels[channel];
         let head = ch.head();
         let (outcome, reason, replay_from) = match cursor.map(|c| c.parse::<EventId>().unwrap()) {
             None => (Outcome::Live, None, None),
-            Some(c) if c.epoch() != ch.epoch => {
-                (Outcome::Reset, Some(WireResetReason::EpochChanged), None)
-            }
-            Some(c) if c.seq() + 1 < ch.oldest => (
-                Outcome::Reset,
-                Some(WireResetReason::HistoryTruncated),
-                None,
-            ),
+            Some(c) if c.epoch() != ch.epoch => (Outcome::Reset, Some(WireResetReason::EpochChanged), None),
+            Some(c) if c.seq() + 1 < ch.oldest => (Outcome::Reset, Some(WireResetReason::HistoryTruncated), None),
             Some(c) => (Outcome::Resumed, None, Some(c.seq() + 1)),
         };
-        let mut frames = vec![ServerFrame::Subscribed {
-            channel: channel.into(),
-            outcome,
-            reason,
-            head: head.to_string(),
-        }];
+        let mut frames =
+            vec![ServerFrame::Subscribed { channel: channel.into(), outcome, reason, head: head.to_string() }];
         if let Some(from) = replay_from {
             // Sometimes replay a little from before the cursor, as an
             // at-least-once server may.
-            let back = if rng.random_bool(0.2) {
-                rng.random_range(1..3)
-            } else {
-                0
-            };
+            let back = if rng.random_bool(0.2) { rng.random_range(1..3) } else { 0 };
             let from = from.saturating_sub(back).max(ch.oldest).max(1);
             for seq in from..=ch.events.len() as u64 {
                 frames.push(ServerFrame::Event {
@@ -769,9 +576,7 @@ impl Model {
         // due), or until the hold time runs out, here at random.
         let due = channels.iter().any(|(ch, cursor)| {
             let mc = &self.channels[ch];
-            cursor
-                .as_ref()
-                .is_none_or(|c| c.parse::<EventId>().unwrap() != mc.head())
+            cursor.as_ref().is_none_or(|c| c.parse::<EventId>().unwrap() != mc.head())
         });
         if !due && !rng.random_bool(0.2) {
             return None;
@@ -787,12 +592,7 @@ impl Model {
     fn publish(&mut self, channel: &str, data: String, dup: bool) {
         let ch = self.channels.get_mut(channel).unwrap();
         ch.events.push(data.clone());
-        let f = ServerFrame::Event {
-            channel: channel.into(),
-            id: ch.head().to_string(),
-            event: None,
-            data,
-        };
+        let f = ServerFrame::Event { channel: channel.into(), id: ch.head().to_string(), event: None, data };
         if std::mem::take(&mut self.lose_next) {
             return;
         }
@@ -819,35 +619,15 @@ impl Checker {
             Message::Event(e) => {
                 let pos = self.pos.get_mut(&e.channel).unwrap();
                 let id: EventId = e.id.parse().unwrap();
-                assert_eq!(
-                    id.epoch(),
-                    pos.epoch(),
-                    "seed {seed}: epoch jump without reset on {}",
-                    e.channel
-                );
-                assert_eq!(
-                    id.seq(),
-                    pos.seq() + 1,
-                    "seed {seed}: {} after {pos} on {}",
-                    e.id,
-                    e.channel
-                );
+                assert_eq!(id.epoch(), pos.epoch(), "seed {seed}: epoch jump without reset on {}", e.channel);
+                assert_eq!(id.seq(), pos.seq() + 1, "seed {seed}: {} after {pos} on {}", e.id, e.channel);
                 let ch = &model.channels[&e.channel];
                 if ch.epoch == id.epoch() {
-                    assert_eq!(
-                        e.data,
-                        ch.events[id.seq() as usize - 1],
-                        "seed {seed}: wrong data for {}",
-                        e.id
-                    );
+                    assert_eq!(e.data, ch.events[id.seq() as usize - 1], "seed {seed}: wrong data for {}", e.id);
                 }
                 *pos = id;
             }
-            Message::Reset {
-                channel,
-                reason,
-                head,
-            } => {
+            Message::Reset { channel, reason, head } => {
                 let allowed = self.injected.get(channel).cloned().unwrap_or_default();
                 assert!(
                     allowed.contains(reason.as_str()),
@@ -874,16 +654,9 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
         live_starts: vec![],
         lose_next: false,
     };
-    let mut checker = Checker {
-        pos: BTreeMap::new(),
-        injected: BTreeMap::new(),
-    };
+    let mut checker = Checker { pos: BTreeMap::new(), injected: BTreeMap::new() };
     for ch in channels {
-        let mut mc = ModelChannel {
-            epoch: "e0".into(),
-            events: vec![],
-            oldest: 1,
-        };
+        let mut mc = ModelChannel { epoch: "e0".into(), events: vec![], oldest: 1 };
         for i in 0..rng.random_range(0..5) {
             mc.events.push(format!("{ch}-pre-{i}"));
         }
@@ -918,21 +691,13 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                     if model.refuse_next > 0 && !healing {
                         model.refuse_next -= 1;
                         let retry_after = Some(Duration::from_millis(rng.random_range(0..3000)));
-                        let error = TransportError::Status {
-                            status: 503,
-                            retry_after,
-                        };
+                        let error = TransportError::Status { status: 503, retry_after };
                         s.handle_input(Input::Closed { conn, error }, now);
                         continue;
                     }
                     model.wire.clear();
                     let poll = (model.transport == Transport::LongPoll).then(|| url_channels(&url));
-                    model.conn = Some(ModelConn {
-                        id: conn,
-                        subs: BTreeSet::new(),
-                        stalled: false,
-                        poll,
-                    });
+                    model.conn = Some(ModelConn { id: conn, subs: BTreeSet::new(), stalled: false, poll });
                     if model.transport != Transport::LongPoll {
                         s.handle_input(Input::Opened { conn }, now);
                         model.frame(&ServerFrame::Welcome { heartbeat_ms: 1000 });
@@ -945,8 +710,7 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                 }
                 Output::Send { conn, text } => {
                     if model.conn.as_ref().is_some_and(|c| c.id == conn)
-                        && let ClientFrame::Subscribe { channel, cursor } =
-                            serde_json::from_str(&text).unwrap()
+                        && let ClientFrame::Subscribe { channel, cursor } = serde_json::from_str(&text).unwrap()
                     {
                         model.subscribe(channel, cursor, &mut rng);
                     }
@@ -961,10 +725,7 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                     if let Message::Event(e) = &message
                         && !checker.pos.contains_key(&e.channel)
                     {
-                        panic!(
-                            "seed {seed}: event before subscription start on {}",
-                            e.channel
-                        );
+                        panic!("seed {seed}: event before subscription start on {}", e.channel);
                     }
                     checker.check(&message, &model, seed);
                 }
@@ -991,11 +752,7 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                 model.publish(ch, format!("{ch}-{published}"), false);
             }
         }
-        let action = if healing {
-            99
-        } else {
-            rng.random_range(0..100)
-        };
+        let action = if healing { 99 } else { rng.random_range(0..100) };
         let conn_id = model.conn.as_ref().map(|c| c.id);
         match action {
             0..=39 => {
@@ -1010,23 +767,11 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                 let keep = rng.random_range(0..=model.wire.len());
                 model.wire.truncate(keep);
                 while let Some(t) = model.wire.pop_front() {
-                    s.handle_input(
-                        Input::Received {
-                            conn: conn_id.unwrap(),
-                            text: t,
-                        },
-                        now,
-                    );
+                    s.handle_input(Input::Received { conn: conn_id.unwrap(), text: t }, now);
                 }
                 model.conn = None;
                 let error = TransportError::Lost("reset".into());
-                s.handle_input(
-                    Input::Closed {
-                        conn: conn_id.unwrap(),
-                        error,
-                    },
-                    now,
-                );
+                s.handle_input(Input::Closed { conn: conn_id.unwrap(), error }, now);
             }
             45..=46 if conn_id.is_some() => {
                 faults += 1;
@@ -1042,11 +787,7 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                 let mc = model.channels.get_mut(ch).unwrap();
                 mc.oldest = (mc.events.len() as u64 + 1).saturating_sub(rng.random_range(0..3));
                 mc.oldest = mc.oldest.max(1);
-                checker
-                    .injected
-                    .entry(ch.into())
-                    .or_default()
-                    .insert("history_truncated");
+                checker.injected.entry(ch.into()).or_default().insert("history_truncated");
             }
             49 => {
                 faults += 1;
@@ -1057,18 +798,10 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                 mc.events.clear();
                 mc.oldest = 1;
                 let head = mc.head().to_string();
-                checker
-                    .injected
-                    .entry(ch.into())
-                    .or_default()
-                    .insert("epoch_changed");
+                checker.injected.entry(ch.into()).or_default().insert("epoch_changed");
                 if model.conn.as_ref().is_some_and(|c| c.subs.contains(ch)) {
                     let reason = WireResetReason::EpochChanged;
-                    model.frame(&ServerFrame::Reset {
-                        channel: ch.into(),
-                        reason,
-                        head,
-                    });
+                    model.frame(&ServerFrame::Reset { channel: ch.into(), reason, head });
                 }
             }
             50 if model.transport != Transport::LongPoll => {
@@ -1084,13 +817,7 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                     model.wire.push_back(encode_server(&ServerFrame::Ping));
                 }
                 while let Some(t) = model.wire.pop_front() {
-                    s.handle_input(
-                        Input::Received {
-                            conn: conn_id.unwrap(),
-                            text: t,
-                        },
-                        now,
-                    );
+                    s.handle_input(Input::Received { conn: conn_id.unwrap(), text: t }, now);
                 }
                 if let Some((conn, body)) = model.answer_poll(&mut rng) {
                     for (ch, head) in model.live_starts.drain(..) {
@@ -1098,13 +825,7 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                     }
                     s.handle_input(Input::Opened { conn }, now);
                     s.handle_input(Input::Received { conn, text: body }, now);
-                    s.handle_input(
-                        Input::Closed {
-                            conn,
-                            error: TransportError::Completed,
-                        },
-                        now,
-                    );
+                    s.handle_input(Input::Closed { conn, error: TransportError::Completed }, now);
                 }
                 match s.poll_timeout() {
                     Some(t) if t <= target => {
@@ -1119,25 +840,15 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
     // Healed and quiet: everything published must have arrived.
     for ch in channels {
         let head = model.channels[ch].head();
-        assert_eq!(
-            checker.pos.get(ch),
-            Some(&head),
-            "seed {seed} ({transport}): {ch} ended short of the head"
-        );
+        assert_eq!(checker.pos.get(ch), Some(&head), "seed {seed} ({transport}): {ch} ended short of the head");
     }
     (s.stats(), faults)
 }
 
 #[test]
 fn randomized_fault_schedules_keep_the_delivery_promise() {
-    let schedules: u64 = std::env::var("RESUB_SCHEDULES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let base: u64 = std::env::var("RESUB_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed);
+    let schedules: u64 = std::env::var("RESUB_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let base: u64 = std::env::var("RESUB_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
     let mut total = Stats::default();
     let mut faults = 0u64;
     for i in 0..schedules {
@@ -1154,39 +865,23 @@ fn randomized_fault_schedules_keep_the_delivery_promise() {
         "{schedules} schedules over ws, sse and poll: {} delivered, {} duplicates dropped, {} resets, {} connections, {faults} faults",
         total.delivered, total.duplicates, total.resets, total.connections
     );
-    assert!(
-        total.duplicates > 0 && total.resets > 0 && faults > schedules,
-        "the schedules exercised too little"
-    );
+    assert!(total.duplicates > 0 && total.resets > 0 && faults > schedules, "the schedules exercised too little");
 }
 
 // ---------------------------------------------------------------------------
 // Transports: fallback, long polling, re-upgrade, HTTP publishing.
 
 fn batch(frames: &[ServerFrame]) -> String {
-    let frames: Vec<serde_json::Value> = frames
-        .iter()
-        .map(|f| serde_json::to_value(f).unwrap())
-        .collect();
+    let frames: Vec<serde_json::Value> = frames.iter().map(|f| serde_json::to_value(f).unwrap()).collect();
     serde_json::json!({ "frames": frames }).to_string()
 }
 
 fn sub_frame(channel: &str, outcome: Outcome, head: &str) -> ServerFrame {
-    ServerFrame::Subscribed {
-        channel: channel.into(),
-        outcome,
-        reason: None,
-        head: head.into(),
-    }
+    ServerFrame::Subscribed { channel: channel.into(), outcome, reason: None, head: head.into() }
 }
 
 fn ev_frame(channel: &str, id: &str) -> ServerFrame {
-    ServerFrame::Event {
-        channel: channel.into(),
-        id: id.into(),
-        event: None,
-        data: id.into(),
-    }
+    ServerFrame::Event { channel: channel.into(), id: id.into(), event: None, data: id.into() }
 }
 
 fn with_transports(ts: &[Transport]) -> Rig {
@@ -1199,54 +894,27 @@ fn with_transports(ts: &[Transport]) -> Rig {
 #[test]
 fn a_refused_websocket_falls_back_to_sse_at_once() {
     let mut r = Rig::new();
-    r.s.subscribe("c", Some("ep-4".parse().unwrap()), r.now)
-        .unwrap();
-    assert_eq!(
-        r.urls[0],
-        (Transport::WebSocket, "ws://example.test:80/ws".into())
-    );
+    r.s.subscribe("c", Some("ep-4".parse().unwrap()), r.now).unwrap();
+    assert_eq!(r.urls[0], (Transport::WebSocket, "ws://example.test:80/ws".into()));
     let t0 = r.now;
-    r.close(TransportError::Status {
-        status: 403,
-        retry_after: None,
-    });
-    let ConnectionState::Disconnected { retry_at, .. } = r.last_state().clone() else {
-        panic!()
-    };
+    r.close(TransportError::Status { status: 403, retry_after: None });
+    let ConnectionState::Disconnected { retry_at, .. } = r.last_state().clone() else { panic!() };
     assert_eq!(retry_at, t0, "no backoff before trying the next transport");
     r.advance_to_timeout();
-    assert_eq!(
-        r.urls[1],
-        (
-            Transport::Sse,
-            "http://example.test:80/sse?channel=c@ep-4".into()
-        )
-    );
+    assert_eq!(r.urls[1], (Transport::Sse, "http://example.test:80/sse?channel=c@ep-4".into()));
     r.open();
-    let ConnectionState::Connected {
-        transport,
-        fallback,
-    } = r.last_state().clone()
-    else {
-        panic!()
-    };
+    let ConnectionState::Connected { transport, fallback } = r.last_state().clone() else { panic!() };
     assert_eq!(transport, Transport::Sse);
     let fallback = fallback.expect("the state says why");
     assert_eq!(fallback.from, Transport::WebSocket);
     assert_eq!(fallback.reason, DisconnectReason::Refused { status: 403 });
-    assert!(
-        r.sent.is_empty(),
-        "nothing is sent on SSE: the subscriptions are in the URL"
-    );
+    assert!(r.sent.is_empty(), "nothing is sent on SSE: the subscriptions are in the URL");
 }
 
 #[test]
 fn an_ordinary_drop_does_not_fall_back_and_what_worked_is_remembered() {
     let mut r = Rig::new();
-    r.close(TransportError::Status {
-        status: 426,
-        retry_after: None,
-    });
+    r.close(TransportError::Status { status: 426, retry_after: None });
     r.advance_to_timeout();
     r.open();
     r.close(TransportError::Lost("reset".into()));
@@ -1274,13 +942,7 @@ fn a_server_that_is_down_is_retried_on_the_same_transport() {
 fn an_open_timeout_on_a_transport_that_never_worked_falls_back() {
     let mut r = Rig::new();
     r.advance_to_timeout();
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Disconnected {
-            reason: DisconnectReason::OpenTimeout,
-            ..
-        }
-    ));
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::OpenTimeout, .. }));
     r.advance_to_timeout();
     assert_eq!(r.urls.last().unwrap().0, Transport::Sse);
 }
@@ -1289,22 +951,11 @@ fn an_open_timeout_on_a_transport_that_never_worked_falls_back() {
 fn every_transport_refused_starts_again_from_the_top_with_backoff() {
     let mut r = Rig::new();
     for _ in 0..3 {
-        r.close(TransportError::Status {
-            status: 403,
-            retry_after: None,
-        });
+        r.close(TransportError::Status { status: 403, retry_after: None });
         r.advance_to_timeout();
     }
     let kinds: Vec<Transport> = r.urls.iter().map(|(t, _)| *t).collect();
-    assert_eq!(
-        kinds,
-        [
-            Transport::WebSocket,
-            Transport::Sse,
-            Transport::LongPoll,
-            Transport::WebSocket
-        ]
-    );
+    assert_eq!(kinds, [Transport::WebSocket, Transport::Sse, Transport::LongPoll, Transport::WebSocket]);
 }
 
 #[test]
@@ -1313,65 +964,32 @@ fn long_polling_polls_again_at_once_with_the_new_cursor() {
     r.s.subscribe("c", None, r.now).unwrap();
     // A subscribe before the first answer reopens the poll with the channel in it.
     r.advance_to_timeout();
-    assert_eq!(
-        r.urls.last().unwrap().1,
-        "http://example.test:80/poll?channel=c&timeout_ms=25000"
-    );
+    assert_eq!(r.urls.last().unwrap().1, "http://example.test:80/poll?channel=c&timeout_ms=25000");
     let conn = r.conn();
     r.input(Input::Opened { conn });
     r.recv(batch(&[
-        ServerFrame::Welcome {
-            heartbeat_ms: 25_000,
-        },
+        ServerFrame::Welcome { heartbeat_ms: 25_000 },
         sub_frame("c", Outcome::Live, "ep-0"),
         ev_frame("c", "ep-1"),
     ]));
     r.close(TransportError::Completed);
-    assert_eq!(
-        r.urls.last().unwrap().1,
-        "http://example.test:80/poll?channel=c@ep-1&timeout_ms=25000"
-    );
+    assert_eq!(r.urls.last().unwrap().1, "http://example.test:80/poll?channel=c@ep-1&timeout_ms=25000");
     let conn = r.conn();
     r.input(Input::Opened { conn });
     r.recv(batch(&[
-        ServerFrame::Welcome {
-            heartbeat_ms: 25_000,
-        },
+        ServerFrame::Welcome { heartbeat_ms: 25_000 },
         sub_frame("c", Outcome::Resumed, "ep-2"),
         ev_frame("c", "ep-2"),
     ]));
     r.close(TransportError::Completed);
     assert_eq!(r.events(), ["ep-1", "ep-2"]);
-    let connected = r
-        .states
-        .iter()
-        .filter(|s| matches!(s, ConnectionState::Connected { .. }))
-        .count();
-    assert_eq!(
-        connected, 1,
-        "one connected state for a run of polls: {:?}",
-        r.states
-    );
-    assert!(
-        !r.states
-            .iter()
-            .any(|s| matches!(s, ConnectionState::Disconnected { .. }))
-    );
-    assert!(
-        !r.delivered
-            .iter()
-            .any(|m| matches!(m, Message::Resumed { .. })),
-        "a repeated poll is not news"
-    );
+    let connected = r.states.iter().filter(|s| matches!(s, ConnectionState::Connected { .. })).count();
+    assert_eq!(connected, 1, "one connected state for a run of polls: {:?}", r.states);
+    assert!(!r.states.iter().any(|s| matches!(s, ConnectionState::Disconnected { .. })));
+    assert!(!r.delivered.iter().any(|m| matches!(m, Message::Resumed { .. })), "a repeated poll is not news");
     // A failed poll backs off like any failure.
-    r.close(TransportError::Status {
-        status: 502,
-        retry_after: None,
-    });
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Disconnected { .. }
-    ));
+    r.close(TransportError::Status { status: 502, retry_after: None });
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { .. }));
 }
 
 #[test]
@@ -1379,18 +997,8 @@ fn a_held_poll_that_never_answers_is_replaced() {
     let mut r = with_transports(&[Transport::LongPoll]);
     let t0 = r.now;
     r.advance_to_timeout();
-    assert_eq!(
-        r.now,
-        t0 + Duration::from_secs(27),
-        "hold time plus open timeout"
-    );
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Disconnected {
-            reason: DisconnectReason::OpenTimeout,
-            ..
-        }
-    ));
+    assert_eq!(r.now, t0 + Duration::from_secs(27), "hold time plus open timeout");
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::OpenTimeout, .. }));
 }
 
 #[test]
@@ -1398,21 +1006,13 @@ fn subscribing_on_sse_reopens_the_stream_once() {
     let mut r = with_transports(&[Transport::Sse]);
     r.open();
     r.s.subscribe("a", None, r.now).unwrap();
-    r.s.subscribe("b", Some("ep-3".parse().unwrap()), r.now)
-        .unwrap();
+    r.s.subscribe("b", Some("ep-3".parse().unwrap()), r.now).unwrap();
     r.advance_to_timeout();
     assert_eq!(r.connects.len(), 2);
     assert_eq!(r.disconnects, [r.connects[0]]);
-    assert_eq!(
-        r.urls[1].1,
-        "http://example.test:80/sse?channel=a&channel=b@ep-3"
-    );
+    assert_eq!(r.urls[1].1, "http://example.test:80/sse?channel=a&channel=b@ep-3");
     r.open();
-    let connecting = r
-        .states
-        .iter()
-        .filter(|s| matches!(s, ConnectionState::Connecting { .. }))
-        .count();
+    let connecting = r.states.iter().filter(|s| matches!(s, ConnectionState::Connecting { .. })).count();
     assert_eq!(connecting, 1, "a reopen is not a reconnect: {:?}", r.states);
 }
 
@@ -1423,25 +1023,14 @@ fn sse_comments_keep_the_connection_alive() {
     r.now += Duration::from_millis(1900);
     let conn = r.conn();
     r.input(Input::Activity { conn });
-    assert_eq!(
-        r.s.poll_timeout(),
-        Some(r.now + Duration::from_millis(2000))
-    );
+    assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_millis(2000)));
 }
 
 #[test]
 fn sse_204_stops_and_a_wrong_content_type_falls_back() {
     let mut r = with_transports(&[Transport::Sse]);
-    r.close(TransportError::Status {
-        status: 204,
-        retry_after: None,
-    });
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Closed {
-            error: Some(Error::BadRequest(_))
-        }
-    ));
+    r.close(TransportError::Status { status: 204, retry_after: None });
+    assert!(matches!(r.last_state(), ConnectionState::Closed { error: Some(Error::BadRequest(_)) }));
     let mut r = with_transports(&[Transport::Sse, Transport::LongPoll]);
     r.close(TransportError::Unsupported("text/html".into()));
     r.advance_to_timeout();
@@ -1451,55 +1040,33 @@ fn sse_204_stops_and_a_wrong_content_type_falls_back() {
 #[test]
 fn publish_on_http_transports_posts_with_an_idempotency_key_until_it_lands() {
     let mut r = with_transports(&[Transport::Sse]);
-    r.s.publish(1, "c", Some("chat msg".into()), "hi".into())
-        .unwrap();
+    r.s.publish(1, "c", Some("chat msg".into()), "hi".into()).unwrap();
     assert!(r.posts.is_empty(), "not before the connection is up");
     r.open();
     let (key, url, data) = r.posts[0].clone();
     assert_eq!(url, "http://example.test:80/publish/c?event=chat%20msg");
     assert_eq!(data, "hi");
-    r.input(Input::Posted {
-        key: key.clone(),
-        result: Err(PostError::Failed("reset".into())),
-    });
+    r.input(Input::Posted { key: key.clone(), result: Err(PostError::Failed("reset".into())) });
     assert!(r.published.is_empty());
     r.advance_to_timeout();
     assert_eq!(r.posts.len(), 2);
-    assert_eq!(
-        r.posts[1].0, key,
-        "the same key, so that the server applies it once"
-    );
-    r.input(Input::Posted {
-        key,
-        result: Ok("ep-9".into()),
-    });
+    assert_eq!(r.posts[1].0, key, "the same key, so that the server applies it once");
+    r.input(Input::Posted { key, result: Ok("ep-9".into()) });
     assert_eq!(r.published, [(1, Ok("ep-9".into()))]);
     // A refusal is final.
     r.s.publish(2, "c", None, "x".into()).unwrap();
     r.drain();
     let key = r.posts.last().unwrap().0.clone();
-    r.input(Input::Posted {
-        key,
-        result: Err(PostError::Status {
-            status: 413,
-            message: "too large".into(),
-        }),
-    });
-    assert!(
-        matches!(&r.published[1], (2, Err(Error::PublishRejected { code, .. })) if code == "413")
-    );
+    r.input(Input::Posted { key, result: Err(PostError::Status { status: 413, message: "too large".into() }) });
+    assert!(matches!(&r.published[1], (2, Err(Error::PublishRejected { code, .. })) if code == "413"));
 }
 
 /// Brings a rig to "connected via SSE after WebSocket was refused", with
 /// events up to `ep-3` delivered on channel `c`.
 fn on_sse_after_fallback() -> Rig {
     let mut r = with_transports(&Transport::ALL);
-    r.s.subscribe("c", Some("ep-0".parse().unwrap()), r.now)
-        .unwrap();
-    r.close(TransportError::Status {
-        status: 403,
-        retry_after: None,
-    });
+    r.s.subscribe("c", Some("ep-0".parse().unwrap()), r.now).unwrap();
+    r.close(TransportError::Status { status: 403, retry_after: None });
     r.advance_to_timeout();
     r.open();
     r.recv(subscribed("c", Outcome::Resumed, None, "ep-3"));
@@ -1522,53 +1089,20 @@ fn a_probe_returns_to_websocket_without_loss_or_duplicates() {
     let probe = r.conn();
     assert_eq!(r.urls.last().unwrap().0, Transport::WebSocket);
     // The SSE stream keeps delivering while the probe opens.
-    r.input(Input::Received {
-        conn: sse,
-        text: event("c", "ep-4", "ep-4"),
-    });
+    r.input(Input::Received { conn: sse, text: event("c", "ep-4", "ep-4") });
     r.input(Input::Opened { conn: probe });
-    assert!(
-        r.disconnects.is_empty(),
-        "the working connection stays until the probe is greeted"
-    );
-    r.input(Input::Received {
-        conn: probe,
-        text: welcome(1000),
-    });
+    assert!(r.disconnects.is_empty(), "the working connection stays until the probe is greeted");
+    r.input(Input::Received { conn: probe, text: welcome(1000) });
     assert_eq!(r.disconnects, [sse]);
-    let ConnectionState::Connected {
-        transport,
-        fallback,
-    } = r.last_state().clone()
-    else {
-        panic!()
-    };
+    let ConnectionState::Connected { transport, fallback } = r.last_state().clone() else { panic!() };
     assert_eq!((transport, fallback), (Transport::WebSocket, None));
-    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else {
-        panic!()
-    };
-    assert_eq!(
-        cursor.as_deref(),
-        Some("ep-4"),
-        "resubscribes from what was delivered"
-    );
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else { panic!() };
+    assert_eq!(cursor.as_deref(), Some("ep-4"), "resubscribes from what was delivered");
     // Late frames from the closed SSE stream are ignored; the WebSocket replays.
-    r.input(Input::Received {
-        conn: sse,
-        text: event("c", "ep-5", "ep-5"),
-    });
-    r.input(Input::Received {
-        conn: probe,
-        text: subscribed("c", Outcome::Resumed, None, "ep-5"),
-    });
-    r.input(Input::Received {
-        conn: probe,
-        text: event("c", "ep-5", "ep-5"),
-    });
-    r.input(Input::Received {
-        conn: probe,
-        text: event("c", "ep-6", "ep-6"),
-    });
+    r.input(Input::Received { conn: sse, text: event("c", "ep-5", "ep-5") });
+    r.input(Input::Received { conn: probe, text: subscribed("c", Outcome::Resumed, None, "ep-5") });
+    r.input(Input::Received { conn: probe, text: event("c", "ep-5", "ep-5") });
+    r.input(Input::Received { conn: probe, text: event("c", "ep-6", "ep-6") });
     assert_eq!(r.events(), ["ep-1", "ep-2", "ep-3", "ep-4", "ep-5", "ep-6"]);
 }
 
@@ -1580,29 +1114,10 @@ fn a_failed_probe_keeps_the_working_connection_and_tries_later() {
     r.recv(encode_server(&ServerFrame::Ping));
     r.advance_to_timeout();
     let probe = r.conn();
-    r.input(Input::Closed {
-        conn: probe,
-        error: TransportError::Status {
-            status: 403,
-            retry_after: None,
-        },
-    });
+    r.input(Input::Closed { conn: probe, error: TransportError::Status { status: 403, retry_after: None } });
     assert_eq!(r.disconnects, [probe]);
-    assert!(matches!(
-        r.last_state(),
-        ConnectionState::Connected {
-            transport: Transport::Sse,
-            ..
-        }
-    ));
-    r.input(Input::Received {
-        conn: sse,
-        text: event("c", "ep-4", "ep-4"),
-    });
+    assert!(matches!(r.last_state(), ConnectionState::Connected { transport: Transport::Sse, .. }));
+    r.input(Input::Received { conn: sse, text: event("c", "ep-4", "ep-4") });
     assert_eq!(r.events().last().unwrap(), "ep-4");
-    assert_eq!(
-        r.s.poll_timeout(),
-        Some(r.now + Duration::from_secs(2)),
-        "heartbeat first"
-    );
+    assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_secs(2)), "heartbeat first");
 }

@@ -31,10 +31,9 @@ pub(crate) fn http_client(
 ) -> Result<reqwest::Client, crate::Error> {
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
-        let (Ok(name), Ok(value)) = (
-            name.parse::<reqwest::header::HeaderName>(),
-            reqwest::header::HeaderValue::from_str(value),
-        ) else {
+        let (Ok(name), Ok(value)) =
+            (name.parse::<reqwest::header::HeaderName>(), reqwest::header::HeaderValue::from_str(value))
+        else {
             return Err(crate::Error::BadRequest(format!("invalid header {name:?}")));
         };
         map.insert(name, value);
@@ -67,23 +66,13 @@ pub(crate) fn connect(
                 };
                 let _ = events.send(ConnEvent::Closed(conn, error)).await;
             });
-            ConnHandle {
-                tx,
-                task,
-                graceful: false,
-            }
+            ConnHandle { tx, task, graceful: false }
         }
     }
 }
 
 /// Sends an HTTP publish and reports the result.
-pub(crate) fn post(
-    key: String,
-    url: String,
-    data: String,
-    opts: &ConnectOptions,
-    events: mpsc::Sender<ConnEvent>,
-) {
+pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions, events: mpsc::Sender<ConnEvent>) {
     let http = opts.http.clone();
     tokio::spawn(async move {
         let result = async {
@@ -96,15 +85,9 @@ pub(crate) fn post(
                 .await
                 .map_err(|e| PostError::Failed(e.to_string()))?;
             let status = resp.status().as_u16();
-            let body = resp
-                .text()
-                .await
-                .map_err(|e| PostError::Failed(e.to_string()))?;
+            let body = resp.text().await.map_err(|e| PostError::Failed(e.to_string()))?;
             if status != 200 {
-                return Err(PostError::Status {
-                    status,
-                    message: body.chars().take(200).collect(),
-                });
+                return Err(PostError::Status { status, message: body.chars().take(200).collect() });
             }
             #[derive(serde::Deserialize)]
             struct Ack {
@@ -112,10 +95,7 @@ pub(crate) fn post(
             }
             serde_json::from_str::<Ack>(&body)
                 .map(|a| a.id)
-                .map_err(|e| PostError::Status {
-                    status,
-                    message: format!("unexpected answer: {e}"),
-                })
+                .map_err(|e| PostError::Status { status, message: format!("unexpected answer: {e}") })
         }
         .await;
         let _ = events.send(ConnEvent::Posted(key, result)).await;
@@ -130,11 +110,7 @@ async fn open_http(
     last_event_id: Option<&str>,
     opts: &ConnectOptions,
 ) -> Result<reqwest::Response, TransportError> {
-    let mut req = opts
-        .http
-        .get(url)
-        .header("accept", accept)
-        .header("cache-control", "no-cache");
+    let mut req = opts.http.get(url).header("accept", accept).header("cache-control", "no-cache");
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id);
     }
@@ -148,31 +124,17 @@ async fn open_http(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        return Err(TransportError::Status {
-            status,
-            retry_after,
-        });
+        return Err(TransportError::Status { status, retry_after });
     }
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ctype.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case(accept) {
-        return Err(TransportError::Unsupported(format!(
-            "answered {ctype:?} instead of {accept}"
-        )));
+        return Err(TransportError::Unsupported(format!("answered {ctype:?} instead of {accept}")));
     }
     Ok(resp)
 }
 
-async fn run_sse(
-    conn: ConnId,
-    url: &str,
-    opts: &ConnectOptions,
-    events: &mpsc::Sender<ConnEvent>,
-) -> TransportError {
+async fn run_sse(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mpsc::Sender<ConnEvent>) -> TransportError {
     let map = |item| match item {
         SseItem::Event(ev) => ConnEvent::Received(conn, ev.data),
         SseItem::Retry(_) | SseItem::Comment => ConnEvent::Activity(conn),
@@ -217,12 +179,7 @@ pub(crate) async fn read_sse<E>(
     }
 }
 
-async fn run_poll(
-    conn: ConnId,
-    url: &str,
-    opts: &ConnectOptions,
-    events: &mpsc::Sender<ConnEvent>,
-) -> TransportError {
+async fn run_poll(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mpsc::Sender<ConnEvent>) -> TransportError {
     let resp = match open_http(url, "application/json", None, opts).await {
         Ok(r) => r,
         Err(e) => return e,
@@ -230,9 +187,7 @@ async fn run_poll(
     if events.send(ConnEvent::Opened(conn)).await.is_err() {
         return TransportError::Lost("driver gone".into());
     }
-    let limit = opts
-        .max_frame_bytes
-        .saturating_mul(crate::core::POLL_BATCH_FACTOR);
+    let limit = opts.max_frame_bytes.saturating_mul(crate::core::POLL_BATCH_FACTOR);
     let mut body = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -272,9 +227,7 @@ fn http_error(e: reqwest::Error) -> TransportError {
 }
 
 /// A TLS configuration with the webpki roots and, if given, extra roots.
-pub(crate) fn tls_config(
-    extra_roots: &[Vec<u8>],
-) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
+pub(crate) fn tls_config(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for der in extra_roots {
@@ -333,11 +286,7 @@ pub(crate) fn connect_websocket(
         let error = run_websocket(conn, &url, &opts, &events, rx).await;
         let _ = events.send(ConnEvent::Closed(conn, error)).await;
     });
-    ConnHandle {
-        tx,
-        task,
-        graceful: false,
-    }
+    ConnHandle { tx, task, graceful: false }
 }
 
 async fn run_websocket(
@@ -352,10 +301,8 @@ async fn run_websocket(
         Err(e) => return TransportError::Connect(format!("bad URL: {e}")),
     };
     for (name, value) in &opts.headers {
-        let (Ok(name), Ok(value)) = (
-            name.parse::<tungstenite::http::HeaderName>(),
-            HeaderValue::from_str(value),
-        ) else {
+        let (Ok(name), Ok(value)) = (name.parse::<tungstenite::http::HeaderName>(), HeaderValue::from_str(value))
+        else {
             return TransportError::Connect(format!("invalid header {name:?}"));
         };
         request.headers_mut().insert(name, value);
@@ -364,17 +311,11 @@ async fn run_websocket(
         .max_message_size(Some(opts.max_frame_bytes))
         .max_frame_size(Some(opts.max_frame_bytes));
     let connector = tokio_tungstenite::Connector::Rustls(opts.tls.clone());
-    let (mut ws, _response) = match tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(config),
-        true,
-        Some(connector),
-    )
-    .await
-    {
-        Ok(ok) => ok,
-        Err(e) => return handshake_error(e),
-    };
+    let (mut ws, _response) =
+        match tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector)).await {
+            Ok(ok) => ok,
+            Err(e) => return handshake_error(e),
+        };
     if events.send(ConnEvent::Opened(conn)).await.is_err() {
         return TransportError::Lost("driver gone".into());
     }
@@ -428,21 +369,12 @@ fn handshake_error(e: tungstenite::Error) -> TransportError {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            TransportError::Status {
-                status: resp.status().as_u16(),
-                retry_after,
-            }
+            TransportError::Status { status: resp.status().as_u16(), retry_after }
         }
         tungstenite::Error::Tls(e) => TransportError::Tls(e.to_string()),
         tungstenite::Error::Io(e) => {
-            let is_tls = e
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-            if is_tls {
-                TransportError::Tls(e.to_string())
-            } else {
-                TransportError::Connect(e.to_string())
-            }
+            let is_tls = e.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+            if is_tls { TransportError::Tls(e.to_string()) } else { TransportError::Connect(e.to_string()) }
         }
         other => TransportError::Connect(other.to_string()),
     }
