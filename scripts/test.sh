@@ -3,9 +3,11 @@
 # Usage: bash scripts/test.sh          (from the repository root)
 #
 # Tiers: lint (rustfmt, clippy -D warnings), native (unit, simulated-time core,
-# client against the fixture server, fixture), contract (the fixture binary and
-# the tail example driven from outside, if ../shared/tools/contract-check.sh is
-# present). The last line totals the tests run: "total: N passed, M failed".
+# the client against the fixture server on every transport, the fixture), cli
+# (the fixture binary and the tail example driven from outside: tail against a
+# plain SSE server, and the shared contract check on ws, sse, poll and auto when
+# ../shared/tools/contract-check.sh is present). The last line totals the tests
+# run: "total: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,16 +36,24 @@ if ! cargo test --workspace --locked --no-fail-fast 2>&1 | tee -a "$log"; then
   failed_tiers+=(native)
 fi
 
-# --- contract --------------------------------------------------------------
-contract=../shared/tools/contract-check.sh
-if [ -x "$contract" ] || [ -f "$contract" ]; then
-  step "contract (fixture binary + tail example, ws)"
-  if bash "$contract" ws auto 2>&1 | tee -a "$log"; then
-    echo "test result: ok. 1 passed; 0 failed; (contract check)" >>"$log"
+# --- cli -------------------------------------------------------------------
+# Each check counts as one test in the total.
+cli_check() {
+  local name=$1; shift
+  step "cli: $name"
+  if "$@" 2>&1 | tee -a "$log"; then
+    echo "test result: ok. 1 passed; 0 failed; ($name)" >>"$log"
   else
-    echo "test result: FAILED. 0 passed; 1 failed; (contract check)" >>"$log"
-    failed_tiers+=(contract)
+    echo "test result: FAILED. 0 passed; 1 failed; ($name)" >>"$log"
+    failed_tiers+=("$name")
   fi
+}
+cli_check "tail --plain-sse" bash scripts/plain-sse-check.sh
+contract=../shared/tools/contract-check.sh
+if [ -f "$contract" ]; then
+  for t in ws sse poll auto; do
+    cli_check "contract $t" bash "$contract" "$t"
+  done
 fi
 
 # --- summary ---------------------------------------------------------------
