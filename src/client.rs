@@ -6,13 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_stream::wrappers::BroadcastStream;
+use futures::channel::{mpsc, oneshot};
+use futures::{Stream, StreamExt};
 
 use crate::core::{Backoff, Config, Session};
-use crate::driver::native::{ConnectOptions, http_client, tls_config};
-use crate::driver::{Command, Shared};
+use crate::driver::platform::ConnectOptions;
+use crate::driver::{Command, Shared, StateHub};
 use crate::protocol::{EventId, validate_channel};
 use crate::{ConnectionState, Error, Instant, Message, Stats, Transport};
 
@@ -118,33 +117,28 @@ impl ClientBuilder {
         self
     }
 
-    /// Starts the client on the current tokio runtime. It connects at once
-    /// and keeps reconnecting until closed or stopped by an error that
-    /// retrying cannot fix.
+    /// Starts the client: on native targets on the current tokio runtime, in
+    /// the browser on the page's event loop. It connects at once and keeps
+    /// reconnecting until closed or stopped by an error that retrying cannot
+    /// fix.
     ///
     /// # Panics
-    /// When called outside a tokio runtime.
+    /// On native targets, when called outside a tokio runtime.
     pub fn build(self) -> Result<Client, Error> {
         let seed = match self.seed {
             Some(s) => s,
             None => getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15),
         };
-        let tls = tls_config(&self.roots)?;
-        let http = http_client(&tls, &self.headers)?;
-        let opts = ConnectOptions { headers: self.headers, tls, http, max_frame_bytes: self.config.max_frame_bytes };
+        let opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes)?;
         let session = Session::new(self.config, &self.url, seed, Instant::now())?;
         let first = session.transport();
-        let (states, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
-            state: Mutex::new(ConnectionState::Connecting { transport: first, attempt: 0 }),
+            states: StateHub::new(ConnectionState::Connecting { transport: first, attempt: 0 }),
             stats: Mutex::new(Stats::default()),
-            states,
         });
-        let (commands, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(crate::driver::run(session, rx, shared.clone(), opts));
-        Ok(Client {
-            inner: Arc::new(Inner { commands, shared, next_sub: AtomicU64::new(0), task: Mutex::new(Some(task)) }),
-        })
+        let (commands, rx) = mpsc::unbounded();
+        crate::driver::platform::spawn(crate::driver::run(session, rx, shared.clone(), opts));
+        Ok(Client { inner: Arc::new(Inner { commands, shared, next_sub: AtomicU64::new(0) }) })
     }
 }
 
@@ -152,7 +146,6 @@ struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
     next_sub: AtomicU64,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A connection to a resub server, shared by any number of subscriptions.
@@ -223,17 +216,15 @@ impl Client {
 
     /// The current connection state.
     pub fn state(&self) -> ConnectionState {
-        self.inner.shared.state.lock().expect("state lock").clone()
+        self.inner.shared.states.current()
     }
 
-    /// Connection state changes from now on. A receiver that falls more than
-    /// 256 changes behind skips the oldest.
-    /// The stream ends after the [`ConnectionState::Closed`] state (at once if
-    /// the client is already closed).
+    /// Connection state changes from now on. A listener that falls more than
+    /// 256 changes behind misses some. The stream ends after the
+    /// [`ConnectionState::Closed`] state (at once if the client is already
+    /// closed).
     pub fn states(&self) -> States {
-        let rx = self.inner.shared.states.subscribe();
-        let done = matches!(self.state(), ConnectionState::Closed { .. });
-        States { inner: BroadcastStream::new(rx), done }
+        States::new(self.inner.shared.states.listen())
     }
 
     /// Counters: delivered, replayed, duplicates dropped, resets, connections.
@@ -245,15 +236,14 @@ impl Client {
     /// subscription; waiting publishes fail with [`Error::Closed`]. Returns
     /// when the client has stopped.
     pub async fn close(&self) {
-        let _ = self.inner.commands.send(Command::Close);
-        let task = self.inner.task.lock().expect("task lock").take();
-        if let Some(task) = task {
-            let _ = task.await;
+        let (done, stopped) = oneshot::channel();
+        if self.inner.commands.unbounded_send(Command::Close { done }).is_ok() {
+            let _ = stopped.await;
         }
     }
 
     fn command(&self, c: Command) -> Result<(), Error> {
-        self.inner.commands.send(c).map_err(|_| Error::Closed)
+        self.inner.commands.unbounded_send(c).map_err(|_| Error::Closed)
     }
 }
 
@@ -278,25 +268,25 @@ impl Stream for Subscription {
     type Item = Result<Message, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_next_unpin(cx)
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Unsubscribe { channel: std::mem::take(&mut self.channel), id: self.id });
+        let channel = std::mem::take(&mut self.channel);
+        let _ = self.commands.unbounded_send(Command::Unsubscribe { channel, id: self.id });
     }
 }
 
 /// A [`Stream`] of connection state changes.
 pub struct States {
-    inner: BroadcastStream<ConnectionState>,
-    done: bool,
+    inner: mpsc::Receiver<ConnectionState>,
 }
 
 impl States {
-    pub(crate) fn new(rx: broadcast::Receiver<ConnectionState>, done: bool) -> Self {
-        States { inner: BroadcastStream::new(rx), done }
+    pub(crate) fn new(inner: mpsc::Receiver<ConnectionState>) -> Self {
+        States { inner }
     }
 }
 
@@ -310,19 +300,18 @@ impl Stream for States {
     type Item = ConnectionState;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(s))) => {
-                    self.done = matches!(s, ConnectionState::Closed { .. });
-                    return Poll::Ready(Some(s));
-                }
-                Poll::Ready(Some(Err(_lagged))) => continue,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl futures::stream::FusedStream for Subscription {
+    fn is_terminated(&self) -> bool {
+        self.rx.is_terminated()
+    }
+}
+
+impl futures::stream::FusedStream for States {
+    fn is_terminated(&self) -> bool {
+        self.inner.is_terminated()
     }
 }

@@ -34,14 +34,11 @@ pub mod core;
 mod error;
 pub mod protocol;
 
-#[cfg(not(target_arch = "wasm32"))]
 mod client;
-#[cfg(not(target_arch = "wasm32"))]
 mod driver;
 #[cfg(not(target_arch = "wasm32"))]
 mod plain;
 
-#[cfg(not(target_arch = "wasm32"))]
 pub use client::{Client, ClientBuilder, States, Subscription};
 pub use core::plain::PlainEvent;
 #[cfg(not(target_arch = "wasm32"))]

@@ -1,18 +1,18 @@
 //! Reading any standard SSE endpoint: [`PlainSse`].
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::client::States;
 use crate::core::plain::{PlainEvent, PlainSession};
 use crate::core::{Backoff, Config};
-use crate::driver::native::{ConnectOptions, http_client, tls_config};
-use crate::driver::plain::PlainShared;
+use crate::driver::StateHub;
+use crate::driver::native::ConnectOptions;
 use crate::{ConnectionState, Error, Instant, Transport};
 
 /// Configures a [`PlainSse`] stream.
@@ -77,15 +77,9 @@ impl PlainSseBuilder {
     /// When called outside a tokio runtime.
     pub fn build(self) -> Result<PlainSse, Error> {
         let seed = self.seed.unwrap_or_else(|| getrandom::u64().unwrap_or(0x2545_f491_4f6c_dd1d));
-        let tls = tls_config(&self.roots)?;
-        let http = http_client(&tls, &self.headers)?;
-        let opts = ConnectOptions { headers: self.headers, tls, http, max_frame_bytes: self.config.max_frame_bytes };
+        let opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes)?;
         let session = PlainSession::new(self.config, &self.url, self.last_event_id, seed, Instant::now())?;
-        let (states, _) = broadcast::channel(256);
-        let shared = Arc::new(PlainShared {
-            state: Mutex::new(ConnectionState::Connecting { transport: Transport::Sse, attempt: 0 }),
-            states,
-        });
+        let shared = Arc::new(StateHub::new(ConnectionState::Connecting { transport: Transport::Sse, attempt: 0 }));
         let (tx, rx) = mpsc::channel(1024);
         let (close, close_rx) = oneshot::channel();
         let task = tokio::spawn(crate::driver::plain::run(session, tx, close_rx, shared.clone(), opts));
@@ -105,14 +99,14 @@ impl PlainSseBuilder {
 #[derive(Debug)]
 pub struct PlainSse {
     rx: mpsc::Receiver<Result<PlainEvent, Error>>,
-    shared: Arc<PlainShared>,
+    shared: Arc<StateHub>,
     close: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for PlainShared {
+impl std::fmt::Debug for StateHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PlainShared")
+        f.debug_struct("StateHub").field("current", &self.current()).finish()
     }
 }
 
@@ -131,13 +125,12 @@ impl PlainSse {
 
     /// The current connection state.
     pub fn state(&self) -> ConnectionState {
-        self.shared.state.lock().expect("state lock").clone()
+        self.shared.current()
     }
 
     /// Connection state changes from now on; ends after `Closed`.
     pub fn states(&self) -> States {
-        let rx = self.shared.states.subscribe();
-        States::new(rx, matches!(self.state(), ConnectionState::Closed { .. }))
+        States::new(self.shared.listen())
     }
 
     /// Stops reading and waits until the stream is closed.

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! Automatic transport selection against the fixture: fall back when a
 //! transport is refused, return to the preferred one when it is allowed
 //! again, and lose or repeat nothing at any switch.

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! `PlainSse` against a standard SSE endpoint that knows nothing of the resub
 //! protocol (opaque ids, Last-Event-ID, retry:, 204).
 

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! The native client against the fixture server, every test run on each
 //! transport (WebSocket, SSE, long polling): resume, faults and typed
 //! outcomes. Every wait is on an observable event (a message, a state, a

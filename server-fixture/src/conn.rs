@@ -1,6 +1,6 @@
 //! One WebSocket connection: a task that writes the connection's queue in
-//! order, sends heartbeats, handles client frames, and obeys the fault
-//! switches (stall, abrupt drop).
+//! order, sends heartbeats, handles client frames (answering a client `ping`
+//! at once), and obeys the fault switches (stall, abrupt drop).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,6 +122,9 @@ fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message) -> b
         // too and ends the stream on the next read.
         Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return true,
     };
+    if is_ping(text.as_str()) {
+        return reply(id, tx, &ServerFrame::Ping);
+    }
     let frame = match serde_json::from_str::<ClientFrame>(text.as_str()) {
         Ok(frame) => frame,
         Err(err) => {
@@ -159,5 +162,16 @@ fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message) -> b
             reply(id, tx, &frame)
         }
         _ => reply(id, tx, &bad_request(None, None, "unsupported client frame")),
+    }
+}
+
+/// Whether a client message is a `ping` frame: a JSON object whose `type` is
+/// `"ping"` (other fields are ignored). Checked before decoding a
+/// [`ClientFrame`], so the answer does not depend on the protocol crate
+/// knowing the frame.
+fn is_ping(text: &str) -> bool {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => map.get("type").and_then(serde_json::Value::as_str) == Some("ping"),
+        _ => false,
     }
 }

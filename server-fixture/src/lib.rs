@@ -37,6 +37,7 @@ pub use plain::{PlainRequest, PlainSse};
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,13 @@ pub struct FixtureConfig {
     /// when the request has no `timeout_ms` parameter; announced as
     /// `heartbeat_ms` in the answer's `welcome` frame. Default 25 s.
     pub poll_hold: Duration,
+    /// A directory whose files answer `GET` (and `HEAD`) requests for paths
+    /// that no route of the fixture matches, with a content type guessed from
+    /// the extension (`.wasm` as `application/wasm`, `.js` and `.mjs` as
+    /// `text/javascript`); a directory answers with its `index.html`. Lets a
+    /// browser page be served from the same origin as the API. Default `None`:
+    /// such paths answer `404`.
+    pub static_dir: Option<PathBuf>,
 }
 
 impl Default for FixtureConfig {
@@ -108,6 +116,7 @@ impl Default for FixtureConfig {
             max_connection_queue: 65_536,
             idempotency_keys: 10_000,
             poll_hold: Duration::from_secs(25),
+            static_dir: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ struct Args {
     /// How long a long poll without `timeout_ms` is held, in milliseconds.
     #[arg(long, default_value_t = 25_000)]
     poll_hold_ms: u64,
+    /// Serve the files of DIR for `GET` requests that no route matches (a
+    /// directory answers with its `index.html`).
+    #[arg(long = "static", value_name = "DIR")]
+    static_dir: Option<PathBuf>,
     /// Run only a plain SSE server (not the resub protocol) on `--addr`:
     /// `GET /events`, with `POST /push?id=X&event=Y` (body = data) and
     /// `POST /drop` to control it.
@@ -63,11 +68,18 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    if let Some(dir) = &args.static_dir {
+        if !dir.is_dir() {
+            tracing::error!(dir = %dir.display(), "--static is not a directory");
+            return ExitCode::FAILURE;
+        }
+    }
     let cfg = FixtureConfig {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         history: args.history,
         max_connection_queue: args.max_connection_queue,
         poll_hold: Duration::from_millis(args.poll_hold_ms),
+        static_dir: args.static_dir,
         ..FixtureConfig::default()
     };
     let fixture = match Fixture::start_with(args.addr, cfg).await {

@@ -1,5 +1,6 @@
 //! HTTP routes: the WebSocket, SSE and long-polling endpoints, publishing,
-//! and the `/control/*` fault switches.
+//! the `/control/*` fault switches, and optionally static files for every
+//! other path.
 
 use std::collections::HashSet;
 use std::io;
@@ -12,13 +13,15 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use resub::protocol::validate_channel;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
+use tower_http::services::ServeDir;
 
 use crate::state::{ChannelCursor, PollStart, Refusal, Shared, Transport};
 use crate::{MAX_PAYLOAD, POLL_MAX_HOLD_MS};
@@ -42,7 +45,7 @@ pub(crate) fn router(shared: AppState) -> Router {
         .allow_methods(Any)
         .allow_headers([IDEMPOTENCY_KEY, LAST_EVENT_ID, AUTHORIZATION, CONTENT_TYPE])
         .expose_headers([RETRY_AFTER]);
-    Router::new()
+    let mut router = Router::new()
         .route("/ws", get(websocket))
         .route("/sse", get(sse))
         .route("/poll", get(poll))
@@ -56,9 +59,23 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/control/truncate/{channel}", post(control_truncate))
         .route("/control/epoch/{channel}", post(control_epoch))
         .route("/control/auth", post(control_auth))
-        .route("/control/stats", get(control_stats))
-        .layer(cors)
-        .with_state(shared)
+        .route("/control/stats", get(control_stats));
+    if let Some(dir) = &shared.cfg.static_dir {
+        // Only paths that no route above matches reach the files.
+        let files = Router::new().fallback_service(ServeDir::new(dir)).layer(map_response(javascript_type));
+        router = router.fallback_service(files);
+    }
+    router.layer(cors).with_state(shared)
+}
+
+/// Answers JavaScript as `text/javascript` (RFC 9239), whatever the extension
+/// (`.js`, `.mjs`), instead of the older `application/javascript`.
+async fn javascript_type(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if headers.get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/javascript")) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/javascript"));
+    }
+    response
 }
 
 fn bad_request(message: impl Into<String>) -> Response {

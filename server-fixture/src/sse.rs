@@ -1,6 +1,6 @@
 //! The SSE transport: one registered connection per stream, whose outbound
-//! queue is written as `text/event-stream`, with comment heartbeats, and which
-//! obeys the fault switches (stall, abrupt drop).
+//! queue is written as `text/event-stream`, with heartbeats, and which obeys
+//! the fault switches (stall, abrupt drop).
 
 use std::io;
 use std::time::Duration;
@@ -20,8 +20,17 @@ pub(crate) const RETRY_MS: u64 = 1_000;
 /// they are written.
 const MAX_CHUNK: usize = 64 * 1024;
 
-/// The heartbeat comment.
-const PING: &[u8] = b": ping\n\n";
+/// The comment line that starts a heartbeat block.
+const PING_COMMENT: &[u8] = b": ping\n";
+
+/// One heartbeat block: the comment `: ping` and a `ping` frame event,
+/// `: ping\ndata: {"type":"ping"}\n\n`. The frame makes the heartbeat
+/// visible to a browser `EventSource`, which never exposes comments.
+fn heartbeat_block() -> Bytes {
+    let mut out = PING_COMMENT.to_vec();
+    write_event(&encode(&ServerFrame::Ping), &mut out);
+    out.into()
+}
 
 /// Writes one frame as an SSE event: an `id:` line for event frames, then the
 /// frame's JSON on one `data:` line.
@@ -44,6 +53,8 @@ struct Stream {
     mode: watch::Receiver<Mode>,
     heartbeat: Duration,
     heartbeat_ms: u64,
+    /// The heartbeat block, encoded once.
+    ping: Bytes,
     next_ping: Option<Instant>,
     done: bool,
 }
@@ -69,6 +80,7 @@ pub(crate) fn body(registered: Registered, heartbeat: Duration) -> Body {
         mode,
         heartbeat,
         heartbeat_ms: u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
+        ping: heartbeat_block(),
         next_ping: None,
         done: false,
     };
@@ -147,7 +159,8 @@ async fn next_chunk(mut s: Stream) -> Option<(Result<Bytes, io::Error>, Stream)>
             }
             Wake::Ping => {
                 s.next_ping = Some(Instant::now() + s.heartbeat);
-                return Some((Ok(Bytes::from_static(PING)), s));
+                let ping = s.ping.clone();
+                return Some((Ok(ping), s));
             }
         }
     }

@@ -152,6 +152,29 @@ async fn welcome_comes_first_and_pings_follow() {
 }
 
 #[tokio::test]
+async fn client_ping_is_answered_at_once() {
+    // With a 60 s heartbeat, a ping arriving within WAIT is the answer, not a
+    // heartbeat.
+    let fx = fixture_with(FixtureConfig { heartbeat: Duration::from_secs(60), ..FixtureConfig::default() }).await;
+    let mut ws = try_connect(fx.addr()).await.expect("handshake succeeds");
+    assert_eq!(recv(&mut ws).await, ServerFrame::Welcome { heartbeat_ms: 60_000 });
+
+    ws.send(Message::text(r#"{"type":"ping"}"#)).await.expect("send");
+    assert_eq!(recv(&mut ws).await, ServerFrame::Ping);
+    // Unknown fields are ignored; replies keep the order of the requests.
+    subscribe(&mut ws, "c", None).await;
+    ws.send(Message::text(r#"{"type":"ping","nonce":7}"#)).await.expect("send");
+    assert_eq!(recv_subscribed(&mut ws).await.0, Outcome::Live);
+    assert_eq!(recv(&mut ws).await, ServerFrame::Ping);
+    // The connection carries on as before.
+    let id = fx.publish("c", None, "after").expect("publish");
+    assert_eq!(recv_event(&mut ws).await, (id, None, "after".to_owned()));
+    // Only an object whose type is "ping" is a ping.
+    ws.send(Message::text(r#""ping""#)).await.expect("send");
+    assert!(matches!(recv(&mut ws).await, ServerFrame::Error { code, .. } if code == "bad_request"));
+}
+
+#[tokio::test]
 async fn subscribe_with_cursor_replays_then_goes_live() {
     let fx = quiet_fixture().await;
     let ids: Vec<String> = (1..=5).map(|i| fx.publish("c", None, &format!("m{i}")).expect("publish")).collect();

@@ -117,16 +117,33 @@ async fn sse_honours_last_event_id_for_a_single_channel() {
     assert_eq!(sse.next_frame().await, subscribed("c", Outcome::Reset, Some(WireResetReason::EpochChanged), &ids[2]));
 }
 
+/// The bytes of one SSE heartbeat: a comment line and a `ping` frame event.
+const HEARTBEAT: &[u8] = b": ping\ndata: {\"type\":\"ping\"}\n\n";
+
 #[tokio::test]
-async fn sse_sends_comment_heartbeats() {
+async fn sse_heartbeats_carry_a_comment_and_a_ping_frame() {
     let fx = fixture_with(FixtureConfig { heartbeat: Duration::from_millis(50), ..FixtureConfig::default() }).await;
     let mut sse = SseClient::open(fx.addr(), "/sse?channel=c", &[]).await;
     assert_eq!(sse.next_block().await.frame(), ServerFrame::Welcome { heartbeat_ms: 50 });
     assert!(matches!(sse.next_block().await.frame(), ServerFrame::Subscribed { .. }));
     for _ in 0..2 {
         let block = sse.next_block().await;
-        assert_eq!(block.raw, b": ping\n\n");
+        assert_eq!(block.raw, HEARTBEAT, "{block:?}");
+        // One block: the comment for any SSE reader, the event for a browser
+        // EventSource (which hides comments), without an id line.
+        assert_eq!(block.comments(), [": ping"]);
+        assert!(!block.is_comment());
+        assert_eq!(block.id(), None);
+        assert_eq!(block.frame(), ServerFrame::Ping);
     }
+    // An event resets the heartbeat timer and is not merged with a ping.
+    let id = fx.publish("c", None, "x").expect("publish");
+    let mut block = sse.next_block().await;
+    while block.raw == HEARTBEAT {
+        block = sse.next_block().await;
+    }
+    assert_eq!(event_block(&block), event("c", &id, "x"));
+    assert_eq!(sse.next_block().await.raw, HEARTBEAT);
 }
 
 #[tokio::test]
@@ -215,7 +232,7 @@ async fn sse_stall_silences_the_stream_until_the_client_leaves() {
     let mut late = 0;
     while !sse.silent_for(Duration::from_millis(500)).await {
         let block = sse.next_block().await;
-        assert_eq!(block.raw, b": ping\n\n", "stalled stream sent {block:?}");
+        assert_eq!(block.raw, HEARTBEAT, "stalled stream sent {block:?}");
         late += 1;
         assert!(late < 2, "pings continue after stall");
     }

@@ -92,6 +92,10 @@ pub enum TransportError {
     /// The server (or a proxy) answered in a way that says this transport is
     /// not available here, for example an SSE request answered with HTML.
     Unsupported(String),
+    /// The attempt failed before opening, and the platform does not say why
+    /// (a browser hides whether a WebSocket or EventSource was refused or the
+    /// server was unreachable).
+    OpenFailed(String),
     /// An open connection ended without a close handshake (reset, EOF, I/O error).
     Lost(String),
     /// A long-poll request completed normally.
@@ -140,6 +144,8 @@ pub enum DisconnectReason {
     Protocol(String),
     /// The TLS handshake failed.
     Tls(String),
+    /// The host reports no network; attempts resume when it is back.
+    Offline,
 }
 
 impl fmt::Display for DisconnectReason {
@@ -160,6 +166,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::OpenTimeout => f.write_str("open timeout"),
             DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
             DisconnectReason::Tls(e) => write!(f, "TLS failed: {e}"),
+            DisconnectReason::Offline => f.write_str("offline, waiting for the network"),
         }
     }
 }
@@ -352,6 +359,9 @@ pub struct Config {
     pub upgrade_probe: Option<Duration>,
     /// How long a long-poll request may be held by the server.
     pub poll_hold: Duration,
+    /// When the host doubts the connection ([`Input::Wake`]), how long the
+    /// server has to answer a ping before the connection is replaced.
+    pub liveness_probe: Duration,
 }
 
 impl Default for Config {
@@ -366,6 +376,7 @@ impl Default for Config {
             transports: Transport::ALL.to_vec(),
             upgrade_probe: Some(Duration::from_secs(60)),
             poll_hold: Duration::from_secs(25),
+            liveness_probe: Duration::from_secs(3),
         }
     }
 }

@@ -243,7 +243,7 @@ impl PlainSession {
             TransportError::Unsupported(e) => {
                 (DisconnectReason::Unsupported(e.clone()), Some(Error::UnexpectedContentType(e)))
             }
-            TransportError::Connect(e) => (DisconnectReason::ConnectFailed(e), None),
+            TransportError::Connect(e) | TransportError::OpenFailed(e) => (DisconnectReason::ConnectFailed(e), None),
             TransportError::Lost(e) => (DisconnectReason::Lost(e), None),
             TransportError::Completed => (DisconnectReason::Lost("stream ended".into()), None),
             TransportError::Closed { code, reason } => (DisconnectReason::ServerClosed { code, reason }, None),
@@ -291,6 +291,8 @@ impl PlainSession {
 mod tests {
     use super::*;
     use crate::protocol::sse::SseEvent;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn session() -> (PlainSession, Instant) {
         let now = Instant::now();

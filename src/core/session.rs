@@ -120,6 +120,15 @@ pub enum Input {
         /// How.
         error: TransportError,
     },
+    /// The host's network came back (a browser's `online` event, a mobile
+    /// reachability change): reconnect now, with the backoff reset.
+    Online,
+    /// The host's network is gone: make no attempts until [`Input::Online`].
+    Offline,
+    /// The host has reason to doubt the connection (a page visible again
+    /// after being hidden, an app back in the foreground): check it with a
+    /// short deadline and replace it if it does not answer.
+    Wake,
     /// An HTTP publish finished.
     Posted {
         /// The idempotency key of the publish.
@@ -289,6 +298,8 @@ pub struct Session {
     linked_since: Option<Instant>,
     probe: Option<Probe>,
     next_probe: usize,
+    /// The host says it has no network: no attempts until it is back.
+    offline: bool,
     subs: BTreeMap<String, Sub>,
     publishes: VecDeque<PendingPublish>,
     out: VecDeque<Output>,
@@ -333,6 +344,7 @@ impl Session {
             linked_since: None,
             probe: None,
             next_probe: 0,
+            offline: false,
             subs: BTreeMap::new(),
             publishes: VecDeque::new(),
             out: VecDeque::new(),
@@ -480,6 +492,27 @@ impl Session {
                 self.fail(reason, decision, now);
             }
             Input::Posted { key, result } => self.on_posted(&key, result, now),
+            Input::Online => {
+                self.offline = false;
+                if matches!(self.conn, Conn::Idle) {
+                    tracing::debug!("network back: reconnecting now");
+                    self.failures = 0;
+                    self.timers.stop(Timer::Reconnect);
+                    self.connect(now);
+                }
+            }
+            Input::Offline => self.offline = true,
+            Input::Wake => {
+                if let Conn::Open { id, transport: Transport::WebSocket, welcomed: true, .. } = self.conn {
+                    // The server answers a ping at once: a live connection
+                    // proves itself well before the short deadline.
+                    self.send(id, &ClientFrame::Ping);
+                    let deadline = now + self.config.liveness_probe;
+                    if self.timers.0[Timer::Heartbeat as usize].is_none_or(|t| t > deadline) {
+                        self.timers.set(Timer::Heartbeat, deadline);
+                    }
+                }
+            }
         }
     }
 
@@ -491,6 +524,15 @@ impl Session {
             }
             self.timers.stop(t);
             match t {
+                Timer::Reconnect if self.offline => {
+                    // Wait for the network instead of failing attempt after attempt.
+                    self.out.push_back(Output::State(ConnectionState::Disconnected {
+                        reason: DisconnectReason::Offline,
+                        attempt: self.failures,
+                        retry_at: now,
+                        retry_in: Duration::ZERO,
+                    }));
+                }
                 Timer::Reconnect => {
                     if matches!(self.conn, Conn::Idle) {
                         self.connect(now);
@@ -935,6 +977,12 @@ impl Session {
             TransportError::Completed => (DisconnectReason::Lost("stream ended".into()), retry),
             TransportError::Tls(e) => (DisconnectReason::Tls(e.clone()), Decision::Stop(Error::Tls(e))),
             TransportError::Unsupported(e) => (DisconnectReason::Unsupported(e), Decision::Fallback),
+            // Refused or unreachable, the platform will not say: a transport
+            // that never worked here is taken as refused.
+            TransportError::OpenFailed(e) if self.worked.contains(&self.transport()) => {
+                (DisconnectReason::ConnectFailed(e), retry)
+            }
+            TransportError::OpenFailed(e) => (DisconnectReason::Unsupported(e), Decision::Fallback),
             TransportError::Status { status, retry_after } => {
                 let refused = DisconnectReason::Refused { status };
                 match status {

@@ -1,32 +1,51 @@
 //! The driver loop: waits for the next of (application command, connection
-//! event, core deadline), feeds the core, and carries out its outputs. It makes
-//! no decision of its own; the platform pieces (spawning connection tasks,
-//! sleeping) sit in `native/`.
+//! event, core deadline), feeds the core, and carries out its outputs. It is
+//! written once over `futures` and makes no decision of its own; what differs
+//! per platform (spawning, sleeping, opening connections) sits behind
+//! `platform`, which is `native/` (tokio) or `wasm/` (the browser).
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod native;
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod plain;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use native as platform;
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod wasm;
+#[cfg(target_arch = "wasm32")]
+pub(crate) use wasm as platform;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, SinkExt, StreamExt};
 
 use crate::core::{ConnId, Input, Output, PostError, Session, TransportError};
 use crate::protocol::EventId;
 use crate::{ConnectionState, Error, Instant, Message, Stats};
-use native::{ConnHandle, ConnectOptions};
+use platform::{ConnHandle, ConnectOptions};
 
 /// Capacity of the queue from connection tasks to the loop. When it is full,
 /// connection tasks stop reading their sockets and TCP pushes back.
-const EVENT_QUEUE: usize = 256;
+pub(crate) const EVENT_QUEUE: usize = 256;
+
+/// Capacity of a state listener's queue; a listener further behind skips.
+const STATE_QUEUE: usize = 256;
 
 /// What a connection task reports.
+#[derive(Debug)]
 pub(crate) enum ConnEvent {
     Opened(ConnId),
     Received(ConnId, String),
+    /// Bytes with no frame (SSE comments); a browser never sees those.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     Activity(ConnId),
     Closed(ConnId, TransportError),
     Posted(String, Result<String, PostError>),
+    /// A browser signal (online, offline, page visible).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    Signal(Input),
 }
 
 impl From<ConnEvent> for Input {
@@ -35,11 +54,15 @@ impl From<ConnEvent> for Input {
             ConnEvent::Opened(conn) => Input::Opened { conn },
             ConnEvent::Received(conn, text) => Input::Received { conn, text },
             ConnEvent::Activity(conn) => Input::Activity { conn },
-            ConnEvent::Posted(key, result) => Input::Posted { key, result },
             ConnEvent::Closed(conn, error) => Input::Closed { conn, error },
+            ConnEvent::Posted(key, result) => Input::Posted { key, result },
+            ConnEvent::Signal(input) => input,
         }
     }
 }
+
+/// Where connection tasks report to.
+pub(crate) type EventSender = mpsc::Sender<ConnEvent>;
 
 /// Where a subscription's messages go.
 pub(crate) type SubSender = mpsc::Sender<Result<Message, Error>>;
@@ -63,14 +86,55 @@ pub(crate) enum Command {
         data: String,
         reply: oneshot::Sender<Result<String, Error>>,
     },
-    Close,
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The connection state, and the listeners that want its changes.
+pub(crate) struct StateHub {
+    current: Mutex<ConnectionState>,
+    listeners: Mutex<Vec<mpsc::Sender<ConnectionState>>>,
+}
+
+impl StateHub {
+    pub(crate) fn new(initial: ConnectionState) -> Self {
+        Self { current: Mutex::new(initial), listeners: Mutex::new(Vec::new()) }
+    }
+
+    pub(crate) fn current(&self) -> ConnectionState {
+        self.current.lock().expect("state lock").clone()
+    }
+
+    /// A new listener; its stream ends after `Closed` (at once if closed already).
+    pub(crate) fn listen(&self) -> mpsc::Receiver<ConnectionState> {
+        let (tx, rx) = mpsc::channel(STATE_QUEUE);
+        let current = self.current.lock().expect("state lock");
+        if !matches!(*current, ConnectionState::Closed { .. }) {
+            self.listeners.lock().expect("listeners lock").push(tx);
+        }
+        rx
+    }
+
+    pub(crate) fn publish(&self, state: ConnectionState) {
+        let closed = matches!(state, ConnectionState::Closed { .. });
+        *self.current.lock().expect("state lock") = state.clone();
+        let mut listeners = self.listeners.lock().expect("listeners lock");
+        // A full listener misses this change; a dropped one is forgotten.
+        listeners.retain_mut(|l| match l.try_send(state.clone()) {
+            Ok(()) => true,
+            Err(e) => !e.is_disconnected(),
+        });
+        if closed {
+            listeners.clear();
+        }
+    }
 }
 
 /// State the loop shares with `Client` handles.
 pub(crate) struct Shared {
-    pub state: Mutex<ConnectionState>,
+    pub states: StateHub,
     pub stats: Mutex<Stats>,
-    pub states: broadcast::Sender<ConnectionState>,
 }
 
 /// Runs a session until it closes.
@@ -81,18 +145,20 @@ pub(crate) async fn run(
     opts: ConnectOptions,
 ) {
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(EVENT_QUEUE);
+    let _signals = platform::watch_signals(ev_tx.clone());
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut subs: HashMap<String, (u64, SubSender)> = HashMap::new();
     let mut publishes: HashMap<u64, oneshot::Sender<Result<String, Error>>> = HashMap::new();
+    let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut next_token = 0u64;
     loop {
         while let Some(out) = session.poll_output() {
             match out {
                 Output::Connect { conn, transport, url } => {
-                    let handle = native::connect(conn, transport, url, opts.clone(), ev_tx.clone());
+                    let handle = platform::connect(conn, transport, url, &opts, ev_tx.clone());
                     conns.insert(conn, handle);
                 }
-                Output::Post { key, url, data } => native::post(key, url, data, &opts, ev_tx.clone()),
+                Output::Post { key, url, data } => platform::post(key, url, data, &opts, ev_tx.clone()),
                 Output::Send { conn, text } => {
                     if let Some(c) = conns.get(&conn) {
                         c.send(text);
@@ -109,7 +175,7 @@ pub(crate) async fn run(
                     // Waiting here when the application is slow stops the loop
                     // from reading, which stops the sockets from being read:
                     // back-pressure instead of an unbounded buffer.
-                    let gone = match subs.get(&channel) {
+                    let gone = match subs.get_mut(&channel) {
                         Some((_, tx)) => tx.send(Ok(message)).await.is_err(),
                         None => false,
                     };
@@ -119,7 +185,7 @@ pub(crate) async fn run(
                     }
                 }
                 Output::SubscriptionEnded { channel, error } => {
-                    if let Some((_, tx)) = subs.remove(&channel) {
+                    if let Some((_, mut tx)) = subs.remove(&channel) {
                         let _ = tx.send(Err(error)).await;
                     }
                 }
@@ -130,8 +196,7 @@ pub(crate) async fn run(
                 }
                 Output::State(state) => {
                     tracing::debug!(%state, "state");
-                    *shared.state.lock().expect("state lock") = state.clone();
-                    let _ = shared.states.send(state);
+                    shared.states.publish(state);
                 }
             }
         }
@@ -142,13 +207,14 @@ pub(crate) async fn run(
         let deadline = session.poll_timeout();
         let sleep = async {
             match deadline {
-                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                Some(d) => platform::sleep_until(d).await,
                 None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            biased;
-            cmd = commands.recv() => match cmd {
+        }
+        .fuse();
+        futures::pin_mut!(sleep);
+        futures::select_biased! {
+            cmd = commands.next() => match cmd {
                 Some(Command::Subscribe { channel, from, id, tx, reply }) => {
                     let result = session.subscribe(&channel, from, Instant::now());
                     if result.is_ok() {
@@ -174,11 +240,23 @@ pub(crate) async fn run(
                         }
                     }
                 }
-                Some(Command::Close) | None => session.close(),
+                Some(Command::Close { done }) => {
+                    closers.push(done);
+                    session.close();
+                }
+                None => session.close(),
             },
-            Some(ev) = ev_rx.recv() => session.handle_input(ev.into(), Instant::now()),
+            ev = ev_rx.next() => {
+                if let Some(ev) = ev {
+                    session.handle_input(ev.into(), Instant::now());
+                }
+            }
             () = sleep => session.handle_timeout(Instant::now()),
         }
     }
     tracing::debug!("session closed");
+    drop(subs);
+    for done in closers {
+        let _ = done.send(());
+    }
 }

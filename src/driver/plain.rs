@@ -2,20 +2,17 @@
 //! carries out its outputs.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use futures::channel::mpsc as fmpsc;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 
+use super::StateHub;
 use super::native::{self, ConnectOptions};
 use crate::core::ConnId;
 use crate::core::plain::{PlainEvent, PlainInput, PlainOutput, PlainSession};
 use crate::{ConnectionState, Error, Instant};
-
-/// State shared with the [`PlainSse`](crate::PlainSse) handle.
-pub(crate) struct PlainShared {
-    pub state: Mutex<ConnectionState>,
-    pub states: broadcast::Sender<ConnectionState>,
-}
 
 /// Runs a plain SSE session until it stops, the handle is dropped, or
 /// `close` fires.
@@ -23,21 +20,22 @@ pub(crate) async fn run(
     mut session: PlainSession,
     tx: mpsc::Sender<Result<PlainEvent, Error>>,
     mut close: oneshot::Receiver<()>,
-    shared: Arc<PlainShared>,
+    shared: Arc<StateHub>,
     opts: ConnectOptions,
 ) {
-    let (ev_tx, mut ev_rx) = mpsc::channel::<PlainInput>(super::EVENT_QUEUE);
+    let (ev_tx, mut ev_rx) = fmpsc::channel::<PlainInput>(super::EVENT_QUEUE);
     let mut conns: HashMap<ConnId, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         while let Some(out) = session.poll_output() {
             match out {
                 PlainOutput::Connect { conn, url, last_event_id } => {
                     let opts = opts.clone();
-                    let events = ev_tx.clone();
+                    let mut events = ev_tx.clone();
                     let task = tokio::spawn(async move {
                         let map = |item| PlainInput::Item { conn, item };
                         let opened = PlainInput::Opened { conn };
-                        let error = native::read_sse(&url, last_event_id.as_deref(), &opts, &events, opened, map).await;
+                        let error =
+                            native::read_sse(&url, last_event_id.as_deref(), &opts, &mut events, opened, map).await;
                         let _ = events.send(PlainInput::Closed { conn, error }).await;
                     });
                     conns.insert(conn, task);
@@ -56,8 +54,7 @@ pub(crate) async fn run(
                     if let ConnectionState::Closed { error: Some(e) } = &state {
                         let _ = tx.send(Err(e.clone())).await;
                     }
-                    *shared.state.lock().expect("state lock") = state.clone();
-                    let _ = shared.states.send(state);
+                    shared.publish(state);
                 }
             }
         }
@@ -74,7 +71,7 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             _ = &mut close => session.close(),
-            Some(input) = ev_rx.recv() => session.handle_input(input, Instant::now()),
+            Some(input) = ev_rx.next() => session.handle_input(input, Instant::now()),
             () = sleep => session.handle_timeout(Instant::now()),
         }
     }

@@ -129,6 +129,8 @@ pub enum ClientFrame {
         /// The channel.
         channel: String,
     },
+    /// A liveness probe: the server answers with a `ping` at once.
+    Ping,
     /// Publish an event; answered by `ack` or `error` with the same key.
     Publish {
         /// The channel.
@@ -147,6 +149,8 @@ pub enum ClientFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn event_frame_decodes_with_and_without_type() {

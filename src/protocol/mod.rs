@@ -97,6 +97,8 @@ impl fmt::Display for EventId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn event_id_round_trips_through_text() {

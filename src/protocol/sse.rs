@@ -207,6 +207,8 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn parse(bytes: &[u8]) -> Vec<SseItem> {
         let mut p = SseParser::default();

@@ -10,6 +10,12 @@ use rand::{RngExt, SeedableRng};
 use super::*;
 use crate::core::Backoff;
 
+// The same tests run in a browser (wasm-bindgen-test in headless Chromium).
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 fn config() -> Config {
     Config {
         backoff: Backoff {
@@ -847,7 +853,9 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
 
 #[test]
 fn randomized_fault_schedules_keep_the_delivery_promise() {
-    let schedules: u64 = std::env::var("RESUB_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    // A browser has no environment, and runs the debug build slower: fewer there.
+    let default = if cfg!(target_arch = "wasm32") { 5_000 } else { 10_000 };
+    let schedules: u64 = std::env::var("RESUB_SCHEDULES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let base: u64 = std::env::var("RESUB_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed);
     let mut total = Stats::default();
     let mut faults = 0u64;
@@ -1120,4 +1128,66 @@ fn a_failed_probe_keeps_the_working_connection_and_tries_later() {
     r.input(Input::Received { conn: sse, text: event("c", "ep-4", "ep-4") });
     assert_eq!(r.events().last().unwrap(), "ep-4");
     assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_secs(2)), "heartbeat first");
+}
+
+// ---------------------------------------------------------------------------
+// Host signals: network online/offline, wake.
+
+#[test]
+fn offline_holds_attempts_until_online_which_reconnects_at_once() {
+    let mut r = Rig::new();
+    r.input(Input::Offline);
+    for _ in 0..3 {
+        r.close(TransportError::Connect("unreachable".into()));
+        if r.s.poll_timeout().is_some() {
+            r.advance_to_timeout();
+        }
+    }
+    assert_eq!(r.connects.len(), 1, "no attempt while offline");
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::Offline, .. }));
+    assert_eq!(r.s.poll_timeout(), None);
+    r.input(Input::Online);
+    assert_eq!(r.connects.len(), 2, "online reconnects at once");
+    assert!(matches!(r.last_state(), ConnectionState::Connecting { attempt: 0, .. }), "with the backoff reset");
+}
+
+#[test]
+fn online_while_waiting_for_backoff_reconnects_now() {
+    let mut r = Rig::new();
+    for _ in 0..5 {
+        r.close(TransportError::Connect("refused".into()));
+        r.advance_to_timeout();
+    }
+    r.close(TransportError::Connect("refused".into()));
+    let n = r.connects.len();
+    r.input(Input::Online);
+    assert_eq!(r.connects.len(), n + 1);
+}
+
+#[test]
+fn wake_pings_and_replaces_a_dead_websocket_quickly() {
+    let mut r = Rig::new();
+    r.open();
+    let t0 = r.now;
+    r.input(Input::Wake);
+    assert_eq!(r.sent.last().unwrap().1, ClientFrame::Ping);
+    assert_eq!(r.s.poll_timeout(), Some(t0 + Duration::from_millis(2000)), "the heartbeat deadline was already sooner");
+    // With a long heartbeat, the probe deadline is what counts.
+    let mut r = Rig::new();
+    let conn = r.conn();
+    r.input(Input::Opened { conn });
+    r.recv(welcome(60_000));
+    r.input(Input::Wake);
+    assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_secs(3)));
+    r.advance_to_timeout();
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::HeartbeatTimeout, .. }));
+    // A live connection answers, which pushes the deadline back out.
+    let mut r = Rig::new();
+    let conn = r.conn();
+    r.input(Input::Opened { conn });
+    r.recv(welcome(60_000));
+    r.input(Input::Wake);
+    r.now += Duration::from_millis(50);
+    r.recv(encode_server(&ServerFrame::Ping));
+    assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_secs(120)));
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::channel::mpsc as fmpsc;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -11,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
-use super::ConnEvent;
+use super::{ConnEvent, EventSender};
 use crate::core::{ConnId, PostError, Transport, TransportError};
 use crate::protocol::sse::{SseItem, SseParser};
 
@@ -22,6 +23,19 @@ pub(crate) struct ConnectOptions {
     pub tls: Arc<rustls::ClientConfig>,
     pub http: reqwest::Client,
     pub max_frame_bytes: usize,
+}
+
+impl ConnectOptions {
+    /// Options with these headers on every request and these extra TLS roots.
+    pub(crate) fn new(
+        headers: &[(String, String)],
+        roots: &[Vec<u8>],
+        max_frame_bytes: usize,
+    ) -> Result<Self, crate::Error> {
+        let tls = tls_config(roots)?;
+        let http = http_client(&tls, headers)?;
+        Ok(Self { headers: headers.to_vec(), tls, http, max_frame_bytes })
+    }
 }
 
 /// The HTTP client for the SSE and long-polling transports and HTTP publishes.
@@ -51,18 +65,19 @@ pub(crate) fn connect(
     conn: ConnId,
     transport: Transport,
     url: String,
-    opts: ConnectOptions,
-    events: mpsc::Sender<ConnEvent>,
+    opts: &ConnectOptions,
+    mut events: EventSender,
 ) -> ConnHandle {
+    let opts = opts.clone();
     match transport {
         Transport::WebSocket => connect_websocket(conn, url, opts, events),
         Transport::Sse | Transport::LongPoll => {
             let (tx, _rx) = mpsc::unbounded_channel();
             let task = tokio::spawn(async move {
                 let error = if transport == Transport::Sse {
-                    run_sse(conn, &url, &opts, &events).await
+                    run_sse(conn, &url, &opts, &mut events).await
                 } else {
-                    run_poll(conn, &url, &opts, &events).await
+                    run_poll(conn, &url, &opts, &mut events).await
                 };
                 let _ = events.send(ConnEvent::Closed(conn, error)).await;
             });
@@ -72,7 +87,7 @@ pub(crate) fn connect(
 }
 
 /// Sends an HTTP publish and reports the result.
-pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions, events: mpsc::Sender<ConnEvent>) {
+pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions, mut events: EventSender) {
     let http = opts.http.clone();
     tokio::spawn(async move {
         let result = async {
@@ -134,7 +149,7 @@ async fn open_http(
     Ok(resp)
 }
 
-async fn run_sse(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mpsc::Sender<ConnEvent>) -> TransportError {
+async fn run_sse(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut EventSender) -> TransportError {
     let map = |item| match item {
         SseItem::Event(ev) => ConnEvent::Received(conn, ev.data),
         SseItem::Retry(_) | SseItem::Comment => ConnEvent::Activity(conn),
@@ -148,7 +163,7 @@ pub(crate) async fn read_sse<E>(
     url: &str,
     last_event_id: Option<&str>,
     opts: &ConnectOptions,
-    events: &mpsc::Sender<E>,
+    events: &mut fmpsc::Sender<E>,
     opened: E,
     map: impl Fn(SseItem) -> E,
 ) -> TransportError {
@@ -179,7 +194,7 @@ pub(crate) async fn read_sse<E>(
     }
 }
 
-async fn run_poll(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mpsc::Sender<ConnEvent>) -> TransportError {
+async fn run_poll(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut EventSender) -> TransportError {
     let resp = match open_http(url, "application/json", None, opts).await {
         Ok(r) => r,
         Err(e) => return e,
@@ -275,15 +290,10 @@ impl Drop for ConnHandle {
 }
 
 /// Starts a WebSocket connection task that reports to `events`.
-pub(crate) fn connect_websocket(
-    conn: ConnId,
-    url: String,
-    opts: ConnectOptions,
-    events: mpsc::Sender<ConnEvent>,
-) -> ConnHandle {
+fn connect_websocket(conn: ConnId, url: String, opts: ConnectOptions, mut events: EventSender) -> ConnHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        let error = run_websocket(conn, &url, &opts, &events, rx).await;
+        let error = run_websocket(conn, &url, &opts, &mut events, rx).await;
         let _ = events.send(ConnEvent::Closed(conn, error)).await;
     });
     ConnHandle { tx, task, graceful: false }
@@ -293,7 +303,7 @@ async fn run_websocket(
     conn: ConnId,
     url: &str,
     opts: &ConnectOptions,
-    events: &mpsc::Sender<ConnEvent>,
+    events: &mut EventSender,
     mut outgoing: mpsc::UnboundedReceiver<String>,
 ) -> TransportError {
     let mut request = match url.into_client_request() {
@@ -379,3 +389,22 @@ fn handshake_error(e: tungstenite::Error) -> TransportError {
         other => TransportError::Connect(other.to_string()),
     }
 }
+
+/// Runs `fut` on the tokio runtime.
+pub(crate) fn spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+    tokio::spawn(fut);
+}
+
+/// Completes at `deadline`.
+pub(crate) async fn sleep_until(deadline: crate::Instant) {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+}
+
+/// Native hosts have no page or network signals to watch; they come through
+/// the FFI layer where there is a host that has them.
+pub(crate) fn watch_signals(_events: EventSender) -> Signals {
+    Signals
+}
+
+/// Nothing to stop listening to.
+pub(crate) struct Signals;

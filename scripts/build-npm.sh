@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the npm package (`resub`) into a folder, default wasm/pkg:
+#   bash scripts/build-npm.sh [OUT_DIR]
+# Installs what it needs when missing: the wasm32 target, the wasm-bindgen CLI
+# at the version in Cargo.lock, and binaryen's wasm-opt from npm (under .tools/).
+# Prints the size of the .wasm and the JS, raw and gzipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-wasm/pkg}
+version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
+  cargo install wasm-bindgen-cli --version "$version"
+fi
+wasm_opt=.tools/node_modules/.bin/wasm-opt
+if [ ! -x "$wasm_opt" ]; then
+  mkdir -p .tools
+  npm install --silent --no-audit --no-fund --prefix .tools binaryen@132 >/dev/null
+fi
+cargo build --profile wasm-release --target wasm32-unknown-unknown -p resub-wasm
+rm -rf "$out"
+mkdir -p "$out"
+wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
+  target/wasm32-unknown-unknown/wasm-release/resub_wasm.wasm
+"$wasm_opt" -Oz --all-features "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
+rm -f "$out/resub_wasm.d.ts" "$out/resub_wasm_bg.wasm.d.ts"
+cp wasm/js/index.js wasm/js/index.d.ts wasm/js/package.json wasm/js/README.md "$out/"
+size() { wc -c <"$1" | tr -d ' '; }
+gz() { gzip -9 -c "$1" | wc -c | tr -d ' '; }
+w="$out/resub_wasm_bg.wasm"
+total_raw=$(( $(size "$w") + $(size "$out/resub_wasm.js") + $(size "$out/index.js") ))
+total_gz=$(( $(gz "$w") + $(gz "$out/resub_wasm.js") + $(gz "$out/index.js") ))
+echo "npm package in $out:"
+echo "  resub_wasm_bg.wasm  $(size "$w") B, gzip $(gz "$w") B"
+echo "  resub_wasm.js       $(size "$out/resub_wasm.js") B, gzip $(gz "$out/resub_wasm.js") B"
+echo "  index.js            $(size "$out/index.js") B, gzip $(gz "$out/index.js") B"
+echo "  total               ${total_raw} B, gzip ${total_gz} B"

@@ -1,0 +1,404 @@
+//! Browser I/O: `WebSocket`, `EventSource` and `fetch` from web-sys, timers
+//! from `setTimeout`, and the page's network and visibility signals.
+//!
+//! The browser's own reconnect logic is kept out of the way: an
+//! `EventSource` is closed on its first error, so that the core decides when
+//! and where to reconnect, with its cursors in the URL.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use futures::channel::oneshot;
+use js_sys::Promise;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    AbortController, BinaryType, CloseEvent, EventSource, MessageEvent, Request, RequestInit, Response, WebSocket,
+};
+
+use super::{ConnEvent, EventSender};
+use crate::core::{ConnId, Input, PostError, Transport, TransportError};
+use crate::{Error, Instant};
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(callback: &js_sys::Function, ms: i32) -> JsValue;
+    #[wasm_bindgen(js_name = clearTimeout)]
+    fn clear_timeout(id: &JsValue);
+    #[wasm_bindgen(js_name = fetch)]
+    fn fetch_request(request: &Request) -> Promise;
+}
+
+/// What a connection needs besides its URL.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectOptions {
+    headers: Vec<(String, String)>,
+}
+
+impl ConnectOptions {
+    /// Headers go on `fetch` requests; a browser cannot add headers to a
+    /// WebSocket or an EventSource, and it trusts its own roots.
+    pub(crate) fn new(
+        headers: &[(String, String)],
+        _roots: &[Vec<u8>],
+        _max_frame_bytes: usize,
+    ) -> Result<Self, Error> {
+        Ok(Self { headers: headers.to_vec() })
+    }
+}
+
+/// Runs `fut` on the page's event loop.
+pub(crate) fn spawn(fut: impl Future<Output = ()> + 'static) {
+    wasm_bindgen_futures::spawn_local(fut);
+}
+
+/// Completes at `deadline`.
+pub(crate) async fn sleep_until(deadline: Instant) {
+    let ms = deadline.saturating_duration_since(Instant::now()).as_millis();
+    Timeout::new(i32::try_from(ms).unwrap_or(i32::MAX)).await;
+}
+
+/// A `setTimeout` as a future; cleared when dropped.
+struct Timeout {
+    id: JsValue,
+    rx: oneshot::Receiver<()>,
+    _callback: Closure<dyn FnMut()>,
+}
+
+impl Timeout {
+    fn new(ms: i32) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let mut tx = Some(tx);
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(());
+            }
+        });
+        let id = set_timeout(callback.as_ref().unchecked_ref(), ms);
+        Self { id, rx, _callback: callback }
+    }
+}
+
+impl Future for Timeout {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.rx).poll(cx).map(|_| ())
+    }
+}
+
+impl Drop for Timeout {
+    fn drop(&mut self) {
+        clear_timeout(&self.id);
+    }
+}
+
+/// Reports to the loop from a browser callback. The browser gives no
+/// back-pressure on these streams (a WebSocket buffers what arrives whatever
+/// the page does), so a fresh sender clone is used, which always has room.
+fn report(events: &EventSender, ev: ConnEvent) {
+    let _ = events.clone().try_send(ev);
+}
+
+/// A running connection; dropping it closes it and silences its callbacks.
+pub(crate) enum ConnHandle {
+    WebSocket { ws: WebSocket, _callbacks: Vec<Closure<dyn FnMut(JsValue)>> },
+    EventSource { es: EventSource, _callbacks: Vec<Closure<dyn FnMut(JsValue)>> },
+    Fetch { abort: AbortController },
+}
+
+impl ConnHandle {
+    pub(crate) fn send(&self, text: String) {
+        if let ConnHandle::WebSocket { ws, .. } = self {
+            let _ = ws.send_with_str(&text);
+        }
+    }
+
+    /// The browser always closes with a close handshake when it can.
+    pub(crate) fn close_gracefully(self) {}
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        match self {
+            ConnHandle::WebSocket { ws, .. } => {
+                ws.set_onopen(None);
+                ws.set_onmessage(None);
+                ws.set_onclose(None);
+                ws.set_onerror(None);
+                let _ = ws.close();
+            }
+            ConnHandle::EventSource { es, .. } => {
+                es.set_onopen(None);
+                es.set_onmessage(None);
+                es.set_onerror(None);
+                es.close();
+            }
+            ConnHandle::Fetch { abort } => abort.abort(),
+        }
+    }
+}
+
+/// Starts a connection (for long polling: one request) on `transport`.
+pub(crate) fn connect(
+    conn: ConnId,
+    transport: Transport,
+    url: String,
+    opts: &ConnectOptions,
+    events: EventSender,
+) -> ConnHandle {
+    match transport {
+        Transport::WebSocket => websocket(conn, &url, events),
+        Transport::Sse => event_source(conn, &url, events),
+        Transport::LongPoll => poll(conn, url, opts, events),
+    }
+}
+
+fn callback(f: impl FnMut(JsValue) + 'static) -> Closure<dyn FnMut(JsValue)> {
+    Closure::new(f)
+}
+
+fn websocket(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
+    let ws = match WebSocket::new(url) {
+        Ok(ws) => ws,
+        Err(e) => {
+            report(&events, ConnEvent::Closed(conn, TransportError::Connect(describe(&e))));
+            return ConnHandle::Fetch { abort: AbortController::new().expect("AbortController") };
+        }
+    };
+    ws.set_binary_type(BinaryType::Arraybuffer);
+    let opened = Rc::new(Cell::new(false));
+    let on_open = {
+        let (events, opened) = (events.clone(), opened.clone());
+        callback(move |_| {
+            opened.set(true);
+            report(&events, ConnEvent::Opened(conn));
+        })
+    };
+    let on_message = {
+        let events = events.clone();
+        callback(move |e: JsValue| {
+            let data = e.unchecked_into::<MessageEvent>().data();
+            let ev = match data.as_string() {
+                Some(text) => ConnEvent::Received(conn, text),
+                None => match String::from_utf8(js_sys::Uint8Array::new(&data).to_vec()) {
+                    Ok(text) => ConnEvent::Received(conn, text),
+                    Err(_) => ConnEvent::Closed(conn, TransportError::Lost("binary frame that is not UTF-8".into())),
+                },
+            };
+            report(&events, ev);
+        })
+    };
+    let on_close = callback(move |e: JsValue| {
+        let e = e.unchecked_into::<CloseEvent>();
+        let error = if !opened.get() {
+            TransportError::OpenFailed("the WebSocket did not open".into())
+        } else if e.code() == 1006 {
+            TransportError::Lost("connection closed without a close frame".into())
+        } else {
+            TransportError::Closed { code: e.code(), reason: e.reason() }
+        };
+        report(&events, ConnEvent::Closed(conn, error));
+    });
+    ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    ConnHandle::WebSocket { ws, _callbacks: vec![on_open, on_message, on_close] }
+}
+
+fn event_source(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
+    let es = match EventSource::new(url) {
+        Ok(es) => es,
+        Err(e) => {
+            report(&events, ConnEvent::Closed(conn, TransportError::Connect(describe(&e))));
+            return ConnHandle::Fetch { abort: AbortController::new().expect("AbortController") };
+        }
+    };
+    let opened = Rc::new(Cell::new(false));
+    let on_open = {
+        let (events, opened) = (events.clone(), opened.clone());
+        callback(move |_| {
+            opened.set(true);
+            report(&events, ConnEvent::Opened(conn));
+        })
+    };
+    let on_message = {
+        let events = events.clone();
+        callback(move |e: JsValue| {
+            let data = e.unchecked_into::<MessageEvent>().data().as_string().unwrap_or_default();
+            report(&events, ConnEvent::Received(conn, data));
+        })
+    };
+    let on_error = {
+        let es = es.clone();
+        callback(move |_| {
+            // The browser would reconnect on its own, from its own idea of the
+            // last id: stop it, the core decides.
+            es.close();
+            let error = if opened.get() {
+                TransportError::Lost("the event stream broke".into())
+            } else {
+                TransportError::OpenFailed("the event stream did not open".into())
+            };
+            report(&events, ConnEvent::Closed(conn, error));
+        })
+    };
+    es.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    es.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    es.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    ConnHandle::EventSource { es, _callbacks: vec![on_open, on_message, on_error] }
+}
+
+fn request(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    opts: &ConnectOptions,
+    abort: Option<&AbortController>,
+) -> Result<Request, JsValue> {
+    let init = RequestInit::new();
+    init.set_method(method);
+    if let Some(body) = body {
+        init.set_body(&JsValue::from_str(body));
+    }
+    if let Some(abort) = abort {
+        init.set_signal(Some(&abort.signal()));
+    }
+    let request = Request::new_with_str_and_init(url, &init)?;
+    for (name, value) in opts.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).chain(headers.iter().copied()) {
+        request.headers().set(name, value)?;
+    }
+    Ok(request)
+}
+
+fn poll(conn: ConnId, url: String, opts: &ConnectOptions, events: EventSender) -> ConnHandle {
+    let abort = AbortController::new().expect("AbortController");
+    let req = request("GET", &url, None, &[("accept", "application/json")], opts, Some(&abort));
+    wasm_bindgen_futures::spawn_local(async move {
+        let error = match run_poll(conn, req, &events).await {
+            Ok(()) => TransportError::Completed,
+            Err(e) => e,
+        };
+        report(&events, ConnEvent::Closed(conn, error));
+    });
+    ConnHandle::Fetch { abort }
+}
+
+async fn run_poll(conn: ConnId, req: Result<Request, JsValue>, events: &EventSender) -> Result<(), TransportError> {
+    let req = req.map_err(|e| TransportError::Connect(describe(&e)))?;
+    let resp: Response =
+        JsFuture::from(fetch_request(&req)).await.map_err(|e| TransportError::Connect(describe(&e)))?.unchecked_into();
+    let status = resp.status();
+    if status != 200 {
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
+        return Err(TransportError::Status { status, retry_after });
+    }
+    let ctype = resp.headers().get("content-type").ok().flatten().unwrap_or_default();
+    if !ctype.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
+        return Err(TransportError::Unsupported(format!("answered {ctype:?} instead of application/json")));
+    }
+    report(events, ConnEvent::Opened(conn));
+    let text = resp.text().map_err(|e| TransportError::Lost(describe(&e)))?;
+    let text = JsFuture::from(text).await.map_err(|e| TransportError::Lost(describe(&e)))?;
+    report(events, ConnEvent::Received(conn, text.as_string().unwrap_or_default()));
+    Ok(())
+}
+
+/// Sends an HTTP publish with `fetch` and reports the result.
+pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions, events: EventSender) {
+    let req = request(
+        "POST",
+        &url,
+        Some(&data),
+        &[("idempotency-key", &key), ("content-type", "text/plain;charset=UTF-8")],
+        opts,
+        None,
+    );
+    wasm_bindgen_futures::spawn_local(async move {
+        let result = async {
+            let req = req.map_err(|e| PostError::Failed(describe(&e)))?;
+            let resp: Response = JsFuture::from(fetch_request(&req))
+                .await
+                .map_err(|e| PostError::Failed(describe(&e)))?
+                .unchecked_into();
+            let status = resp.status();
+            let text = resp.text().map_err(|e| PostError::Failed(describe(&e)))?;
+            let body = JsFuture::from(text).await.map_err(|e| PostError::Failed(describe(&e)))?;
+            let body = body.as_string().unwrap_or_default();
+            if status != 200 {
+                return Err(PostError::Status { status, message: body.chars().take(200).collect() });
+            }
+            #[derive(serde::Deserialize)]
+            struct Ack {
+                id: String,
+            }
+            serde_json::from_str::<Ack>(&body)
+                .map(|a| a.id)
+                .map_err(|e| PostError::Status { status, message: format!("unexpected answer: {e}") })
+        }
+        .await;
+        report(&events, ConnEvent::Posted(key, result));
+    });
+}
+
+/// Listens to the page's `online`, `offline` and `visibilitychange` events
+/// and feeds them to the core; stops listening when dropped.
+pub(crate) fn watch_signals(events: EventSender) -> Option<Signals> {
+    let window = web_sys::window()?;
+    let document = window.document()?;
+    let on = |input: Input| {
+        let events = events.clone();
+        callback(move |_| report(&events, ConnEvent::Signal(input.clone())))
+    };
+    let online = on(Input::Online);
+    let offline = on(Input::Offline);
+    let visible = {
+        let (events, document) = (events.clone(), document.clone());
+        callback(move |_| {
+            if document.visibility_state() == web_sys::VisibilityState::Visible {
+                report(&events, ConnEvent::Signal(Input::Wake));
+            }
+        })
+    };
+    let _ = window.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
+    let _ = window.add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref());
+    let _ = document.add_event_listener_with_callback("visibilitychange", visible.as_ref().unchecked_ref());
+    Some(Signals { window, document, online, offline, visible })
+}
+
+/// The page listeners of a running client.
+pub(crate) struct Signals {
+    window: web_sys::Window,
+    document: web_sys::Document,
+    online: Closure<dyn FnMut(JsValue)>,
+    offline: Closure<dyn FnMut(JsValue)>,
+    visible: Closure<dyn FnMut(JsValue)>,
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        let _ = self.window.remove_event_listener_with_callback("online", self.online.as_ref().unchecked_ref());
+        let _ = self.window.remove_event_listener_with_callback("offline", self.offline.as_ref().unchecked_ref());
+        let _ = self
+            .document
+            .remove_event_listener_with_callback("visibilitychange", self.visible.as_ref().unchecked_ref());
+    }
+}
+
+fn describe(e: &JsValue) -> String {
+    e.as_string()
+        .or_else(|| e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())))
+        .unwrap_or_else(|| "browser error".into())
+}

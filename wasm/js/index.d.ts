@@ -1,0 +1,92 @@
+/** A transport, as `tail --transport` names it. */
+export type Transport = "ws" | "sse" | "poll";
+
+export interface BackoffOptions {
+  /** Upper bound of the first reconnect delay (default 500). */
+  baseMs?: number;
+  /** Growth per consecutive failure (default 2). */
+  factor?: number;
+  /** Largest upper bound of a delay (default 20000). */
+  capMs?: number;
+  /** Give up after this many consecutive failures (default: never). */
+  maxAttempts?: number;
+}
+
+export interface ClientOptions {
+  /** Transports to use, most preferred first (default ["ws", "sse", "poll"]). */
+  transports?: Transport[];
+  backoff?: BackoffOptions;
+  /** Silence after which a connection is dead (default: twice the server's heartbeat). */
+  heartbeatTimeoutMs?: number;
+  /** How long an attempt may take until the server's welcome (default 10000). */
+  openTimeoutMs?: number;
+  /** How long a connection must stay up before the failure count resets (default 5000). */
+  healthyAfterMs?: number;
+  /** How often to try a better transport while on a fallback (default 60000); false never. */
+  upgradeProbeMs?: number | false;
+  /** How long the server may hold a long poll (default 25000). */
+  pollHoldMs?: number;
+}
+
+/** One event, with `data` exactly as published. */
+export interface EventMessage {
+  channel: string;
+  /** Pass as `from` to resume after this event. */
+  id: string;
+  /** The event type, "message" when none was given. */
+  event: string;
+  data: string;
+}
+
+/** The subscription could not continue from its cursor: events may be missing. */
+export interface ResetMessage {
+  channel: string;
+  /** "history_truncated", "epoch_changed", "unknown_cursor", or a server's own reason. */
+  reset: string;
+  /** The subscription continues after this id. */
+  head: string;
+}
+
+export type Message = EventMessage | ResetMessage;
+
+export type ConnectionState =
+  | { state: "connecting"; transport: Transport; attempt: number }
+  | { state: "connected"; transport: Transport; fallback?: { from: Transport; reason: string } }
+  | { state: "disconnected"; reason: string; attempt: number; retryInMs: number }
+  | { state: "closed"; error?: { code: string; message: string } };
+
+export interface Stats {
+  delivered: number;
+  replayed: number;
+  duplicates: number;
+  resets: number;
+  connections: number;
+}
+
+/** An error from resub, with a stable machine-readable code. */
+export class ResubError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string);
+}
+
+export class Subscription implements AsyncIterableIterator<Message> {
+  readonly channel: string;
+  next(): Promise<IteratorResult<Message, undefined>>;
+  return(): Promise<IteratorResult<Message, undefined>>;
+  [Symbol.asyncIterator](): AsyncIterableIterator<Message>;
+  on(type: "event", fn: (message: EventMessage) => void): this;
+  on(type: "reset", fn: (message: ResetMessage) => void): this;
+  on(type: "error", fn: (error: ResubError) => void): this;
+  on(type: "end", fn: () => void): this;
+  close(): void;
+}
+
+export class Client {
+  constructor(url: string, options?: ClientOptions);
+  subscribe(channel: string, options?: { from?: string }): Subscription;
+  publish(channel: string, data: string, options?: { event?: string }): Promise<string>;
+  onState(fn: (state: ConnectionState) => void): () => void;
+  readonly state: ConnectionState;
+  readonly stats: Stats;
+  close(): Promise<void>;
+}

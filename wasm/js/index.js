@@ -1,0 +1,155 @@
+// resub for the browser: resumable real-time subscriptions over WebSocket,
+// Server-Sent Events and long polling, from one Rust core compiled to wasm.
+import initWasm, { WasmClient } from "./resub_wasm.js";
+
+await initWasm({ module_or_path: new URL("./resub_wasm_bg.wasm", import.meta.url) });
+
+/** An error from resub, with a stable machine-readable `code`. */
+export class ResubError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "ResubError";
+    this.code = code;
+  }
+}
+
+function toError(e) {
+  if (e instanceof Error) return e;
+  if (e && typeof e === "object" && "code" in e) return new ResubError(e.code, e.message);
+  return new ResubError("unknown", String(e));
+}
+
+/** A subscription: an async iterable of messages, or a source of callbacks. */
+export class Subscription {
+  #inner;
+  #channel;
+  #listeners = { event: [], reset: [], error: [], end: [] };
+  #pumping = false;
+
+  constructor(inner, channel) {
+    this.#inner = inner;
+    this.#channel = channel;
+  }
+
+  /** The channel subscribed to. */
+  get channel() {
+    return this.#channel;
+  }
+
+  /** The next message; `{ done: true }` once the subscription has ended. */
+  async next() {
+    let value;
+    try {
+      value = await this.#inner.next();
+    } catch (e) {
+      throw toError(e);
+    }
+    return value === undefined ? { done: true, value: undefined } : { done: false, value };
+  }
+
+  /** Called when a `for await` loop is left early: ends the subscription. */
+  async return() {
+    this.close();
+    return { done: true, value: undefined };
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /**
+   * Calls `fn` for each "event" (`{channel, id, event, data}`), "reset"
+   * (`{channel, reset, head}`), "error" (a ResubError) or "end". Use this or
+   * `for await`, not both.
+   */
+  on(type, fn) {
+    if (!(type in this.#listeners)) throw new ResubError("invalid_argument", `unknown event type ${type}`);
+    this.#listeners[type].push(fn);
+    if (!this.#pumping) {
+      this.#pumping = true;
+      this.#pump();
+    }
+    return this;
+  }
+
+  async #pump() {
+    const emit = (type, v) => {
+      for (const fn of this.#listeners[type]) {
+        try {
+          fn(v);
+        } catch (e) {
+          queueMicrotask(() => {
+            throw e;
+          });
+        }
+      }
+    };
+    try {
+      for (;;) {
+        const { done, value } = await this.next();
+        if (done) break;
+        emit("reset" in value ? "reset" : "event", value);
+      }
+    } catch (e) {
+      emit("error", e);
+    }
+    emit("end", undefined);
+  }
+
+  /** Ends the subscription; a pending `next()` resolves with `done`. */
+  close() {
+    this.#inner.close();
+  }
+}
+
+/** A connection to a resub server, shared by any number of subscriptions. */
+export class Client {
+  #inner;
+
+  /**
+   * @param {string} url the server's base URL, `http(s)://host:port`
+   * @param {import("./index").ClientOptions} [options]
+   */
+  constructor(url, options = {}) {
+    try {
+      this.#inner = new WasmClient(url, options);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Subscribes to `channel`, live or after the event id `options.from`. */
+  subscribe(channel, options = {}) {
+    return new Subscription(this.#inner.subscribe(channel, options.from ?? undefined), channel);
+  }
+
+  /** Publishes; resolves to the event id. */
+  async publish(channel, data, options = {}) {
+    try {
+      return await this.#inner.publish(channel, String(data), options.event ?? undefined);
+    } catch (e) {
+      throw toError(e);
+    }
+  }
+
+  /** Calls `fn(state)` on every connection state change; returns a function that stops it. */
+  onState(fn) {
+    const handle = this.#inner.onState(fn);
+    return () => handle.close();
+  }
+
+  /** The current connection state. */
+  get state() {
+    return this.#inner.state();
+  }
+
+  /** Counters: delivered, replayed, duplicates, resets, connections. */
+  get stats() {
+    return this.#inner.stats();
+  }
+
+  /** Closes the connection and ends every subscription. */
+  async close() {
+    await this.#inner.close();
+  }
+}

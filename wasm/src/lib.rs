@@ -1,0 +1,330 @@
+//! The wasm-bindgen layer of the npm package: thin wrappers that turn
+//! [`resub::Client`] into JavaScript objects. The JavaScript side
+//! (`js/index.js`) adds the idiomatic surface: `for await`, `on()`, and
+//! errors as a `ResubError` class. No policy lives here.
+
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::channel::{mpsc, oneshot};
+use futures::{FutureExt, StreamExt};
+use js_sys::{Object, Reflect};
+use resub::core::Backoff;
+use resub::{Client, ConnectionState, DisconnectReason, Error, Message, Transport};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, spawn_local};
+
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
+    let _ = Reflect::set(obj, &JsValue::from_str(key), &value.into());
+}
+
+fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
+    Reflect::get(obj, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn get_ms(obj: &JsValue, key: &str) -> Result<Option<Duration>, JsValue> {
+    match get(obj, key) {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1000.0))),
+            _ => Err(error_value("invalid_argument", &format!("{key} must be a non-negative number of milliseconds"))),
+        },
+    }
+}
+
+/// `{ code, message }`, which the JavaScript side turns into a `ResubError`.
+fn error_value(code: &str, message: &str) -> JsValue {
+    let o = Object::new();
+    set(&o, "code", code);
+    set(&o, "message", message);
+    o.into()
+}
+
+fn js_error(e: &Error) -> JsValue {
+    error_value(e.code(), &e.to_string())
+}
+
+fn message_value(m: Message) -> Option<JsValue> {
+    let o = Object::new();
+    match m {
+        Message::Event(e) => {
+            set(&o, "channel", e.channel.as_str());
+            set(&o, "id", e.id.as_str());
+            set(&o, "event", e.event_type());
+            set(&o, "data", e.data);
+        }
+        Message::Reset { channel, reason, head } => {
+            set(&o, "channel", channel);
+            set(&o, "reset", reason.as_str());
+            set(&o, "head", head);
+        }
+        _ => return None,
+    }
+    Some(o.into())
+}
+
+fn reason_value(r: &DisconnectReason) -> JsValue {
+    JsValue::from_str(&r.to_string())
+}
+
+fn state_value(s: &ConnectionState) -> JsValue {
+    let o = Object::new();
+    match s {
+        ConnectionState::Connecting { transport, attempt } => {
+            set(&o, "state", "connecting");
+            set(&o, "transport", transport.name());
+            set(&o, "attempt", *attempt);
+        }
+        ConnectionState::Connected { transport, fallback } => {
+            set(&o, "state", "connected");
+            set(&o, "transport", transport.name());
+            if let Some(fb) = fallback {
+                let f = Object::new();
+                set(&f, "from", fb.from.name());
+                set(&f, "reason", reason_value(&fb.reason));
+                set(&o, "fallback", f);
+            }
+        }
+        ConnectionState::Disconnected { reason, attempt, retry_in, .. } => {
+            set(&o, "state", "disconnected");
+            set(&o, "reason", reason_value(reason));
+            set(&o, "attempt", *attempt);
+            set(&o, "retryInMs", retry_in.as_secs_f64() * 1000.0);
+        }
+        ConnectionState::Closed { error } => {
+            set(&o, "state", "closed");
+            if let Some(e) = error {
+                set(&o, "error", js_error(e));
+            }
+        }
+        _ => set(&o, "state", "unknown"),
+    }
+    o.into()
+}
+
+/// The client; see `Client` in `index.d.ts`.
+#[wasm_bindgen]
+pub struct WasmClient {
+    inner: Client,
+}
+
+#[wasm_bindgen]
+impl WasmClient {
+    /// `new WasmClient(url, options)`; throws `{code, message}` on bad input.
+    #[wasm_bindgen(constructor)]
+    pub fn new(url: &str, options: JsValue) -> Result<WasmClient, JsValue> {
+        let mut b = Client::builder(url);
+        if let Some(list) = get(&options, "transports") {
+            let arr: js_sys::Array = list.dyn_into().map_err(|_| {
+                error_value("invalid_argument", "transports must be an array of \"ws\", \"sse\", \"poll\"")
+            })?;
+            let mut ts = Vec::new();
+            for t in arr.iter() {
+                let name = t.as_string().unwrap_or_default();
+                ts.push(name.parse::<Transport>().map_err(|e| error_value("invalid_argument", &e))?);
+            }
+            if ts.is_empty() {
+                return Err(error_value("invalid_argument", "transports must not be empty"));
+            }
+            b = b.transports(&ts);
+        }
+        if let Some(bo) = get(&options, "backoff") {
+            let mut backoff = Backoff::default();
+            if let Some(d) = get_ms(&bo, "baseMs")? {
+                backoff.base = d;
+            }
+            if let Some(d) = get_ms(&bo, "capMs")? {
+                backoff.cap = d;
+            }
+            if let Some(f) = get(&bo, "factor").and_then(|v| v.as_f64()) {
+                backoff.factor = f;
+            }
+            if let Some(n) = get(&bo, "maxAttempts").and_then(|v| v.as_f64()) {
+                backoff.max_attempts = Some(n.clamp(1.0, f64::from(u32::MAX)) as u32);
+            }
+            b = b.backoff(backoff);
+        }
+        if let Some(d) = get_ms(&options, "heartbeatTimeoutMs")? {
+            b = b.heartbeat_timeout(d);
+        }
+        if let Some(d) = get_ms(&options, "openTimeoutMs")? {
+            b = b.open_timeout(d);
+        }
+        if let Some(d) = get_ms(&options, "healthyAfterMs")? {
+            b = b.healthy_after(d);
+        }
+        if let Some(d) = get_ms(&options, "pollHoldMs")? {
+            b = b.poll_hold(d);
+        }
+        match get(&options, "upgradeProbeMs") {
+            Some(v) if v.as_bool() == Some(false) => b = b.upgrade_probe(None),
+            _ => {
+                if let Some(d) = get_ms(&options, "upgradeProbeMs")? {
+                    b = b.upgrade_probe(Some(d));
+                }
+            }
+        }
+        let inner = b.build().map_err(|e| js_error(&e))?;
+        Ok(WasmClient { inner })
+    }
+
+    /// Starts a subscription at once; its first item is an error if it could
+    /// not start.
+    pub fn subscribe(&self, channel: String, from: Option<String>) -> WasmSubscription {
+        let (tx, rx) = mpsc::channel::<Result<JsValue, JsValue>>(64);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = self.inner.clone();
+        spawn_local(async move {
+            let mut tx = tx;
+            let sub = match &from {
+                Some(after) => client.subscribe_from(&channel, after).await,
+                None => client.subscribe(&channel).await,
+            };
+            let mut sub = match sub {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.try_send(Err(js_error(&e)));
+                    return;
+                }
+            };
+            let mut stopped = stopped.fuse();
+            loop {
+                futures::select! {
+                    _ = stopped => return,
+                    item = sub.next() => match item {
+                        None => return,
+                        Some(Ok(m)) => {
+                            if let Some(v) = message_value(m)
+                                && futures::SinkExt::send(&mut tx, Ok(v)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            let _ = futures::SinkExt::send(&mut tx, Err(js_error(&e))).await;
+                            return;
+                        }
+                    },
+                }
+            }
+        });
+        WasmSubscription { rx: Rc::new(RefCell::new(Some(rx))), stop: RefCell::new(Some(stop)) }
+    }
+
+    /// Publishes; resolves to the event id.
+    pub fn publish(&self, channel: String, data: String, event: Option<String>) -> js_sys::Promise {
+        let client = self.inner.clone();
+        future_to_promise(async move {
+            match client.publish_event(&channel, event.as_deref(), data).await {
+                Ok(id) => Ok(JsValue::from_str(&id)),
+                Err(e) => Err(js_error(&e)),
+            }
+        })
+    }
+
+    /// Calls `listener(state)` on every state change until the returned
+    /// handle is closed or the client closes.
+    #[wasm_bindgen(js_name = onState)]
+    pub fn on_state(&self, listener: js_sys::Function) -> StateListener {
+        let mut states = self.inner.states();
+        let (stop, stopped) = oneshot::channel::<()>();
+        spawn_local(async move {
+            let mut stopped = stopped.fuse();
+            loop {
+                futures::select! {
+                    _ = stopped => return,
+                    s = states.next() => match s {
+                        Some(s) => {
+                            let _ = listener.call1(&JsValue::NULL, &state_value(&s));
+                        }
+                        None => return,
+                    },
+                }
+            }
+        });
+        StateListener { stop: RefCell::new(Some(stop)) }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> JsValue {
+        state_value(&self.inner.state())
+    }
+
+    /// Counters: delivered, replayed, duplicates, resets, connections.
+    pub fn stats(&self) -> JsValue {
+        let s = self.inner.stats();
+        let o = Object::new();
+        set(&o, "delivered", s.delivered as f64);
+        set(&o, "replayed", s.replayed as f64);
+        set(&o, "duplicates", s.duplicates as f64);
+        set(&o, "resets", s.resets as f64);
+        set(&o, "connections", s.connections as f64);
+        o.into()
+    }
+
+    /// Closes the client; resolves when it has stopped.
+    pub fn close(&self) -> js_sys::Promise {
+        let client = self.inner.clone();
+        future_to_promise(async move {
+            client.close().await;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}
+
+/// Messages (or one error) on their way to JavaScript.
+type Items = mpsc::Receiver<Result<JsValue, JsValue>>;
+
+/// One subscription; see `Subscription` in `index.d.ts`.
+#[wasm_bindgen]
+pub struct WasmSubscription {
+    rx: Rc<RefCell<Option<Items>>>,
+    stop: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+#[wasm_bindgen]
+impl WasmSubscription {
+    /// Resolves to the next message, or `undefined` when the subscription has
+    /// ended; rejects with `{code, message}` once if it ended with an error.
+    pub fn next(&self) -> js_sys::Promise {
+        let slot = self.rx.clone();
+        future_to_promise(async move {
+            // Calls are sequential (an async iterator awaits each); a call
+            // made while another waits sees the end.
+            let Some(mut rx) = slot.borrow_mut().take() else { return Ok(JsValue::UNDEFINED) };
+            let item = rx.next().await;
+            *slot.borrow_mut() = Some(rx);
+            match item {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(e)) => Err(e),
+                None => Ok(JsValue::UNDEFINED),
+            }
+        })
+    }
+
+    /// Ends the subscription; pending and later `next()` calls see the end.
+    pub fn close(&self) {
+        if let Some(stop) = self.stop.borrow_mut().take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The handle `onState` returns.
+#[wasm_bindgen]
+pub struct StateListener {
+    stop: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+#[wasm_bindgen]
+impl StateListener {
+    /// Stops calling the listener.
+    pub fn close(&self) {
+        if let Some(stop) = self.stop.borrow_mut().take() {
+            let _ = stop.send(());
+        }
+    }
+}
