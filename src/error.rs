@@ -14,7 +14,7 @@ pub enum Error {
     #[error("the server refused the credentials")]
     Unauthorized,
     /// The server refused access to a channel.
-    #[error("access to channel {channel:?} refused: {message}")]
+    #[error("access to channel '{channel}' refused: {message}")]
     Forbidden {
         /// The channel.
         channel: String,
@@ -39,13 +39,13 @@ pub enum Error {
     #[error("the client is closed")]
     Closed,
     /// A subscription to this channel already exists on this client.
-    #[error("already subscribed to {0:?}")]
+    #[error("already subscribed to '{0}'")]
     AlreadySubscribed(String),
     /// A channel name or cursor is malformed.
     #[error(transparent)]
     Parse(#[from] ParseError),
     /// The server URL cannot be used.
-    #[error("invalid server URL {url:?}: {why}")]
+    #[error("invalid server URL '{url}': {why}")]
     InvalidUrl {
         /// The URL given.
         url: String,

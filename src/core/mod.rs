@@ -62,7 +62,7 @@ impl std::str::FromStr for Transport {
             "ws" | "websocket" => Ok(Transport::WebSocket),
             "sse" => Ok(Transport::Sse),
             "poll" | "long-poll" | "longpoll" => Ok(Transport::LongPoll),
-            _ => Err(format!("unknown transport {s:?}: expected ws, sse or poll")),
+            _ => Err(format!("unknown transport '{s}': expected ws, sse or poll")),
         }
     }
 }
@@ -155,7 +155,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Refused { status } => write!(f, "refused with HTTP {status}"),
             DisconnectReason::Unsupported(e) => write!(f, "transport not available: {e}"),
             DisconnectReason::Unavailable { retry_after: Some(d) } => {
-                write!(f, "server unavailable, retry after {:.1}s", d.as_secs_f64())
+                write!(f, "server unavailable, retry after {}", Secs(*d))
             }
             DisconnectReason::Unavailable { retry_after: None } => f.write_str("server unavailable"),
             DisconnectReason::Lost(e) => write!(f, "connection lost: {e}"),
@@ -168,6 +168,16 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Tls(e) => write!(f, "TLS failed: {e}"),
             DisconnectReason::Offline => f.write_str("offline, waiting for the network"),
         }
+    }
+}
+
+/// Seconds with two decimals, without pulling float formatting into the
+/// browser build.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}s", self.0.as_secs(), self.0.subsec_millis() / 10)
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
+#[cfg(feature = "json-decode")]
 use serde::Deserialize;
 
 use super::{
@@ -107,6 +108,16 @@ pub enum Input {
         conn: ConnId,
         /// The frame.
         text: String,
+    },
+    /// Frames the driver decoded itself (in the browser, with `JSON.parse`),
+    /// from one message of `bytes` bytes; `Err` when it could not decode it.
+    Frames {
+        /// The connection.
+        conn: ConnId,
+        /// The frames, in order (several for a poll response).
+        frames: Result<Vec<ServerFrame>, String>,
+        /// The message's size, checked against the frame limit.
+        bytes: usize,
     },
     /// Bytes arrived that carry no frame (an SSE comment): the connection is alive.
     Activity {
@@ -266,6 +277,7 @@ enum Decision {
     Stop(Error),
 }
 
+#[cfg(feature = "json-decode")]
 #[derive(Deserialize)]
 struct PollBatch {
     frames: Vec<ServerFrame>,
@@ -455,6 +467,7 @@ impl Session {
             match &input {
                 Input::Opened { conn }
                 | Input::Received { conn, .. }
+                | Input::Frames { conn, .. }
                 | Input::Activity { conn }
                 | Input::Closed { conn, .. }
                     if *conn == probe.id =>
@@ -469,6 +482,11 @@ impl Session {
             Input::Received { conn, text } => {
                 if self.current_open(conn) {
                     self.on_text(conn, &text, now);
+                }
+            }
+            Input::Frames { conn, frames, bytes } => {
+                if self.current_open(conn) {
+                    self.on_frames(conn, frames, bytes, now);
                 }
             }
             Input::Activity { conn } => {
@@ -597,7 +615,7 @@ impl Session {
             url.push('&');
         }
         if transport == Transport::LongPoll {
-            url.push_str(&format!("timeout_ms={}", self.config.poll_hold.as_millis()));
+            url.push_str(&format!("timeout_ms={}", self.config.poll_hold.as_millis() as u64));
         } else {
             url.pop();
         }
@@ -747,33 +765,54 @@ impl Session {
     }
 
     fn on_text(&mut self, conn: ConnId, text: &str, now: Instant) {
+        let frames = self.decode(text);
+        self.on_frames(conn, frames, text.len(), now);
+    }
+
+    fn decode(&self, text: &str) -> Result<Vec<ServerFrame>, String> {
+        self.decode_for(self.transport(), text)
+    }
+
+    /// Decodes a text frame of `transport` (a poll response: a batch of frames).
+    #[cfg(feature = "json-decode")]
+    fn decode_for(&self, transport: Transport, text: &str) -> Result<Vec<ServerFrame>, String> {
+        if transport == Transport::LongPoll {
+            return serde_json::from_str::<PollBatch>(text)
+                .map(|b| b.frames)
+                .map_err(|e| json_error("poll response", &e));
+        }
+        serde_json::from_str::<ServerFrame>(text).map(|f| vec![f]).map_err(|e| json_error("frame", &e))
+    }
+
+    /// Without the `json-decode` feature, the driver decodes frames itself
+    /// (in the browser, with `JSON.parse`) and reports [`Input::Frames`].
+    #[cfg(not(feature = "json-decode"))]
+    fn decode_for(&self, _transport: Transport, _text: &str) -> Result<Vec<ServerFrame>, String> {
+        Err("this build decodes no text frames".into())
+    }
+
+    /// Frames that arrived in one message (`bytes` long on the wire).
+    fn on_frames(&mut self, conn: ConnId, frames: Result<Vec<ServerFrame>, String>, bytes: usize, now: Instant) {
         let limit = match self.transport() {
             Transport::LongPoll => self.config.max_frame_bytes.saturating_mul(POLL_BATCH_FACTOR),
             _ => self.config.max_frame_bytes,
         };
-        if text.len() > limit {
-            let why = format!("frame of {} bytes exceeds the limit of {limit}", text.len());
+        if bytes > limit {
+            let why = format!("frame of {bytes} bytes exceeds the limit of {limit}");
             return self.protocol_error(why, now);
         }
         if let Conn::Open { heartbeat, welcomed: true, .. } = self.conn {
             self.timers.set(Timer::Heartbeat, now + heartbeat);
         }
-        if self.transport() == Transport::LongPoll {
-            let batch: PollBatch = match serde_json::from_str(text) {
-                Ok(b) => b,
-                Err(e) => return self.protocol_error(format!("malformed poll response: {e}"), now),
-            };
-            for frame in batch.frames {
-                if !self.current_open(conn) {
-                    break; // The batch broke the protocol part-way.
-                }
-                self.on_frame(conn, frame, now);
+        let frames = match frames {
+            Ok(f) => f,
+            Err(why) => return self.protocol_error(why, now),
+        };
+        for frame in frames {
+            if !self.current_open(conn) {
+                break; // A frame broke the protocol part-way through a batch.
             }
-            return;
-        }
-        match serde_json::from_str::<ServerFrame>(text) {
-            Ok(frame) => self.on_frame(conn, frame, now),
-            Err(e) => self.protocol_error(format!("malformed frame: {e}"), now),
+            self.on_frame(conn, frame, now);
         }
     }
 
@@ -850,7 +889,7 @@ impl Session {
         now: Instant,
     ) {
         let Ok(head) = head.parse::<EventId>() else {
-            return self.protocol_error(format!("bad head {head:?} for {channel:?}"), now);
+            return self.protocol_error(format!("bad head '{head}' for '{channel}'"), now);
         };
         let Some(sub) = self.subs.get_mut(&channel) else {
             return; // Unsubscribed meanwhile.
@@ -861,7 +900,7 @@ impl Session {
         let reset = match (outcome, &sub.cursor) {
             (Outcome::Resumed, Some(cursor)) => {
                 if cursor.epoch() != head.epoch() {
-                    let why = format!("resumed {channel:?} with head {head} of another epoch than {cursor}");
+                    let why = format!("resumed '{channel}' with head {head} of another epoch than {cursor}");
                     return self.protocol_error(why, now);
                 }
                 if news {
@@ -888,18 +927,18 @@ impl Session {
 
     fn on_event(&mut self, channel: String, id: &str, event: Option<String>, data: String, now: Instant) {
         let Ok(eid) = id.parse::<EventId>() else {
-            return self.protocol_error(format!("bad event id {id:?}"), now);
+            return self.protocol_error(format!("bad event id '{id}'"), now);
         };
         let Some(sub) = self.subs.get_mut(&channel) else {
             tracing::debug!(%channel, "event for a channel not subscribed; ignored");
             return;
         };
         let Some(cursor) = sub.cursor.as_ref().filter(|_| sub.confirmed) else {
-            return self.protocol_error(format!("event on {channel:?} before it was confirmed"), now);
+            return self.protocol_error(format!("event on '{channel}' before it was confirmed"), now);
         };
         if cursor.epoch() != eid.epoch() {
             // Only a reset may move a subscription to a new epoch.
-            let why = format!("event {eid} on {channel:?} is not of epoch {}", cursor.epoch());
+            let why = format!("event {eid} on '{channel}' is not of epoch {}", cursor.epoch());
             return self.protocol_error(why, now);
         }
         if eid.seq() <= cursor.seq() {
@@ -907,7 +946,7 @@ impl Session {
             return;
         }
         if eid.seq() != cursor.seq() + 1 {
-            let why = format!("gap on {channel:?}: {eid} after {cursor}");
+            let why = format!("gap on '{channel}': {eid} after {cursor}");
             return self.protocol_error(why, now);
         }
         if eid.seq() <= sub.replay_until {
@@ -921,13 +960,13 @@ impl Session {
 
     fn on_reset(&mut self, channel: String, reason: WireResetReason, head: &str, now: Instant) {
         let Ok(head) = head.parse::<EventId>() else {
-            return self.protocol_error(format!("bad head {head:?} for {channel:?}"), now);
+            return self.protocol_error(format!("bad head '{head}' for '{channel}'"), now);
         };
         let Some(sub) = self.subs.get_mut(&channel) else {
             return;
         };
         if !sub.confirmed {
-            return self.protocol_error(format!("reset on {channel:?} before it was confirmed"), now);
+            return self.protocol_error(format!("reset on '{channel}' before it was confirmed"), now);
         }
         advance_to(&mut sub.cursor, head.clone());
         sub.replay_until = 0;
@@ -1003,8 +1042,7 @@ impl Session {
                     4400 => Decision::Stop(Error::BadRequest(reason.clone())),
                     4401 => Decision::Stop(Error::Unauthorized),
                     4429 | 4503 => {
-                        let hint = reason.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
-                        let hint = hint.map(|s| Duration::from_secs_f64(s.min(MAX_HINT.as_secs_f64())));
+                        let hint = parse_seconds(reason.trim()).map(|d| d.min(MAX_HINT));
                         return (DisconnectReason::Unavailable { retry_after: hint }, Decision::Retry { hint });
                     }
                     _ => retry,
@@ -1104,19 +1142,20 @@ impl Session {
         match input {
             Input::Opened { .. } => probe.opened = true,
             Input::Received { text, .. } if probe.opened => {
-                // The first frame of any transport is the welcome.
-                let welcome = match self.config.transports[probe.index] {
-                    Transport::LongPoll => {
-                        serde_json::from_str::<PollBatch>(&text).ok().and_then(|b| b.frames.into_iter().next())
-                    }
-                    _ => serde_json::from_str::<ServerFrame>(&text).ok(),
-                };
-                match welcome {
-                    Some(ServerFrame::Welcome { .. }) => self.promote_probe(&text, now),
-                    _ => self.end_probe(now),
-                }
+                let transport = self.config.transports[probe.index];
+                let frames = self.decode_for(transport, &text);
+                self.on_probe_frames(frames, text.len(), now);
             }
+            Input::Frames { frames, bytes, .. } if probe.opened => self.on_probe_frames(frames, bytes, now),
             Input::Activity { .. } => {}
+            _ => self.end_probe(now),
+        }
+    }
+
+    /// The first frame of any transport is the welcome: then the probe is up.
+    fn on_probe_frames(&mut self, frames: Result<Vec<ServerFrame>, String>, bytes: usize, now: Instant) {
+        match frames {
+            Ok(f) if matches!(f.first(), Some(ServerFrame::Welcome { .. })) => self.promote_probe(Ok(f), bytes, now),
             _ => self.end_probe(now),
         }
     }
@@ -1124,7 +1163,7 @@ impl Session {
     /// The probe is up and greeted: it becomes the connection, and the old one
     /// is closed. Subscriptions restart on it from their cursors, so events
     /// the old connection had in flight are replayed, and duplicates dropped.
-    fn promote_probe(&mut self, welcome: &str, now: Instant) {
+    fn promote_probe(&mut self, frames: Result<Vec<ServerFrame>, String>, bytes: usize, now: Instant) {
         let Some(probe) = self.probe.take() else {
             return;
         };
@@ -1146,7 +1185,7 @@ impl Session {
         for p in &mut self.publishes {
             p.in_flight = false;
         }
-        self.on_text(probe.id, welcome, now);
+        self.on_frames(probe.id, frames, bytes, now);
         if transport == Transport::WebSocket {
             self.send_all(probe.id);
         }
@@ -1205,6 +1244,25 @@ fn advance_to(cursor: &mut Option<EventId>, head: EventId) {
     }
 }
 
+/// Where a frame failed to decode (serde_json's own message is not used: its
+/// formatting machinery would weigh on small builds).
+#[cfg(feature = "json-decode")]
+fn json_error(what: &str, e: &serde_json::Error) -> String {
+    format!("malformed {what} (line {}, column {})", e.line(), e.column())
+}
+
+/// Parses a non-negative decimal number of seconds (`2`, `2.5`, `0.125`) to
+/// millisecond precision; `None` for anything else.
+fn parse_seconds(s: &str) -> Option<Duration> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: u64 = whole.parse().ok()?;
+    let millis = frac.bytes().chain(std::iter::repeat(b'0')).take(3).fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    Some(Duration::from_secs(secs.min(MAX_HINT.as_secs())) + Duration::from_millis(millis))
+}
+
 fn reset_reason(r: WireResetReason) -> ResetReason {
     match r {
         WireResetReason::HistoryTruncated => ResetReason::HistoryTruncated,
@@ -1215,7 +1273,7 @@ fn reset_reason(r: WireResetReason) -> ResetReason {
 }
 
 fn encode(frame: &ClientFrame) -> String {
-    serde_json::to_string(frame).expect("client frames always serialize")
+    frame.to_json()
 }
 
 /// Escapes a query value (event types are free text).
@@ -1235,7 +1293,8 @@ fn percent_encode(s: &str) -> String {
 /// (PROTOCOL.md, "Endpoints").
 pub(crate) fn endpoints(url: &str) -> Result<(String, String), Error> {
     let bad = |why| Error::InvalidUrl { url: url.to_owned(), why };
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    let at = url.find(':').filter(|&i| url[i..].starts_with("://")).ok_or_else(|| bad("no scheme"))?;
+    let (scheme, rest) = (&url[..at], &url[at + 3..]);
     let (http, ws) = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => ("http", "ws"),
         "https" | "wss" => ("https", "wss"),

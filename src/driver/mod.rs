@@ -37,7 +37,11 @@ const STATE_QUEUE: usize = 256;
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
     Opened(ConnId),
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     Received(ConnId, String),
+    /// Frames the platform decoded itself, from a message of this many bytes.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    Frames(ConnId, Result<Vec<crate::protocol::ServerFrame>, String>, usize),
     /// Bytes with no frame (SSE comments); a browser never sees those.
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     Activity(ConnId),
@@ -53,6 +57,7 @@ impl From<ConnEvent> for Input {
         match ev {
             ConnEvent::Opened(conn) => Input::Opened { conn },
             ConnEvent::Received(conn, text) => Input::Received { conn, text },
+            ConnEvent::Frames(conn, frames, bytes) => Input::Frames { conn, frames, bytes },
             ConnEvent::Activity(conn) => Input::Activity { conn },
             ConnEvent::Closed(conn, error) => Input::Closed { conn, error },
             ConnEvent::Posted(key, result) => Input::Posted { key, result },
@@ -146,9 +151,11 @@ pub(crate) async fn run(
 ) {
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(EVENT_QUEUE);
     let _signals = platform::watch_signals(ev_tx.clone());
-    let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
+    // A connection or two (a probe beside the working one), and a bounded
+    // number of publishes: small lists, less code than maps in the browser build.
+    let mut conns: Vec<(ConnId, ConnHandle)> = Vec::new();
     let mut subs: HashMap<String, (u64, SubSender)> = HashMap::new();
-    let mut publishes: HashMap<u64, oneshot::Sender<Result<String, Error>>> = HashMap::new();
+    let mut publishes: Vec<(u64, oneshot::Sender<Result<String, Error>>)> = Vec::new();
     let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut next_token = 0u64;
     loop {
@@ -156,19 +163,22 @@ pub(crate) async fn run(
             match out {
                 Output::Connect { conn, transport, url } => {
                     let handle = platform::connect(conn, transport, url, &opts, ev_tx.clone());
-                    conns.insert(conn, handle);
+                    conns.push((conn, handle));
                 }
                 Output::Post { key, url, data } => platform::post(key, url, data, &opts, ev_tx.clone()),
                 Output::Send { conn, text } => {
-                    if let Some(c) = conns.get(&conn) {
+                    if let Some((_, c)) = conns.iter().find(|(id, _)| *id == conn) {
                         c.send(text);
                     }
                 }
                 Output::Disconnect { conn } => {
-                    if let Some(c) = conns.remove(&conn)
-                        && session.is_closed()
-                    {
-                        c.close_gracefully();
+                    if let Some(i) = conns.iter().position(|(id, _)| *id == conn) {
+                        // Dropping a handle cuts the connection; a closing
+                        // session lets it say goodbye.
+                        let (_, c) = conns.swap_remove(i);
+                        if session.is_closed() {
+                            c.close_gracefully();
+                        }
                     }
                 }
                 Output::Deliver { channel, message } => {
@@ -190,7 +200,8 @@ pub(crate) async fn run(
                     }
                 }
                 Output::PublishDone { token, result } => {
-                    if let Some(reply) = publishes.remove(&token) {
+                    if let Some(i) = publishes.iter().position(|(t, _)| *t == token) {
+                        let (_, reply) = publishes.swap_remove(i);
                         let _ = reply.send(result);
                     }
                 }
@@ -233,7 +244,7 @@ pub(crate) async fn run(
                     next_token += 1;
                     match session.publish(token, &channel, event, data) {
                         Ok(()) => {
-                            publishes.insert(token, reply);
+                            publishes.push((token, reply));
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Unknown `type` values decode to [`ServerFrame::Unknown`] so that servers can
 /// add frame types without breaking older clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "RawServerFrame")]
 #[non_exhaustive]
 pub enum ServerFrame {
     /// First frame on every connection: the server's heartbeat interval.
@@ -78,8 +78,69 @@ pub enum ServerFrame {
         message: String,
     },
     /// A frame type this version does not know; ignored.
-    #[serde(other)]
     Unknown,
+}
+
+/// Every field any server frame has, flat: decoding into it needs no
+/// buffering of the input (as a `type`-tagged enum would), which keeps the
+/// decoder fast and small (it ships in the browser build).
+/// Other decoders (the browser's `JSON.parse`) fill it in too, so that every
+/// decoder applies the same rules.
+#[derive(Deserialize, Default)]
+pub(crate) struct RawServerFrame {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub heartbeat_ms: Option<u64>,
+    pub channel: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub reason: Option<WireResetReason>,
+    pub head: Option<String>,
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub key: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+impl TryFrom<RawServerFrame> for ServerFrame {
+    type Error = String;
+
+    fn try_from(r: RawServerFrame) -> Result<Self, String> {
+        fn need<T>(v: Option<T>, kind: &str, field: &str) -> Result<T, String> {
+            v.ok_or_else(|| format!("{kind} frame without {field}"))
+        }
+        let k = r.kind.as_str();
+        Ok(match k {
+            "welcome" => ServerFrame::Welcome { heartbeat_ms: need(r.heartbeat_ms, k, "heartbeat_ms")? },
+            "subscribed" => ServerFrame::Subscribed {
+                channel: need(r.channel, k, "channel")?,
+                outcome: need(r.outcome, k, "outcome")?,
+                reason: r.reason,
+                head: need(r.head, k, "head")?,
+            },
+            "event" => ServerFrame::Event {
+                channel: need(r.channel, k, "channel")?,
+                id: need(r.id, k, "id")?,
+                event: r.event,
+                data: need(r.data, k, "data")?,
+            },
+            "reset" => ServerFrame::Reset {
+                channel: need(r.channel, k, "channel")?,
+                reason: need(r.reason, k, "reason")?,
+                head: need(r.head, k, "head")?,
+            },
+            "ping" => ServerFrame::Ping,
+            "ack" => ServerFrame::Ack { key: need(r.key, k, "key")?, id: need(r.id, k, "id")? },
+            "error" => ServerFrame::Error {
+                code: need(r.code, k, "code")?,
+                channel: r.channel,
+                key: r.key,
+                message: r.message.unwrap_or_default(),
+            },
+            _ => ServerFrame::Unknown,
+        })
+    }
 }
 
 /// How a subscription starts.
@@ -94,9 +155,20 @@ pub enum Outcome {
     Reset,
 }
 
-/// Why a cursor cannot be honoured, as sent on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+impl Outcome {
+    /// The outcome named `s` on the wire.
+    pub fn from_wire(s: &str) -> Option<Outcome> {
+        match s {
+            "live" => Some(Outcome::Live),
+            "resumed" => Some(Outcome::Resumed),
+            "reset" => Some(Outcome::Reset),
+            _ => None,
+        }
+    }
+}
+
+/// Why a cursor cannot be honoured, as sent on the wire (a snake_case string).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WireResetReason {
     /// Events after the cursor are no longer retained.
     HistoryTruncated,
@@ -106,8 +178,42 @@ pub enum WireResetReason {
     /// ahead of its newest event).
     UnknownCursor,
     /// A reason this version does not know.
-    #[serde(untagged)]
     Other(String),
+}
+
+impl WireResetReason {
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            WireResetReason::HistoryTruncated => "history_truncated",
+            WireResetReason::EpochChanged => "epoch_changed",
+            WireResetReason::UnknownCursor => "unknown_cursor",
+            WireResetReason::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for WireResetReason {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "history_truncated" => WireResetReason::HistoryTruncated,
+            "epoch_changed" => WireResetReason::EpochChanged,
+            "unknown_cursor" => WireResetReason::UnknownCursor,
+            _ => WireResetReason::Other(s),
+        }
+    }
+}
+
+impl Serialize for WireResetReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for WireResetReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::from)
+    }
 }
 
 /// A frame the client sends (on WebSocket; the HTTP transports carry the same
@@ -146,6 +252,78 @@ pub enum ClientFrame {
     },
 }
 
+impl ClientFrame {
+    /// The frame as JSON text. Written directly rather than through
+    /// serde_json, which would be the only part of it left in the browser
+    /// build; the tests check it against serde_json's decoder.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(64);
+        let field = |out: &mut String, key: &str, value: &str| {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":");
+            push_json_string(out, value);
+        };
+        match self {
+            ClientFrame::Subscribe { channel, cursor } => {
+                out.push_str("{\"type\":\"subscribe\"");
+                field(&mut out, "channel", channel);
+                if let Some(c) = cursor {
+                    field(&mut out, "cursor", c);
+                }
+            }
+            ClientFrame::Unsubscribe { channel } => {
+                out.push_str("{\"type\":\"unsubscribe\"");
+                field(&mut out, "channel", channel);
+            }
+            ClientFrame::Ping => out.push_str("{\"type\":\"ping\""),
+            ClientFrame::Publish { channel, key, event, data } => {
+                out.push_str("{\"type\":\"publish\"");
+                field(&mut out, "channel", channel);
+                field(&mut out, "key", key);
+                if let Some(e) = event {
+                    field(&mut out, "event", e);
+                }
+                field(&mut out, "data", data);
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Appends `s` as a JSON string (RFC 8259 §7): quote, reverse solidus and
+/// control characters escaped, everything else as is.
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +354,46 @@ mod tests {
         assert_eq!(s, r#"{"type":"subscribe","channel":"c"}"#);
         let back: ClientFrame = serde_json::from_str(&s).unwrap();
         assert_eq!(back, ClientFrame::Subscribe { channel: "c".into(), cursor: None });
+    }
+
+    #[test]
+    fn client_frames_encode_to_json_that_decodes_to_the_same_frame() {
+        let nasty = [
+            "",
+            "plain",
+            "quote \" and backslash \\",
+            "line\nbreak\r\ttab",
+            "\u{0}\u{1}\u{8}\u{c}\u{1f}\u{7f}",
+            "é 🌍 \u{2028}\u{2029}",
+            "</script>",
+            "{\"json\":[1,2]}",
+        ];
+        for s in nasty {
+            let frames = [
+                ClientFrame::Subscribe { channel: "c".into(), cursor: Some(s.into()) },
+                ClientFrame::Subscribe { channel: "c".into(), cursor: None },
+                ClientFrame::Unsubscribe { channel: s.into() },
+                ClientFrame::Ping,
+                ClientFrame::Publish { channel: "c".into(), key: s.into(), event: Some(s.into()), data: s.into() },
+                ClientFrame::Publish { channel: "c".into(), key: "k".into(), event: None, data: s.into() },
+            ];
+            for f in frames {
+                let json = f.to_json();
+                let back: ClientFrame = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+                assert_eq!(back, f, "{json}");
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+                    serde_json::to_value(&f).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_char_survives_the_json_encoder() {
+        let all: String = (0u32..0x3000).filter_map(char::from_u32).collect();
+        let f = ClientFrame::Publish { channel: "c".into(), key: "k".into(), event: None, data: all };
+        assert_eq!(serde_json::from_str::<ClientFrame>(&f.to_json()).unwrap(), f);
     }
 
     #[test]

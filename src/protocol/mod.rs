@@ -7,6 +7,8 @@
 mod frame;
 pub mod sse;
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(unused_imports))]
+pub(crate) use frame::RawServerFrame;
 pub use frame::{ClientFrame, Outcome, ServerFrame, WireResetReason};
 
 use std::fmt;
@@ -22,10 +24,10 @@ pub const MAX_EPOCH_LEN: usize = 32;
 #[non_exhaustive]
 pub enum ParseError {
     /// A channel name is empty, too long, or has a character outside `[A-Za-z0-9_.:-]`.
-    #[error("invalid channel name {0:?}: 1-128 characters from A-Z a-z 0-9 _ . : -")]
+    #[error("invalid channel name '{0}': 1-128 characters from A-Z a-z 0-9 _ . : -")]
     Channel(String),
     /// An event id is not `<epoch>-<seq>`.
-    #[error("invalid event id {0:?}: expected <epoch>-<seq>, epoch 1-32 of [A-Za-z0-9], seq a decimal u64")]
+    #[error("invalid event id '{0}': expected <epoch>-<seq>, epoch 1-32 of [A-Za-z0-9], seq a decimal u64")]
     EventId(String),
 }
 

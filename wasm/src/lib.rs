@@ -17,6 +17,13 @@ use resub::{Client, ConnectionState, DisconnectReason, Error, Message, Transport
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 
+/// One promise type for every async method: one instantiation of the
+/// promise glue instead of one per method, which keeps the module small.
+fn promise(fut: impl std::future::Future<Output = Result<JsValue, JsValue>> + 'static) -> js_sys::Promise {
+    let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<JsValue, JsValue>>>> = Box::pin(fut);
+    future_to_promise(fut)
+}
+
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(obj, &JsValue::from_str(key), &value.into());
 }
@@ -217,7 +224,7 @@ impl WasmClient {
     /// Publishes; resolves to the event id.
     pub fn publish(&self, channel: String, data: String, event: Option<String>) -> js_sys::Promise {
         let client = self.inner.clone();
-        future_to_promise(async move {
+        promise(async move {
             match client.publish_event(&channel, event.as_deref(), data).await {
                 Ok(id) => Ok(JsValue::from_str(&id)),
                 Err(e) => Err(js_error(&e)),
@@ -268,7 +275,7 @@ impl WasmClient {
     /// Closes the client; resolves when it has stopped.
     pub fn close(&self) -> js_sys::Promise {
         let client = self.inner.clone();
-        future_to_promise(async move {
+        promise(async move {
             client.close().await;
             Ok(JsValue::UNDEFINED)
         })
@@ -291,7 +298,7 @@ impl WasmSubscription {
     /// ended; rejects with `{code, message}` once if it ended with an error.
     pub fn next(&self) -> js_sys::Promise {
         let slot = self.rx.clone();
-        future_to_promise(async move {
+        promise(async move {
             // Calls are sequential (an async iterator awaits each); a call
             // made while another waits sees the end.
             let Some(mut rx) = slot.borrow_mut().take() else { return Ok(JsValue::UNDEFINED) };

@@ -1191,3 +1191,16 @@ fn wake_pings_and_replaces_a_dead_websocket_quickly() {
     r.recv(encode_server(&ServerFrame::Ping));
     assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_secs(120)));
 }
+
+#[test]
+fn close_code_hints_parse_as_decimal_seconds() {
+    assert_eq!(parse_seconds("2"), Some(Duration::from_secs(2)));
+    assert_eq!(parse_seconds("2.5"), Some(Duration::from_millis(2500)));
+    assert_eq!(parse_seconds("0.125"), Some(Duration::from_millis(125)));
+    assert_eq!(parse_seconds("1.23456"), Some(Duration::from_millis(1234)));
+    for bad in ["", ".5", "-1", "1e3", "NaN", "inf", "1.2.3", " 1"] {
+        assert_eq!(parse_seconds(bad), None, "{bad:?}");
+    }
+    assert_eq!(parse_seconds("99999999999999999999"), None);
+    assert_eq!(parse_seconds("9999999999"), Some(MAX_HINT));
+}

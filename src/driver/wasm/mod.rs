@@ -22,6 +22,7 @@ use web_sys::{
 
 use super::{ConnEvent, EventSender};
 use crate::core::{ConnId, Input, PostError, Transport, TransportError};
+use crate::protocol::{Outcome, RawServerFrame, ServerFrame, WireResetReason};
 use crate::{Error, Instant};
 
 #[wasm_bindgen]
@@ -105,6 +106,67 @@ fn report(events: &EventSender, ev: ConnEvent) {
     let _ = events.clone().try_send(ev);
 }
 
+fn field(o: &JsValue, key: &str) -> Option<JsValue> {
+    js_sys::Reflect::get(o, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn text_field(o: &JsValue, key: &str) -> Result<Option<String>, String> {
+    match field(o, key) {
+        None => Ok(None),
+        Some(v) => v.as_string().map(Some).ok_or_else(|| format!("'{key}' is not a string")),
+    }
+}
+
+/// One frame from a parsed JSON value, by the same rules as the native
+/// decoder (the core's [`RawServerFrame`]).
+fn frame_from_js(o: &JsValue) -> Result<ServerFrame, String> {
+    if !o.is_object() {
+        return Err("a frame is not a JSON object".into());
+    }
+    let heartbeat_ms = match field(o, "heartbeat_ms") {
+        None => None,
+        Some(v) => match v.as_f64() {
+            Some(n) if n.is_finite() && n >= 0.0 && n.fract() == 0.0 => Some(n as u64),
+            _ => return Err("'heartbeat_ms' is not a non-negative integer".into()),
+        },
+    };
+    let outcome = match text_field(o, "outcome")? {
+        None => None,
+        Some(s) => Some(Outcome::from_wire(&s).ok_or_else(|| format!("unknown outcome '{s}'"))?),
+    };
+    let raw = RawServerFrame {
+        kind: text_field(o, "type")?.ok_or("a frame without 'type'")?,
+        heartbeat_ms,
+        channel: text_field(o, "channel")?,
+        outcome,
+        reason: text_field(o, "reason")?.map(WireResetReason::from),
+        head: text_field(o, "head")?,
+        id: text_field(o, "id")?,
+        event: text_field(o, "event")?,
+        data: text_field(o, "data")?,
+        key: text_field(o, "key")?,
+        code: text_field(o, "code")?,
+        message: text_field(o, "message")?,
+    };
+    ServerFrame::try_from(raw)
+}
+
+/// Decodes a message with the browser's `JSON.parse`: one frame, or for a
+/// poll response (`batch`) the frames of `{"frames": [...]}`.
+fn decode(text: &str, batch: bool) -> Result<Vec<ServerFrame>, String> {
+    let v = js_sys::JSON::parse(text).map_err(|_| "malformed JSON".to_owned())?;
+    if !batch {
+        return frame_from_js(&v).map(|f| vec![f]);
+    }
+    let frames: js_sys::Array =
+        field(&v, "frames").and_then(|f| f.dyn_into().ok()).ok_or("a poll response without 'frames'")?;
+    frames.iter().map(|f| frame_from_js(&f)).collect()
+}
+
+fn frames_event(conn: ConnId, text: &str, batch: bool) -> ConnEvent {
+    ConnEvent::Frames(conn, decode(text, batch), text.len())
+}
+
 /// A running connection; dropping it closes it and silences its callbacks.
 pub(crate) enum ConnHandle {
     WebSocket { ws: WebSocket, _callbacks: Vec<Closure<dyn FnMut(JsValue)>> },
@@ -185,9 +247,9 @@ fn websocket(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
         callback(move |e: JsValue| {
             let data = e.unchecked_into::<MessageEvent>().data();
             let ev = match data.as_string() {
-                Some(text) => ConnEvent::Received(conn, text),
+                Some(text) => frames_event(conn, &text, false),
                 None => match String::from_utf8(js_sys::Uint8Array::new(&data).to_vec()) {
-                    Ok(text) => ConnEvent::Received(conn, text),
+                    Ok(text) => frames_event(conn, &text, false),
                     Err(_) => ConnEvent::Closed(conn, TransportError::Lost("binary frame that is not UTF-8".into())),
                 },
             };
@@ -231,7 +293,7 @@ fn event_source(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
         let events = events.clone();
         callback(move |e: JsValue| {
             let data = e.unchecked_into::<MessageEvent>().data().as_string().unwrap_or_default();
-            report(&events, ConnEvent::Received(conn, data));
+            report(&events, frames_event(conn, &data, false));
         })
     };
     let on_error = {
@@ -307,12 +369,12 @@ async fn run_poll(conn: ConnId, req: Result<Request, JsValue>, events: &EventSen
     }
     let ctype = resp.headers().get("content-type").ok().flatten().unwrap_or_default();
     if !ctype.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
-        return Err(TransportError::Unsupported(format!("answered {ctype:?} instead of application/json")));
+        return Err(TransportError::Unsupported(format!("answered '{ctype}' instead of application/json")));
     }
     report(events, ConnEvent::Opened(conn));
     let text = resp.text().map_err(|e| TransportError::Lost(describe(&e)))?;
     let text = JsFuture::from(text).await.map_err(|e| TransportError::Lost(describe(&e)))?;
-    report(events, ConnEvent::Received(conn, text.as_string().unwrap_or_default()));
+    report(events, frames_event(conn, &text.as_string().unwrap_or_default(), true));
     Ok(())
 }
 
@@ -340,13 +402,11 @@ pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions
             if status != 200 {
                 return Err(PostError::Status { status, message: body.chars().take(200).collect() });
             }
-            #[derive(serde::Deserialize)]
-            struct Ack {
-                id: String,
-            }
-            serde_json::from_str::<Ack>(&body)
-                .map(|a| a.id)
-                .map_err(|e| PostError::Status { status, message: format!("unexpected answer: {e}") })
+            js_sys::JSON::parse(&body)
+                .ok()
+                .and_then(|v| field(&v, "id"))
+                .and_then(|id| id.as_string())
+                .ok_or_else(|| PostError::Status { status, message: "unexpected answer to a publish".into() })
         }
         .await;
         report(&events, ConnEvent::Posted(key, result));
