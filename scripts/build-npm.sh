@@ -22,7 +22,11 @@ rm -rf "$out"
 mkdir -p "$out"
 wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
   target/wasm32-unknown-unknown/wasm-release/resub_wasm.wasm
-"$wasm_opt" -Oz --all-features "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
+# The features rustc's wasm32 target emits, named one by one: --all-features
+# would also turn on binaryen's compact imports, which browsers do not load.
+"$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  --enable-mutable-globals --enable-reference-types --enable-multivalue \
+  "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
 rm -f "$out/resub_wasm.d.ts" "$out/resub_wasm_bg.wasm.d.ts"
 cp wasm/js/index.js wasm/js/index.d.ts wasm/js/package.json wasm/js/README.md "$out/"
 size() { wc -c <"$1" | tr -d ' '; }

@@ -2,17 +2,28 @@
 # Runs every test tier of resub and installs what the tiers need first.
 # Usage: bash scripts/test.sh          (from the repository root)
 #
-# Tiers: lint (rustfmt, clippy -D warnings), native (unit, simulated-time core,
-# the client against the fixture server on every transport, the fixture), cli
-# (the fixture binary and the tail example driven from outside: tail against a
-# plain SSE server, and the shared contract check on ws, sse, poll and auto when
-# ../shared/tools/contract-check.sh is present). The last line totals the tests
-# run: "total: N passed, M failed".
+# Tiers: lint (rustfmt; clippy -D warnings, native and wasm32), native (unit,
+# simulated-time core, the client against the fixture server on every
+# transport, the fixture), browser (the core's tests and the browser driver
+# against the fixture, in headless Chromium through wasm-bindgen-test), npm (the
+# built package installed like a user would and driven by playwright-core, plus
+# its TypeScript types), cli (the fixture binary and the tail example driven
+# from outside: tail against a plain SSE server, and the shared contract check
+# on ws, sse, poll and auto when ../shared/tools/contract-check.sh is present).
+# It installs what the tiers need when missing: the wasm32 target, the
+# wasm-bindgen CLI at the version in Cargo.lock, Chromium and ChromeDriver from
+# Debian, binaryen and the test packages from npm.
+# The last line totals the tests run: "total: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  rm -f "$log"
+}
+trap cleanup EXIT
 failed_tiers=()
 
 step() { printf '\n=== %s ===\n' "$*"; }
@@ -23,11 +34,24 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; e
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 cargo --version
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+wb_version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $wb_version" ]; then
+  cargo install wasm-bindgen-cli --version "$wb_version"
+fi
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then apt_get() { apt-get "$@"; }; else apt_get() { sudo apt-get "$@"; }; fi
+  apt_get update -qq
+  DEBIAN_FRONTEND=noninteractive apt_get install -y -qq chromium chromium-driver >/dev/null
+fi
+command -v node >/dev/null || { echo "node and npm are required for the npm tier"; exit 1; }
 
 # --- lint ------------------------------------------------------------------
 step "lint"
 cargo fmt --all -- --check || failed_tiers+=(fmt)
 cargo clippy --workspace --all-targets --locked -- -D warnings || failed_tiers+=(clippy)
+cargo clippy -p resub -p resub-wasm --target wasm32-unknown-unknown --all-targets --locked -- -D warnings ||
+  failed_tiers+=(clippy-wasm)
 
 # --- native ----------------------------------------------------------------
 step "native tests"
@@ -35,6 +59,36 @@ step "native tests"
 if ! cargo test --workspace --locked --no-fail-fast 2>&1 | tee -a "$log"; then
   failed_tiers+=(native)
 fi
+
+# --- browser ---------------------------------------------------------------
+# The fixture binary runs beside the tests; wasm has no environment at run
+# time, so its address is compiled in (RESUB_FIXTURE_URL).
+step "browser tests (headless Chromium)"
+cargo build -q --locked -p resub-fixture
+port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+fixture_log=$(mktemp)
+target/debug/resub-fixture --addr "127.0.0.1:$port" --heartbeat-ms 500 >"$fixture_log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'listening on' "$fixture_log" && break; sleep 0.1; done
+if RESUB_FIXTURE_URL="http://127.0.0.1:$port" CHROMEDRIVER=$(command -v chromedriver) WASM_BINDGEN_TEST_TIMEOUT=300 \
+  cargo test --locked --target wasm32-unknown-unknown -p resub --lib --tests 2>&1 | tee -a "$log"; then
+  :
+else
+  failed_tiers+=(browser)
+fi
+
+# --- npm package -------------------------------------------------------------
+step "npm package (built, packed, installed, driven in Chromium; TypeScript types)"
+npm_log=$(mktemp)
+if bash pkg-tests/run.sh 2>&1 | tee "$npm_log"; then npm_ok=1; else npm_ok=0; failed_tiers+=(npm); fi
+pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$npm_log" | tail -1)
+fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$npm_log" | tail -1)
+if [ -n "$pass" ]; then
+  echo "test result: npm. ${pass} passed; ${fail:-0} failed; (node --test)" >>"$log"
+elif [ "$npm_ok" = 0 ]; then
+  echo "test result: FAILED. 0 passed; 1 failed; (npm package)" >>"$log"
+fi
+rm -f "$npm_log" "$fixture_log"
 
 # --- cli -------------------------------------------------------------------
 # Each check counts as one test in the total.

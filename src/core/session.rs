@@ -18,6 +18,10 @@ use crate::{Error, Instant};
 /// larger values are clamped so that hostile input cannot overflow a deadline.
 const MAX_HINT: Duration = Duration::from_secs(3600);
 
+/// A transport that worked but then fails to open this many times in a row,
+/// for reasons the platform hides, is given up for the next one.
+const OPEN_FAILURES_BEFORE_FALLBACK: u32 = 3;
+
 /// A long-poll response carries many frames: it may be this many times
 /// [`Config::max_frame_bytes`].
 pub const POLL_BATCH_FACTOR: usize = 16;
@@ -1018,7 +1022,11 @@ impl Session {
             TransportError::Unsupported(e) => (DisconnectReason::Unsupported(e), Decision::Fallback),
             // Refused or unreachable, the platform will not say: a transport
             // that never worked here is taken as refused.
-            TransportError::OpenFailed(e) if self.worked.contains(&self.transport()) => {
+            // ... and one that worked is taken as refused once it has failed to
+            // open a few times in a row (a proxy that started blocking it).
+            TransportError::OpenFailed(e)
+                if self.worked.contains(&self.transport()) && self.failures + 1 < OPEN_FAILURES_BEFORE_FALLBACK =>
+            {
                 (DisconnectReason::ConnectFailed(e), retry)
             }
             TransportError::OpenFailed(e) => (DisconnectReason::Unsupported(e), Decision::Fallback),

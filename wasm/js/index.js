@@ -105,6 +105,9 @@ export class Subscription {
 /** A connection to a resub server, shared by any number of subscriptions. */
 export class Client {
   #inner;
+  // Kept until unsubscribed: a handle the garbage collector freed would stop
+  // its listener.
+  #stateHandles = new Set();
 
   /**
    * @param {string} url the server's base URL, `http(s)://host:port`
@@ -135,7 +138,11 @@ export class Client {
   /** Calls `fn(state)` on every connection state change; returns a function that stops it. */
   onState(fn) {
     const handle = this.#inner.onState(fn);
-    return () => handle.close();
+    this.#stateHandles.add(handle);
+    return () => {
+      handle.close();
+      this.#stateHandles.delete(handle);
+    };
   }
 
   /** The current connection state. */

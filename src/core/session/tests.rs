@@ -1204,3 +1204,24 @@ fn close_code_hints_parse_as_decimal_seconds() {
     assert_eq!(parse_seconds("99999999999999999999"), None);
     assert_eq!(parse_seconds("9999999999"), Some(MAX_HINT));
 }
+
+#[test]
+fn a_browser_open_failure_falls_back_unless_the_transport_worked_then_after_three() {
+    // Never worked: refused at once.
+    let mut r = Rig::new();
+    r.close(TransportError::OpenFailed("the WebSocket did not open".into()));
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap().0, Transport::Sse);
+    // Worked before: retried on the same transport until three failures in a
+    // row (the drop that started it counts), then given up.
+    let mut r = Rig::new();
+    r.open();
+    r.close(TransportError::Lost("eof".into()));
+    for _ in 0..2 {
+        r.advance_to_timeout();
+        r.close(TransportError::OpenFailed("the WebSocket did not open".into()));
+    }
+    r.advance_to_timeout();
+    let kinds: Vec<Transport> = r.urls.iter().map(|(t, _)| *t).collect();
+    assert_eq!(kinds, [Transport::WebSocket, Transport::WebSocket, Transport::WebSocket, Transport::Sse]);
+}

@@ -1,0 +1,141 @@
+// The installed `resub` package in Chromium against the fixture's faults:
+// dropped connections on every transport, and fallback when WebSocket
+// upgrades are refused.
+import { test, before, after, beforeEach } from "node:test";
+import assert from "node:assert/strict";
+import {
+  FIXTURE_URL,
+  dropAll,
+  enableAllTransports,
+  finishCollect,
+  fixtureStats,
+  openPage,
+  publish,
+  publishAll,
+  setTransport,
+  uniqueChannel,
+  waitUntil,
+} from "../lib/harness.js";
+
+let browser;
+let page;
+
+before(async () => {
+  browser = await openPage();
+  page = browser.page;
+});
+
+after(async () => {
+  await browser?.close();
+  await enableAllTransports().catch(() => {});
+});
+
+beforeEach(async () => {
+  await enableAllTransports();
+});
+
+/** The fixture's counter of open connections of one transport. */
+const OPEN_COUNTER = { ws: "websocket_open", sse: "sse_open", poll: "polls_held" };
+
+for (const transport of ["ws", "sse", "poll"]) {
+  test(`drops are survived on ${transport}: 1..12 arrive exactly once and in order`, { timeout: 60_000 }, async () => {
+    const channel = uniqueChannel(`drop-${transport}`);
+    const key = `drop-${transport}`;
+    const start = await publish(channel, "0");
+    const options = {
+      transports: [transport],
+      backoff: { baseMs: 100, factor: 2, capMs: 1000 },
+      upgradeProbeMs: false,
+    };
+    await page.evaluate(
+      ({ key, url, options, channel, from }) => window.collect(key, url, options, channel, from),
+      { key, url: FIXTURE_URL, options, channel, from: start },
+    );
+    const numbers = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => String(from + i));
+    await publishAll(channel, numbers(1, 4));
+
+    // Mid-stream: some events delivered, the connection (or held poll) open.
+    await page.waitForFunction((k) => window.runs[k].messages.length >= 2, key, { timeout: 20_000 });
+    await waitUntil(10_000, `an open ${transport} connection`, async () => (await fixtureStats())[OPEN_COUNTER[transport]] >= 1);
+    const dropped = await dropAll();
+    assert.ok(dropped >= 1, `the drop closed ${dropped} connections`);
+
+    // Published while the client reconnects: replayed after the resume.
+    await publishAll(channel, numbers(5, 8));
+    if (transport !== "poll") {
+      // A dropped held poll is invisible to the page: Chromium retries a GET
+      // whose reused keep-alive socket closes before any answer, so the
+      // client just sees a slower poll. WebSocket and SSE see the drop.
+      await page.waitForFunction(
+        (k) => {
+          const states = window.runs[k].states;
+          const drop = states.findIndex((s) => s.state === "disconnected");
+          return drop >= 0 && states.slice(drop + 1).some((s) => s.state === "connected");
+        },
+        key,
+        { timeout: 20_000 },
+      );
+    }
+    await publishAll(channel, numbers(9, 12));
+    await publish(channel, "end");
+
+    const { messages, states, error } = await finishCollect(page, key, 30_000);
+    assert.equal(error, null);
+    assert.ok(
+      messages.every((m) => !("reset" in m)),
+      `no reset expected: ${JSON.stringify(messages.filter((m) => "reset" in m))}`,
+    );
+    assert.deepEqual(
+      messages.map((m) => m.data),
+      numbers(1, 12),
+    );
+    assert.equal(new Set(messages.map((m) => m.id)).size, 12, "ids are distinct");
+    const connected = states.filter((s) => s.state === "connected");
+    if (transport !== "poll") {
+      assert.ok(connected.length >= 2, `reconnected after the drop: ${JSON.stringify(states)}`);
+    }
+    assert.ok(
+      connected.every((s) => s.transport === transport),
+      `only ${transport} was used: ${JSON.stringify(connected)}`,
+    );
+  });
+}
+
+test("fallback: with WebSocket refused, an auto client connects over sse with fallback.from = ws", { timeout: 30_000 }, async () => {
+  await setTransport("websocket", false);
+  try {
+    const channel = uniqueChannel("fallback");
+    const { states, current } = await page.evaluate(
+      async ({ url, channel }) => {
+        const client = new window.resub.Client(url, { upgradeProbeMs: false });
+        const states = [];
+        let connected;
+        const isConnected = new Promise((resolve) => (connected = resolve));
+        client.onState((s) => {
+          states.push(s);
+          if (s.state === "connected") connected();
+        });
+        client.subscribe(channel);
+        try {
+          await window.within(15_000, "connected", isConnected);
+          return { states: states.slice(), current: client.state };
+        } finally {
+          await client.close();
+        }
+      },
+      { url: FIXTURE_URL, channel },
+    );
+    const last = states.at(-1);
+    assert.equal(last.state, "connected", JSON.stringify(states));
+    assert.equal(last.transport, "sse", JSON.stringify(states));
+    assert.equal(last.fallback?.from, "ws", JSON.stringify(last));
+    assert.equal(typeof last.fallback.reason, "string");
+    assert.ok(
+      states.some((s) => s.state === "connecting" && s.transport === "ws"),
+      `ws was tried first: ${JSON.stringify(states)}`,
+    );
+    assert.equal(current.transport, "sse");
+  } finally {
+    await setTransport("websocket", true);
+  }
+});
