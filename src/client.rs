@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::channel::{mpsc, oneshot};
 use futures::{Stream, StreamExt};
 
-use crate::core::{Backoff, Config, Session};
+use crate::core::{Backoff, Config, Input, Session};
 use crate::driver::platform::ConnectOptions;
 use crate::driver::{Command, Shared, StateHub};
 use crate::protocol::{EventId, validate_channel};
@@ -230,6 +230,22 @@ impl Client {
     /// Counters: delivered, replayed, duplicates dropped, resets, connections.
     pub fn stats(&self) -> Stats {
         *self.inner.shared.stats.lock().expect("stats lock")
+    }
+
+    /// Tells the client whether the host has a network. `false` holds
+    /// reconnection attempts; `true` reconnects at once with the backoff
+    /// reset (a mobile app forwards its reachability changes here; the
+    /// browser build listens to `online`/`offline` by itself).
+    pub fn network_available(&self, online: bool) {
+        let input = if online { Input::Online } else { Input::Offline };
+        let _ = self.command(Command::Signal(input));
+    }
+
+    /// Tells the client the host has reason to doubt the connection (an app
+    /// back in the foreground, a laptop waking up): a WebSocket is pinged
+    /// with a short deadline and replaced if it does not answer.
+    pub fn wake(&self) {
+        let _ = self.command(Command::Signal(Input::Wake));
     }
 
     /// Closes the connection (with a close handshake) and ends every

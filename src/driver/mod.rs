@@ -94,6 +94,8 @@ pub(crate) enum Command {
     Close {
         done: oneshot::Sender<()>,
     },
+    /// A host signal (network up or down, app back in the foreground).
+    Signal(Input),
 }
 
 /// The connection state, and the listeners that want its changes.
@@ -251,6 +253,7 @@ pub(crate) async fn run(
                         }
                     }
                 }
+                Some(Command::Signal(input)) => session.handle_input(input, Instant::now()),
                 Some(Command::Close { done }) => {
                     closers.push(done);
                     session.close();
