@@ -10,9 +10,12 @@
 # its TypeScript types), cli (the fixture binary and the tail example driven
 # from outside: tail against a plain SSE server, and the shared contract check
 # on ws, sse, poll and auto when ../shared/tools/contract-check.sh is present).
-# It installs what the tiers need when missing: the wasm32 target, the
-# wasm-bindgen CLI at the version in Cargo.lock, Chromium and ChromeDriver from
-# Debian, binaryen and the test packages from npm.
+# ffi (the UniFFI library through its generated Python bindings, and through
+# Kotlin compiled and run on the JVM). It installs what the tiers need when
+# missing: the wasm32 target, the wasm-bindgen CLI at the version in
+# Cargo.lock, Chromium and ChromeDriver from Debian, binaryen and the test
+# packages from npm, pytest from PyPI, JNA from Debian and a Kotlin compiler
+# from PyPI.
 # The last line totals the tests run: "total: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +92,25 @@ elif [ "$npm_ok" = 0 ]; then
   echo "test result: FAILED. 0 passed; 1 failed; (npm package)" >>"$log"
 fi
 rm -f "$npm_log" "$fixture_log"
+
+# --- ffi ---------------------------------------------------------------------
+step "ffi (UniFFI bindings: Python tests; Kotlin compiled and run)"
+ffi_log=$(mktemp)
+if bash scripts/ffi-test.sh 2>&1 | tee "$ffi_log"; then :; else failed_tiers+=(ffi-python); fi
+# pytest closes with "N passed[, M failed] in Xs".
+py_pass=$(grep -Eo '[0-9]+ passed' "$ffi_log" | tail -1 | grep -Eo '[0-9]+' || true)
+py_fail=$(grep -Eo '[0-9]+ failed' "$ffi_log" | tail -1 | grep -Eo '[0-9]+' || true)
+echo "test result: ffi. ${py_pass:-0} passed; ${py_fail:-0} failed; (pytest)" >>"$log"
+if [ -f ffi/kotlin/run.sh ]; then
+  if bash ffi/kotlin/run.sh 2>&1 | tee "$ffi_log"; then :; else failed_tiers+=(ffi-kotlin); fi
+  kt=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$ffi_log" | tail -1)
+  if [ -n "$kt" ]; then
+    echo "test result: kotlin. ${kt%% passed*} passed; $(echo "$kt" | sed -E 's/.*, ([0-9]+) failed/\1/') failed; (kotlin)" >>"$log"
+  else
+    echo "test result: FAILED. 0 passed; 1 failed; (kotlin)" >>"$log"
+  fi
+fi
+rm -f "$ffi_log"
 
 # --- cli -------------------------------------------------------------------
 # Each check counts as one test in the total.
