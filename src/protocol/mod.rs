@@ -41,6 +41,13 @@ pub fn validate_channel(name: &str) -> Result<(), ParseError> {
     if ok { Ok(()) } else { Err(ParseError::Channel(name.to_owned())) }
 }
 
+/// Reads an HTTP `Retry-After` value given in seconds (the form servers use
+/// for 429 and 503). The HTTP-date form is not honoured: `None`, and the
+/// client's own backoff applies.
+pub fn parse_retry_after(value: &str) -> Option<std::time::Duration> {
+    value.trim().parse::<u64>().ok().map(std::time::Duration::from_secs)
+}
+
 /// The id of one event in one channel: a stream epoch and a sequence number.
 ///
 /// Within an epoch, the first event has `seq` 1 and every next event has the
@@ -101,6 +108,14 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn retry_after_reads_seconds_only() {
+        assert_eq!(parse_retry_after(" 3 "), Some(std::time::Duration::from_secs(3)));
+        for bad in ["", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "99999999999999999999"] {
+            assert_eq!(parse_retry_after(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn event_id_round_trips_through_text() {

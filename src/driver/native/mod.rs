@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use super::{ConnEvent, EventSender};
 use crate::core::{ConnId, PostError, Transport, TransportError};
+use crate::protocol::parse_retry_after;
 use crate::protocol::sse::{SseItem, SseParser};
 
 /// What a connection needs besides its URL.
@@ -133,12 +134,7 @@ async fn open_http(
     let resp = resp.map_err(http_error)?;
     let status = resp.status().as_u16();
     if status != 200 {
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         return Err(TransportError::Status { status, retry_after });
     }
     let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -373,12 +369,8 @@ async fn run_websocket(
 fn handshake_error(e: tungstenite::Error) -> TransportError {
     match e {
         tungstenite::Error::Http(resp) => {
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after =
+                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
             TransportError::Status { status: resp.status().as_u16(), retry_after }
         }
         tungstenite::Error::Tls(e) => TransportError::Tls(e.to_string()),

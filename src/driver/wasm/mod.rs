@@ -22,7 +22,7 @@ use web_sys::{
 
 use super::{ConnEvent, EventSender};
 use crate::core::{ConnId, Input, PostError, Transport, TransportError};
-use crate::protocol::{Outcome, RawServerFrame, ServerFrame, WireResetReason};
+use crate::protocol::{Outcome, RawServerFrame, ServerFrame, WireResetReason, parse_retry_after};
 use crate::{Error, Instant};
 
 #[wasm_bindgen]
@@ -358,13 +358,7 @@ async fn run_poll(conn: ConnId, req: Result<Request, JsValue>, events: &EventSen
         JsFuture::from(fetch_request(&req)).await.map_err(|e| TransportError::Connect(describe(&e)))?.unchecked_into();
     let status = resp.status();
     if status != 200 {
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .ok()
-            .flatten()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(std::time::Duration::from_secs);
+        let retry_after = resp.headers().get("retry-after").ok().flatten().and_then(|v| parse_retry_after(&v));
         return Err(TransportError::Status { status, retry_after });
     }
     let ctype = resp.headers().get("content-type").ok().flatten().unwrap_or_default();
