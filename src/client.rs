@@ -189,7 +189,7 @@ impl Client {
         let (reply, result) = oneshot::channel();
         let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         self.command(Command::Subscribe { channel: channel.to_owned(), from, id, tx, reply })?;
-        result.await.map_err(|_| Error::Closed)??;
+        result.await.map_err(|_| self.closed_error())?.map_err(|e| self.why(e))?;
         Ok(Subscription { channel: channel.to_owned(), id, rx, commands: self.inner.commands.clone() })
     }
 
@@ -211,7 +211,7 @@ impl Client {
         let (reply, result) = oneshot::channel();
         let event = event.map(str::to_owned);
         self.command(Command::Publish { channel: channel.to_owned(), event, data: data.into(), reply })?;
-        result.await.map_err(|_| Error::Closed)?
+        result.await.map_err(|_| self.closed_error())?.map_err(|e| self.why(e))
     }
 
     /// The current connection state.
@@ -259,7 +259,22 @@ impl Client {
     }
 
     fn command(&self, c: Command) -> Result<(), Error> {
-        self.inner.commands.unbounded_send(c).map_err(|_| Error::Closed)
+        self.inner.commands.unbounded_send(c).map_err(|_| self.closed_error())
+    }
+
+    /// Why the client is closed: the error that stopped it (say,
+    /// `Unauthorized`), or [`Error::Closed`] if the application closed it.
+    fn closed_error(&self) -> Error {
+        match self.state() {
+            ConnectionState::Closed { error: Some(e) } => e,
+            _ => Error::Closed,
+        }
+    }
+
+    /// A plain [`Error::Closed`] from the session says no more than that the
+    /// client is closed: say why.
+    fn why(&self, e: Error) -> Error {
+        if e == Error::Closed { self.closed_error() } else { e }
     }
 }
 

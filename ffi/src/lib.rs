@@ -34,18 +34,19 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum ResubError {
     /// The operation failed.
-    #[error("{code}: {message}")]
+    #[error("{code}: {detail}")]
     Failed {
         /// `unauthorized`, `forbidden`, `invalid_url`, `invalid_argument`, …
         code: String,
-        /// Human-readable detail.
-        message: String,
+        /// Human-readable detail (not `message`, which Kotlin exceptions
+        /// already have).
+        detail: String,
     },
 }
 
 impl From<resub::Error> for ResubError {
     fn from(e: resub::Error) -> Self {
-        ResubError::Failed { code: e.code().to_owned(), message: e.to_string() }
+        ResubError::Failed { code: e.code().to_owned(), detail: e.to_string() }
     }
 }
 
@@ -254,7 +255,8 @@ fn report(what: &str, result: Result<(), ListenerError>) {
     }
 }
 
-/// Stops a subscription or a state listener when closed or dropped.
+/// Stops a subscription or a state listener when cancelled or dropped (on
+/// the JVM, `close()` drops it).
 #[derive(uniffi::Object)]
 pub struct Handle {
     stop: Mutex<Option<oneshot::Sender<()>>>,
@@ -263,7 +265,7 @@ pub struct Handle {
 #[uniffi::export]
 impl Handle {
     /// Stops it; safe to call more than once, and from inside a listener.
-    pub fn close(&self) {
+    pub fn cancel(&self) {
         if let Some(stop) = self.stop.lock().expect("handle lock").take() {
             let _ = stop.send(());
         }
@@ -272,7 +274,7 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.close();
+        self.cancel();
     }
 }
 
@@ -368,11 +370,14 @@ impl Client {
         Ok(Arc::new(Handle { stop: Mutex::new(Some(stop)) }))
     }
 
-    /// Calls `listener` on every state change until the handle is closed.
+    /// Calls `listener` with the current state, then on every change, until
+    /// the handle is cancelled.
     pub fn on_state(&self, listener: Box<dyn StateListener>) -> Arc<Handle> {
         let (stop, stopped) = oneshot::channel::<()>();
         let mut states = self.inner.states();
+        let current = self.inner.state();
         runtime().spawn(async move {
+            report("state", listener.on_state(current.into()));
             let mut stopped = stopped.fuse();
             loop {
                 futures::select_biased! {
@@ -410,14 +415,15 @@ impl Client {
     }
 
     /// Closes the client without waiting (safe from inside a listener);
-    /// subscriptions end with `on_end`.
-    pub fn close(&self) {
+    /// subscriptions end with `on_end`. (Not `close`: generated Kotlin
+    /// objects have a `close()` of their own, which frees them.)
+    pub fn shutdown(&self) {
         let client = self.inner.clone();
         runtime().spawn(async move { client.close().await });
     }
 
     /// Closes the client and waits until it has stopped.
-    pub async fn close_and_wait(&self) {
+    pub async fn shutdown_and_wait(&self) {
         self.inner.close().await;
     }
 }

@@ -139,9 +139,9 @@ def test_resumes_after_an_abrupt_drop_without_loss_or_duplicates(server, name):
     assert got.datas(5) == ["6", "7", "8", "9", "10"]
     publish(server, ch, "end")
     assert got.datas(1) == ["end"], "nothing repeated before the marker"
-    handle.close()
+    handle.cancel()
     assert got.next() == ("end", None)
-    client.close()
+    client.shutdown()
 
 
 def test_state_changes_arrive(server):
@@ -155,8 +155,8 @@ def test_state_changes_arrive(server):
     post(f"{server}/control/drop")
     states.until(lambda s: isinstance(s, State.DISCONNECTED))
     states.until(lambda s: isinstance(s, State.CONNECTED))
-    handle.close()
-    client.close()
+    handle.cancel()
+    client.shutdown()
 
 
 def test_errors_map_to_codes(server):
@@ -174,7 +174,7 @@ def test_errors_map_to_codes(server):
     with pytest.raises(ResubError) as e:
         asyncio.run(client.publish("bad channel!", "x"))
     assert e.value.code == "invalid_argument"
-    client.close()
+    client.shutdown()
     # A refused token stops the client: the subscription ends with the code.
     post(f"{server}/control/auth?reject=true")
     try:
@@ -200,7 +200,7 @@ def test_publish_resolves_to_the_event_id_subscribers_see(server):
     event_id = asyncio.run(client.publish(ch, "from python"))
     kind, event = got.next()
     assert (kind, event.id, event.data) == ("event", event_id, "from python")
-    client.close()
+    client.shutdown()
 
 
 def test_a_listener_that_raises_does_not_crash_the_client(server):
@@ -219,8 +219,8 @@ def test_a_listener_that_raises_does_not_crash_the_client(server):
     for i in range(1, 4):
         publish(server, ch, str(i))
     assert got.datas(3) == ["1", "2", "3"], "delivery goes on after each raise"
-    sub.close()
-    client.close()
+    sub.cancel()
+    client.shutdown()
 
 
 def test_dropping_the_handle_ends_the_subscription(server):
@@ -229,7 +229,7 @@ def test_dropping_the_handle_ends_the_subscription(server):
     got = Collector()
     client.subscribe(channel("dropped"), None, got)  # the handle is dropped at once
     assert got.next() == ("end", None)
-    client.close()
+    client.shutdown()
 
 
 def test_closing_from_inside_the_listener_is_safe(server):
@@ -239,8 +239,8 @@ def test_closing_from_inside_the_listener_is_safe(server):
     class Closing(Collector):
         def on_event(self, event):
             super().on_event(event)
-            holder["handle"].close()
-            holder["client"].close()
+            holder["handle"].cancel()
+            holder["client"].shutdown()
 
     ch = channel("close")
     start = publish(server, ch, "0")
@@ -256,7 +256,7 @@ def test_closing_from_inside_the_listener_is_safe(server):
     assert got.next() == ("end", None), "the subscription ended, nothing after"
     closed = states.until(lambda s: isinstance(s, State.CLOSED))
     assert closed.error is None, "closed by the application, not by an error"
-    watch.close()
+    watch.cancel()
 
 
 def test_bindings_are_generated_for_kotlin_and_swift():
