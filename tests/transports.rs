@@ -247,7 +247,9 @@ async fn unauthorized_stops_retrying_with_a_typed_error(t: Transport) {
     // is replaced by one that carries it; the server may have refused both.
     let most = if t == Transport::WebSocket { 1 } else { 2 };
     assert!((1..=most).contains(&refused), "{refused} refusals: retried after 401");
-    assert_eq!(c.publish("c", "x").await, Err(Error::Closed));
+    // Later calls say why the client stopped.
+    assert_eq!(c.publish("c", "x").await, Err(Error::Unauthorized));
+    assert_eq!(c.subscribe("d").await.err(), Some(Error::Unauthorized));
 }
 
 async fn the_first_connect_is_retried_while_the_server_is_down(t: Transport) {
