@@ -427,3 +427,53 @@ impl Client {
         self.inner.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_keeps_its_code_across_the_border() {
+        let errors = [
+            resub::Error::Unauthorized,
+            resub::Error::Forbidden { channel: "c".into(), message: "no".into() },
+            resub::Error::BadRequest("x".into()),
+            resub::Error::Tls("bad certificate".into()),
+            resub::Error::RetriesExhausted { attempts: 3, last: resub::DisconnectReason::HeartbeatTimeout },
+            resub::Error::Closed,
+            resub::Error::AlreadySubscribed("c".into()),
+            resub::Error::InvalidUrl { url: "x".into(), why: "no scheme" },
+            resub::Error::PublishRejected { code: "413".into(), message: "too large".into() },
+            resub::Error::PublishQueueFull(3),
+            resub::Error::EndOfStream,
+            resub::Error::HttpStatus { status: 500 },
+            resub::Error::UnexpectedContentType("text/html".into()),
+            "bad channel!".parse::<resub::protocol::EventId>().map(|_| ()).unwrap_err().into(),
+        ];
+        let mut codes = std::collections::BTreeSet::new();
+        for e in errors {
+            let ResubError::Failed { code, detail } = ResubError::from(e.clone());
+            assert_eq!(code, e.code());
+            assert_eq!(detail, e.to_string());
+            codes.insert(code);
+        }
+        assert_eq!(codes.len(), 14, "every error has a code of its own");
+    }
+
+    #[test]
+    fn states_convert_with_their_details() {
+        let fallback =
+            resub::Fallback { from: Transport::WebSocket, reason: resub::DisconnectReason::Refused { status: 403 } };
+        let s: State = ConnectionState::Connected { transport: Transport::Sse, fallback: Some(fallback) }.into();
+        assert_eq!(
+            s,
+            State::Connected {
+                transport: TransportKind::Sse,
+                fallback_from: Some(TransportKind::Ws),
+                fallback_reason: Some("refused with HTTP 403".into()),
+            }
+        );
+        let s: State = ConnectionState::Closed { error: Some(resub::Error::Unauthorized) }.into();
+        assert!(matches!(s, State::Closed { error: Some(ErrorInfo { code, .. }) } if code == "unauthorized"));
+    }
+}
