@@ -3,11 +3,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use common::{End, SseClient, WAIT, get, http};
+use common::{End, SseClient, WAIT, get, http, start_binary};
 use resub_fixture::{PlainRequest, PlainSse};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
 
 async fn plain() -> PlainSse {
@@ -131,24 +128,7 @@ async fn plain_drop_aborts_open_streams() {
 
 #[tokio::test]
 async fn plain_binary_mode_serves_and_takes_control_requests() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resub-fixture"))
-        .args(["--plain-sse", "--addr", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    timeout(WAIT, BufReader::new(stdout).read_line(&mut line))
-        .await
-        .expect("timed out waiting for the first line")
-        .expect("read stdout");
-    let addr: SocketAddr = line
-        .trim_end()
-        .strip_prefix("listening on http://")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let (mut child, addr) = start_binary(&["--plain-sse", "--addr", "127.0.0.1:0"]).await;
 
     let reply = http(addr, "POST", "/push?id=k1", &[], b"first").await;
     assert_eq!(reply.json(), serde_json::json!({ "streams": 0 }));

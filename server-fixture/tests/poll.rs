@@ -6,10 +6,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{HttpReply, WAIT, epoch_of, fixture_with, get, post, quiet_fixture, raw_request, wait_until};
+use common::{
+    HttpReply, WAIT, epoch_of, fixture_with, get, post, quiet_fixture, raw_request, start_binary, wait_until,
+};
 use resub::protocol::{Outcome, ServerFrame, WireResetReason};
 use resub_fixture::{Fixture, FixtureConfig, POLL_MAX_EVENTS};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -265,24 +266,7 @@ async fn stall_keeps_held_polls_unanswered_until_the_client_leaves() {
 
 #[tokio::test]
 async fn binary_poll_hold_flag_sets_the_hold() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resub-fixture"))
-        .args(["--addr", "127.0.0.1:0", "--poll-hold-ms", "120"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    timeout(WAIT, BufReader::new(stdout).read_line(&mut line))
-        .await
-        .expect("timed out waiting for the first line")
-        .expect("read stdout");
-    let addr: SocketAddr = line
-        .trim_end()
-        .strip_prefix("listening on http://")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let (mut child, addr) = start_binary(&["--addr", "127.0.0.1:0", "--poll-hold-ms", "120"]).await;
 
     let head = frames(&get(addr, "/poll?channel=c").await)[1].clone();
     let ServerFrame::Subscribed { head, .. } = head else {

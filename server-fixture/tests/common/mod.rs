@@ -361,3 +361,28 @@ impl SseClient {
         timeout(window, self.fill()).await.is_err()
     }
 }
+
+/// Starts the fixture binary with `args` and reads its first line,
+/// `listening on http://ADDR`; the child is killed when dropped.
+pub async fn start_binary(args: &[&str]) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resub-fixture"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(20), BufReader::new(stdout).read_line(&mut line))
+        .await
+        .expect("timed out waiting for the first line")
+        .expect("read stdout");
+    let addr: SocketAddr = line
+        .trim_end()
+        .strip_prefix("listening on http://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (child, addr)
+}
