@@ -2,13 +2,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{WAIT, fixture_with, get, http, quiet_fixture, raw_request};
+use common::{WAIT, fixture_with, get, http, quiet_fixture, raw_request, start_binary};
 use resub_fixture::FixtureConfig;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::timeout;
 
 const INDEX: &str = "<!doctype html><title>resub</title>";
@@ -114,25 +112,8 @@ async fn without_static_dir_unknown_paths_are_not_found() {
 #[tokio::test]
 async fn binary_serves_the_static_flag_directory() {
     let dir = site();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_resub-fixture"))
-        .args(["--addr", "127.0.0.1:0", "--static"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    timeout(WAIT, BufReader::new(stdout).read_line(&mut line))
-        .await
-        .expect("timed out waiting for the first line")
-        .expect("read stdout");
-    let addr: SocketAddr = line
-        .trim_end()
-        .strip_prefix("listening on http://")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let path = dir.path().to_str().expect("a UTF-8 temp path");
+    let (mut child, addr) = start_binary(&["--addr", "127.0.0.1:0", "--static", path]).await;
 
     let reply = get(addr, "/").await;
     assert_eq!((reply.status, reply.body.as_str()), (200, INDEX));

@@ -225,23 +225,30 @@ fn callback(f: impl FnMut(JsValue) + 'static) -> Closure<dyn FnMut(JsValue)> {
     Closure::new(f)
 }
 
+/// The constructor threw (a malformed URL): reported as a failed attempt.
+fn not_opened(conn: ConnId, e: &JsValue, events: &EventSender) -> ConnHandle {
+    report(events, ConnEvent::Closed(conn, TransportError::Connect(describe(e))));
+    ConnHandle::Fetch { abort: AbortController::new().expect("AbortController") }
+}
+
+/// `onopen`: reports the opening and remembers it (a failure after it is a
+/// lost connection, before it a failed attempt).
+fn open_callback(conn: ConnId, events: &EventSender, opened: &Rc<Cell<bool>>) -> Closure<dyn FnMut(JsValue)> {
+    let (events, opened) = (events.clone(), opened.clone());
+    callback(move |_| {
+        opened.set(true);
+        report(&events, ConnEvent::Opened(conn));
+    })
+}
+
 fn websocket(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
     let ws = match WebSocket::new(url) {
         Ok(ws) => ws,
-        Err(e) => {
-            report(&events, ConnEvent::Closed(conn, TransportError::Connect(describe(&e))));
-            return ConnHandle::Fetch { abort: AbortController::new().expect("AbortController") };
-        }
+        Err(e) => return not_opened(conn, &e, &events),
     };
     ws.set_binary_type(BinaryType::Arraybuffer);
     let opened = Rc::new(Cell::new(false));
-    let on_open = {
-        let (events, opened) = (events.clone(), opened.clone());
-        callback(move |_| {
-            opened.set(true);
-            report(&events, ConnEvent::Opened(conn));
-        })
-    };
+    let on_open = open_callback(conn, &events, &opened);
     let on_message = {
         let events = events.clone();
         callback(move |e: JsValue| {
@@ -276,19 +283,10 @@ fn websocket(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
 fn event_source(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
     let es = match EventSource::new(url) {
         Ok(es) => es,
-        Err(e) => {
-            report(&events, ConnEvent::Closed(conn, TransportError::Connect(describe(&e))));
-            return ConnHandle::Fetch { abort: AbortController::new().expect("AbortController") };
-        }
+        Err(e) => return not_opened(conn, &e, &events),
     };
     let opened = Rc::new(Cell::new(false));
-    let on_open = {
-        let (events, opened) = (events.clone(), opened.clone());
-        callback(move |_| {
-            opened.set(true);
-            report(&events, ConnEvent::Opened(conn));
-        })
-    };
+    let on_open = open_callback(conn, &events, &opened);
     let on_message = {
         let events = events.clone();
         callback(move |e: JsValue| {
