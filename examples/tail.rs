@@ -49,6 +49,11 @@ mod app {
         /// Read a plain SSE endpoint (any server, not the resub protocol).
         #[arg(long, value_name = "URL", conflicts_with = "transport")]
         plain_sse: Option<String>,
+        /// Trust the certificates of this PEM file for https:// and wss://,
+        /// besides the usual web roots (for example the one the fixture's
+        /// `--tls-cert-out` writes).
+        #[arg(long, value_name = "FILE")]
+        root_cert: Option<std::path::PathBuf>,
         /// The server's base URL (http://host:port), then the channels. With no
         /// URL, an embedded fixture with a publisher and faults is started.
         #[arg(value_name = "URL|CHANNEL")]
@@ -94,7 +99,26 @@ mod app {
             "auto" => Transport::ALL.to_vec(),
             one => vec![one.parse::<Transport>().expect("validated by clap")],
         };
-        let client = match Client::builder(url).transports(&transports).build() {
+        let mut builder = Client::builder(url).transports(&transports);
+        if let Some(path) = &args.root_cert {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let certs = match CertificateDer::pem_file_iter(path).and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            {
+                Ok(certs) if !certs.is_empty() => certs,
+                Ok(_) => {
+                    eprintln!("tail: {}: no certificate in the file", path.display());
+                    return 2;
+                }
+                Err(e) => {
+                    eprintln!("tail: {}: {e}", path.display());
+                    return 2;
+                }
+            };
+            for cert in certs {
+                builder = builder.add_root_certificate(cert.to_vec());
+            }
+        }
+        let client = match builder.build() {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("tail: {e}");

@@ -32,8 +32,10 @@ mod poll;
 mod routes;
 mod sse;
 mod state;
+mod tls;
 
 pub use plain::{PlainRequest, PlainSse};
+pub use tls::{TlsError, TlsIdentity};
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -106,6 +108,9 @@ pub struct FixtureConfig {
     /// browser page be served from the same origin as the API. Default `None`:
     /// such paths answer `404`.
     pub static_dir: Option<PathBuf>,
+    /// Serve HTTPS and WSS with this identity instead of plain HTTP. Default
+    /// `None`.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl Default for FixtureConfig {
@@ -117,6 +122,7 @@ impl Default for FixtureConfig {
             idempotency_keys: 10_000,
             poll_hold: Duration::from_secs(25),
             static_dir: None,
+            tls: None,
         }
     }
 }
@@ -189,6 +195,9 @@ pub struct FixtureStats {
     pub events_published: u64,
     /// The newest [`HANDSHAKE_LOG`] handshake attempts, oldest first.
     pub handshakes: Vec<HandshakeRecord>,
+    /// TLS handshakes that failed or timed out (a client that did not trust
+    /// the certificate, a client speaking plain HTTP); always 0 without TLS.
+    pub tls_failures: u64,
 }
 
 /// A running fixture server.
@@ -219,20 +228,42 @@ impl Fixture {
 
     /// Binds `addr` and starts a fixture with `cfg`. Must be called within a
     /// Tokio runtime.
+    ///
+    /// With [`FixtureConfig::tls`] set, the server speaks HTTPS and WSS only;
+    /// an identity that rustls refuses fails here with
+    /// [`std::io::ErrorKind::InvalidInput`].
     pub async fn start_with(addr: SocketAddr, cfg: FixtureConfig) -> std::io::Result<Fixture> {
+        let tls_config = match &cfg.tls {
+            Some(identity) => Some(
+                identity
+                    .server_config()
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(cfg));
         let app = routes::router(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let signal = async move {
-                let _ = stopped.await;
-            };
-            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
-                tracing::error!(%err, "server failed");
+        let signal = async move {
+            let _ = stopped.await;
+        };
+        let server = match tls_config {
+            Some(config) => {
+                let listener = tls::TlsListener::new(listener, config, Arc::clone(&shared.tls_failures))?;
+                tokio::spawn(async move {
+                    if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
+                        tracing::error!(%err, "server failed");
+                    }
+                })
             }
-        });
+            None => tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
+                    tracing::error!(%err, "server failed");
+                }
+            }),
+        };
         tracing::debug!(%addr, "fixture listening");
         Ok(Fixture { shared, addr, stop: Some(stop), server: Some(server) })
     }
@@ -242,10 +273,11 @@ impl Fixture {
         self.addr
     }
 
-    /// The base URL, `http://IP:PORT` (no trailing slash). The WebSocket
-    /// endpoint is `ws://IP:PORT/ws`.
+    /// The base URL, `http://IP:PORT` (`https://` with TLS; no trailing
+    /// slash). The WebSocket endpoint is `ws://IP:PORT/ws` (`wss://`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.cfg.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Publishes an event, as `POST /publish/{channel}?event=TYPE` does

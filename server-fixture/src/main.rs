@@ -1,8 +1,8 @@
 //! `resub-fixture`: runs the reference server until interrupted, or with
 //! `--plain-sse` a plain SSE server (not the resub protocol) instead.
 //!
-//! The first line on stdout is `listening on http://ADDR`, printed once the
-//! listener is bound. Logs go to stderr, filtered by `RUST_LOG` (default
+//! The first line on stdout is `listening on http://ADDR` (`https://` with
+//! `--tls`), printed once the listener is bound. Logs go to stderr, filtered by `RUST_LOG` (default
 //! `info`).
 
 use std::io::Write;
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use resub_fixture::{Fixture, FixtureConfig, PlainSse};
+use resub_fixture::{Fixture, FixtureConfig, PlainSse, TlsIdentity};
 use tracing_subscriber::EnvFilter;
 
 /// Reference server for the resub protocol, with fault injection.
@@ -43,6 +43,21 @@ struct Args {
     /// `POST /drop` to control it.
     #[arg(long)]
     plain_sse: bool,
+    /// Serve HTTPS and WSS with a fresh self-signed certificate for
+    /// localhost, 127.0.0.1 and ::1 (or with `--tls-cert` and `--tls-key`).
+    #[arg(long)]
+    tls: bool,
+    /// With `--tls`: the PEM certificate chain to present instead of a
+    /// self-signed one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// With `--tls`: the PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// With `--tls`: write the certificate (PEM) to FILE before listening,
+    /// for clients to trust.
+    #[arg(long, value_name = "FILE")]
+    tls_cert_out: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -74,12 +89,24 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let tls = if args.tls || args.tls_cert.is_some() {
+        match tls_identity(&args) {
+            Ok(identity) => Some(identity),
+            Err(err) => {
+                tracing::error!(%err, "cannot set up TLS");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let cfg = FixtureConfig {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         history: args.history,
         max_connection_queue: args.max_connection_queue,
         poll_hold: Duration::from_millis(args.poll_hold_ms),
         static_dir: args.static_dir,
+        tls,
         ..FixtureConfig::default()
     };
     let fixture = match Fixture::start_with(args.addr, cfg).await {
@@ -95,6 +122,21 @@ async fn main() -> ExitCode {
     tracing::info!("shutting down");
     fixture.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// The identity `--tls` asks for; writes its certificate to `--tls-cert-out`.
+fn tls_identity(args: &Args) -> Result<TlsIdentity, String> {
+    let identity = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+            TlsIdentity::from_pem(&read(cert)?, &read(key)?).map_err(|e| e.to_string())?
+        }
+        _ => TlsIdentity::self_signed(&["localhost", "127.0.0.1", "::1"]).map_err(|e| e.to_string())?,
+    };
+    if let Some(out) = &args.tls_cert_out {
+        std::fs::write(out, identity.certificate_pem()).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(identity)
 }
 
 /// Prints `listening on URL` as the first line of stdout.

@@ -337,6 +337,7 @@ struct StatsBody {
     handshakes_refused: u64,
     slow_consumer_drops: u64,
     events_published: u64,
+    tls_failures: u64,
     handshakes: Vec<HandshakeBody>,
 }
 
@@ -364,6 +365,7 @@ async fn control_stats(State(shared): State<AppState>) -> Response {
         handshakes_refused: stats.handshakes_refused,
         slow_consumer_drops: stats.slow_consumer_drops,
         events_published: stats.events_published,
+        tls_failures: stats.tls_failures,
         handshakes: stats
             .handshakes
             .iter()

@@ -4,6 +4,7 @@
 //! `std::sync::Mutex` that is never held across an `.await`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -162,6 +163,8 @@ pub(crate) enum PollStart {
 pub(crate) struct Shared {
     pub(crate) cfg: FixtureConfig,
     pub(crate) started: Instant,
+    /// Failed TLS handshakes, counted by the TLS listener.
+    pub(crate) tls_failures: Arc<AtomicU64>,
     state: Mutex<State>,
 }
 
@@ -386,7 +389,7 @@ impl State {
 
 impl Shared {
     pub(crate) fn new(cfg: FixtureConfig) -> Self {
-        Self { cfg, started: Instant::now(), state: Mutex::new(State::default()) }
+        Self { cfg, started: Instant::now(), tls_failures: Arc::default(), state: Mutex::new(State::default()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -707,6 +710,7 @@ impl Shared {
             slow_consumer_drops: st.slow_drops,
             events_published: st.published,
             handshakes: st.handshakes.iter().copied().collect(),
+            tls_failures: self.tls_failures.load(Ordering::Relaxed),
         }
     }
 }

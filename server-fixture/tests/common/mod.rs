@@ -382,6 +382,7 @@ pub async fn start_binary(args: &[&str]) -> (tokio::process::Child, SocketAddr) 
     let addr: SocketAddr = line
         .trim_end()
         .strip_prefix("listening on http://")
+        .or_else(|| line.trim_end().strip_prefix("listening on https://"))
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     (child, addr)

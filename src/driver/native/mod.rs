@@ -220,21 +220,41 @@ async fn run_poll(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut E
 /// Maps a failed HTTP request: TLS failures are told apart (they stop the
 /// client), everything else is a connection failure.
 fn http_error(e: reqwest::Error) -> TransportError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    if caused_by_tls(&e) {
+        return TransportError::Tls(error_chain(&e));
+    }
+    TransportError::Connect(error_chain(&e))
+}
+
+/// Whether a rustls error is among `e`'s causes. An `io::Error`'s `source()`
+/// skips the error it wraps (and HTTP stacks nest them), so each one is
+/// looked inside as well.
+fn caused_by_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(err) = source {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return TransportError::Tls(e.to_string());
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            if caused_by_tls(inner) {
+                return true;
+            }
         }
         source = err.source();
     }
+    false
+}
+
+/// The error and its sources, joined by `: `.
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(err) = source {
         msg.push_str(": ");
         msg.push_str(&err.to_string());
         source = err.source();
     }
-    TransportError::Connect(msg)
+    msg
 }
 
 /// A TLS configuration with the webpki roots and, if given, extra roots.
@@ -375,8 +395,11 @@ fn handshake_error(e: tungstenite::Error) -> TransportError {
         }
         tungstenite::Error::Tls(e) => TransportError::Tls(e.to_string()),
         tungstenite::Error::Io(e) => {
-            let is_tls = e.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-            if is_tls { TransportError::Tls(e.to_string()) } else { TransportError::Connect(e.to_string()) }
+            if caused_by_tls(&e) {
+                TransportError::Tls(error_chain(&e))
+            } else {
+                TransportError::Connect(error_chain(&e))
+            }
         }
         other => TransportError::Connect(other.to_string()),
     }
