@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+mod chaos;
 mod conn;
 mod plain;
 mod poll;
@@ -34,6 +35,7 @@ mod sse;
 mod state;
 mod tls;
 
+pub use chaos::{CHAOS_MAX_CHANNELS, CHAOS_MAX_EVENTS, ChannelEnd, ChaosPlan, ChaosReport, FaultKind, FaultRecord};
 pub use plain::{PlainRequest, PlainSse};
 pub use tls::{TlsError, TlsIdentity};
 
@@ -133,6 +135,10 @@ impl Default for FixtureConfig {
 pub enum FixtureError {
     /// The channel name does not pass [`resub::protocol::validate_channel`].
     InvalidChannel(String),
+    /// A [`ChaosPlan`] is out of bounds.
+    InvalidPlan(String),
+    /// A chaos run is already going.
+    Busy,
 }
 
 impl fmt::Display for FixtureError {
@@ -141,6 +147,8 @@ impl fmt::Display for FixtureError {
             Self::InvalidChannel(name) => {
                 write!(f, "invalid channel name {name:?}: 1-128 characters from A-Z a-z 0-9 _ . : -")
             }
+            Self::InvalidPlan(why) => write!(f, "invalid chaos plan: {why}"),
+            Self::Busy => f.write_str("a chaos run is already going"),
         }
     }
 }
@@ -390,6 +398,26 @@ impl Fixture {
     /// `401 Unauthorized` while `on`, as `POST /control/auth`.
     pub fn set_reject_auth(&self, on: bool) {
         self.shared.set_reject_auth(on);
+    }
+
+    /// Starts a chaos run, as `POST /control/chaos`: publishes `plan.events`
+    /// events at `plan.rate` per second over `plan.channels`, injecting
+    /// `plan.faults` faults drawn from `plan.kinds` by a generator seeded
+    /// with `plan.seed`. Returns at once; [`Fixture::chaos_report`] says how
+    /// far it is, [`Fixture::chaos_finished`] waits for its end. Refused with
+    /// [`FixtureError::Busy`] while a run is going.
+    pub fn start_chaos(&self, plan: ChaosPlan) -> Result<(), FixtureError> {
+        chaos::start(&self.shared, plan)
+    }
+
+    /// The current or last chaos run, as `GET /control/chaos`.
+    pub fn chaos_report(&self) -> Option<ChaosReport> {
+        self.shared.chaos.report()
+    }
+
+    /// Completes when the current chaos run is done (at once without one).
+    pub async fn chaos_finished(&self) {
+        self.shared.chaos.finished().await;
     }
 
     /// A snapshot of the server's counters.

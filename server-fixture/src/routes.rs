@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -24,7 +25,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 
 use crate::state::{ChannelCursor, PollStart, Refusal, Shared, Transport};
-use crate::{MAX_PAYLOAD, POLL_MAX_HOLD_MS};
+use crate::{ChaosPlan, FixtureError, MAX_PAYLOAD, POLL_MAX_HOLD_MS};
 
 type AppState = Arc<Shared>;
 
@@ -59,7 +60,8 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/control/truncate/{channel}", post(control_truncate))
         .route("/control/epoch/{channel}", post(control_epoch))
         .route("/control/auth", post(control_auth))
-        .route("/control/stats", get(control_stats));
+        .route("/control/stats", get(control_stats))
+        .route("/control/chaos", post(control_chaos_start).get(control_chaos_report));
     if let Some(dir) = &shared.cfg.static_dir {
         // Only paths that no route above matches reach the files.
         let files = Router::new().fallback_service(ServeDir::new(dir)).layer(map_response(javascript_type));
@@ -377,4 +379,23 @@ async fn control_stats(State(shared): State<AppState>) -> Response {
             .collect(),
     };
     Json(body).into_response()
+}
+
+async fn control_chaos_start(State(shared): State<AppState>, plan: Result<Json<ChaosPlan>, JsonRejection>) -> Response {
+    let Json(plan) = match plan {
+        Ok(plan) => plan,
+        Err(rejection) => return bad_request(rejection.body_text()),
+    };
+    match crate::chaos::start(&shared, plan) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "started": true }))).into_response(),
+        Err(FixtureError::Busy) => (StatusCode::CONFLICT, FixtureError::Busy.to_string()).into_response(),
+        Err(err) => bad_request(err.to_string()),
+    }
+}
+
+async fn control_chaos_report(State(shared): State<AppState>) -> Response {
+    match shared.chaos.report() {
+        Some(report) => Json(report).into_response(),
+        None => (StatusCode::NOT_FOUND, "no chaos run yet").into_response(),
+    }
 }

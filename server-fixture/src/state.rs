@@ -165,6 +165,8 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// Failed TLS handshakes, counted by the TLS listener.
     pub(crate) tls_failures: Arc<AtomicU64>,
+    /// The current or last chaos run.
+    pub(crate) chaos: crate::chaos::ChaosState,
     state: Mutex<State>,
 }
 
@@ -389,7 +391,13 @@ impl State {
 
 impl Shared {
     pub(crate) fn new(cfg: FixtureConfig) -> Self {
-        Self { cfg, started: Instant::now(), tls_failures: Arc::default(), state: Mutex::new(State::default()) }
+        Self {
+            cfg,
+            started: Instant::now(),
+            tls_failures: Arc::default(),
+            chaos: Default::default(),
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
