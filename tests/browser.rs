@@ -17,6 +17,8 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+mod chaos_check;
+
 const FIXTURE: &str = match option_env!("RESUB_FIXTURE_URL") {
     Some(url) => url,
     None => "http://127.0.0.1:8787",
@@ -208,4 +210,121 @@ async fn closing_ends_the_subscription() {
         assert!(sub.next().await.is_none());
     })
     .await;
+}
+
+/// `GET {FIXTURE}{path}` as JSON.
+async fn get_json(path: &str) -> serde_json::Value {
+    let init = web_sys::RequestInit::new();
+    let resp: web_sys::Response =
+        JsFuture::from(fetch_with_init(&format!("{FIXTURE}{path}"), &init)).await.expect("fetch").unchecked_into();
+    assert!(resp.ok(), "GET {path}: {}", resp.status());
+    let text = JsFuture::from(resp.text().unwrap()).await.unwrap().as_string().unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The chaos run of `tests/chaos.rs`, smaller, through the browser driver:
+/// the fixture publishes over three channels while it injects a seeded fault
+/// schedule; every event arrives once and in order except across a typed
+/// reset, and resets never outnumber the faults that cause them.
+async fn chaos(transports: &[Transport], refusals: &[&str], seed: u64) {
+    use chaos_check::Track;
+    use std::collections::HashMap;
+    const EVENTS: u64 = 3_000;
+    const FAULTS: u64 = 30;
+    reset_fixture().await;
+    post("/control/unavailable?enabled=false", "").await;
+    let mut tracks: HashMap<String, Track> = HashMap::new();
+    let mut subs = futures::stream::SelectAll::new();
+    let c = client(transports);
+    let channels: Vec<String> = (0..3).map(|i| unique(&format!("chaos{i}"))).collect();
+    for ch in &channels {
+        let start = publish(ch, "start").await;
+        tracks.insert(ch.clone(), Track::new(&start));
+        let name = ch.clone();
+        subs.push(c.subscribe_from(ch, &start).await.unwrap().map(move |m| (name.clone(), m)).boxed_local());
+    }
+    let mut kinds = vec!["drop", "stall", "unavailable", "truncate", "epoch"];
+    kinds.extend_from_slice(refusals);
+    let plan = serde_json::json!({
+        "seed": seed, "events": EVENTS, "faults": FAULTS, "channels": channels, "rate": 1_000, "kinds": kinds,
+    });
+    post("/control/chaos", &plan.to_string()).await;
+    let mut ends: Option<serde_json::Value> = None;
+    let mut report = serde_json::Value::Null;
+    loop {
+        if let Some(ends) = &ends {
+            let done =
+                ends.as_object().unwrap().iter().all(|(ch, end)| {
+                    tracks[ch].at_end(end["head"].as_str().unwrap(), end["published"].as_u64().unwrap())
+                });
+            if done {
+                break;
+            }
+        }
+        futures::select! {
+            item = subs.next() => match item {
+                Some((ch, Ok(msg))) => {
+                    if let Err(broken) = tracks.get_mut(&ch).unwrap().see(&ch, msg) {
+                        panic!("the promise broke (seed {seed}): {broken}");
+                    }
+                }
+                Some((ch, Err(e))) => panic!("{ch}: subscription failed: {e}"),
+                None => panic!("every subscription ended"),
+            },
+            // The run's end is known from its report; look every 200 ms.
+            () = sleep_ms(200).fuse() => {
+                if ends.is_none() {
+                    report = get_json("/control/chaos").await;
+                    if report["done"] == true {
+                        ends = Some(report["channels"].clone());
+                    }
+                }
+            }
+        }
+    }
+    let faults = report["faults"].as_array().unwrap();
+    assert_eq!(faults.len() as u64, FAULTS);
+    for (ch, t) in &tracks {
+        for (kind, n) in &t.resets {
+            let injected = faults.iter().filter(|f| f["kind"] == kind.as_str() && f["channel"] == ch.as_str()).count();
+            assert!(*n as usize <= injected, "{ch}: {n} {kind} resets for {injected} such faults (seed {seed})");
+        }
+    }
+    let delivered: u64 = tracks.values().map(|t| t.events).sum();
+    console_log!("chaos {transports:?}: seed {seed}, {delivered} delivered, {} faults", faults.len());
+    c.close().await;
+    reset_fixture().await;
+}
+
+/// Runs `body`, failing the test if it takes longer than `ms`.
+async fn deadline_ms(ms: i32, body: impl Future<Output = ()>) {
+    futures::select! {
+        () = body.fuse() => {}
+        () = sleep_ms(ms).fuse() => panic!("test deadline passed"),
+    }
+}
+
+fn chaos_seed() -> u64 {
+    (js_sys::Math::random() * 1e15) as u64
+}
+
+#[wasm_bindgen_test]
+async fn chaos_websocket_forced_keeps_the_promise() {
+    deadline_ms(90_000, chaos(&[Transport::WebSocket], &["refuse_websocket"], chaos_seed())).await;
+}
+
+#[wasm_bindgen_test]
+async fn chaos_sse_forced_keeps_the_promise() {
+    deadline_ms(90_000, chaos(&[Transport::Sse], &["refuse_sse"], chaos_seed())).await;
+}
+
+#[wasm_bindgen_test]
+async fn chaos_long_polling_forced_keeps_the_promise() {
+    deadline_ms(90_000, chaos(&[Transport::LongPoll], &["refuse_poll"], chaos_seed())).await;
+}
+
+#[wasm_bindgen_test]
+async fn chaos_with_automatic_fallback_keeps_the_promise() {
+    let refusals = ["refuse_websocket", "refuse_sse", "refuse_poll"];
+    deadline_ms(90_000, chaos(&Transport::ALL, &refusals, chaos_seed())).await;
 }

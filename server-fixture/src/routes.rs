@@ -9,7 +9,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -381,10 +380,12 @@ async fn control_stats(State(shared): State<AppState>) -> Response {
     Json(body).into_response()
 }
 
-async fn control_chaos_start(State(shared): State<AppState>, plan: Result<Json<ChaosPlan>, JsonRejection>) -> Response {
-    let Json(plan) = match plan {
+/// The body is a JSON [`ChaosPlan`], whatever its content type (so that
+/// `curl -d` and a browser's `fetch` with a string body both work).
+async fn control_chaos_start(State(shared): State<AppState>, body: Bytes) -> Response {
+    let plan: ChaosPlan = match serde_json::from_slice(&body) {
         Ok(plan) => plan,
-        Err(rejection) => return bad_request(rejection.body_text()),
+        Err(err) => return bad_request(format!("invalid chaos plan: {err}")),
     };
     match crate::chaos::start(&shared, plan) {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "started": true }))).into_response(),

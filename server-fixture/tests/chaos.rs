@@ -52,7 +52,8 @@ async fn plans_out_of_bounds_are_refused_and_one_run_at_a_time() {
     let mut bad = plan(1);
     bad.faults = bad.events + 1;
     assert!(matches!(fx.start_chaos(bad), Err(FixtureError::InvalidPlan(_))));
-    let reply = http(fx.addr(), "POST", "/control/chaos", &[("content-type", "application/json")], b"{\"seed\":1}").await;
+    let reply =
+        http(fx.addr(), "POST", "/control/chaos", &[("content-type", "application/json")], b"{\"seed\":1}").await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     let mut slow = plan(2);
     slow.rate = 1;
