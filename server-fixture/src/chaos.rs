@@ -216,6 +216,9 @@ async fn run(shared: &Shared, plan: ChaosPlan) {
         let now = Instant::now();
         if due > now + Duration::from_millis(1) {
             tokio::time::sleep_until(due.into()).await;
+        } else if i % PROGRESS_EVERY == 0 {
+            // Running behind (or unpaced): let the connections send.
+            tokio::task::yield_now().await;
         }
         let k = ((i - 1) % plan.channels.len() as u64) as usize;
         counts[k] += 1;
