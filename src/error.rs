@@ -78,6 +78,14 @@ pub enum Error {
     /// Too many publishes are waiting for a connection or an ack.
     #[error("publish queue full ({0} waiting)")]
     PublishQueueFull(usize),
+    /// The server sent a frame larger than the configured limit
+    /// (`max_frame_bytes`). Resuming would receive the same frame again, so
+    /// the client stops rather than retry forever; raise the limit.
+    #[error("the server sent a frame over the {limit}-byte limit")]
+    FrameTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
 impl Error {
@@ -99,6 +107,7 @@ impl Error {
             Error::EndOfStream => "end_of_stream",
             Error::HttpStatus { .. } => "http_status",
             Error::UnexpectedContentType(_) => "unexpected_content_type",
+            Error::FrameTooLarge { .. } => "frame_too_large",
         }
     }
 }

@@ -98,6 +98,12 @@ pub enum TransportError {
     OpenFailed(String),
     /// An open connection ended without a close handshake (reset, EOF, I/O error).
     Lost(String),
+    /// The server sent a frame (or an SSE event, or a poll answer) larger
+    /// than the configured limit.
+    TooLarge {
+        /// The limit that was exceeded, in bytes.
+        limit: usize,
+    },
     /// A long-poll request completed normally.
     Completed,
     /// The server closed the connection with a close code and reason.

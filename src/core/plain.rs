@@ -247,6 +247,11 @@ impl PlainSession {
             TransportError::Lost(e) => (DisconnectReason::Lost(e), None),
             TransportError::Completed => (DisconnectReason::Lost("stream ended".into()), None),
             TransportError::Closed { code, reason } => (DisconnectReason::ServerClosed { code, reason }, None),
+            // Reconnecting with the same Last-Event-ID would receive it again.
+            TransportError::TooLarge { limit } => (
+                DisconnectReason::Protocol(format!("event over the {limit}-byte limit")),
+                Some(Error::FrameTooLarge { limit }),
+            ),
         };
         if let Some(e) = stop {
             return self.stop(Some(e));

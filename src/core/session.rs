@@ -803,7 +803,8 @@ impl Session {
         };
         if bytes > limit {
             let why = format!("frame of {bytes} bytes exceeds the limit of {limit}");
-            return self.protocol_error(why, now);
+            tracing::warn!(%why, "stopping: resuming would receive the same frame");
+            return self.fail(DisconnectReason::Protocol(why), Decision::Stop(Error::FrameTooLarge { limit }), now);
         }
         if let Conn::Open { heartbeat, welcomed: true, .. } = self.conn {
             self.timers.set(Timer::Heartbeat, now + heartbeat);
@@ -1020,6 +1021,10 @@ impl Session {
             TransportError::Completed => (DisconnectReason::Lost("stream ended".into()), retry),
             TransportError::Tls(e) => (DisconnectReason::Tls(e.clone()), Decision::Stop(Error::Tls(e))),
             TransportError::Unsupported(e) => (DisconnectReason::Unsupported(e), Decision::Fallback),
+            TransportError::TooLarge { limit } => (
+                DisconnectReason::Protocol(format!("frame over the {limit}-byte limit")),
+                Decision::Stop(Error::FrameTooLarge { limit }),
+            ),
             // Refused or unreachable, the platform will not say: a transport
             // that never worked here is taken as refused.
             // ... and one that worked is taken as refused once it has failed to

@@ -35,7 +35,7 @@ pub(crate) async fn run(
                         let map = |item| PlainInput::Item { conn, item };
                         let opened = PlainInput::Opened { conn };
                         let error =
-                            native::read_sse(&url, last_event_id.as_deref(), &opts, &mut events, opened, map).await;
+                            native::read_sse(&url, last_event_id.as_deref(), &opts, false, &mut events, opened, map).await;
                         let _ = events.send(PlainInput::Closed { conn, error }).await;
                     });
                     conns.insert(conn, task);

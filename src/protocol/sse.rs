@@ -42,6 +42,9 @@ pub enum SseError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// A field was not valid UTF-8 (only with [`SseParser::strict_utf8`]).
+    #[error("SSE field is not valid UTF-8")]
+    InvalidUtf8,
 }
 
 /// Incremental `text/event-stream` parser.
@@ -60,6 +63,7 @@ pub struct SseParser {
     id_field: Option<String>,
     last_event_id: String,
     limit: usize,
+    strict: bool,
 }
 
 impl Default for SseParser {
@@ -83,6 +87,25 @@ impl SseParser {
             id_field: None,
             last_event_id: String::new(),
             limit,
+            strict: false,
+        }
+    }
+
+    /// Rejects fields that are not valid UTF-8 with [`SseError::InvalidUtf8`]
+    /// instead of replacing the bad bytes with U+FFFD as the standard says:
+    /// for streams whose producer is known to send UTF-8, where a replaced
+    /// byte would silently change the data.
+    #[must_use]
+    pub fn strict_utf8(mut self) -> Self {
+        self.strict = true;
+        self
+    }
+
+    fn text<'a>(&self, value: &'a [u8]) -> Result<std::borrow::Cow<'a, str>, SseError> {
+        if self.strict {
+            std::str::from_utf8(value).map(std::borrow::Cow::Borrowed).map_err(|_| SseError::InvalidUtf8)
+        } else {
+            Ok(String::from_utf8_lossy(value))
         }
     }
 
@@ -167,13 +190,14 @@ impl SseParser {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                let text = self.text(value)?;
+                self.data.push_str(&text);
                 self.has_data = true;
             }
-            b"event" => self.event = String::from_utf8_lossy(value).into_owned(),
+            b"event" => self.event = self.text(value)?.into_owned(),
             // An id containing NUL is ignored.
             b"id" if memchr::memchr(0, value).is_none() => {
-                let id = String::from_utf8_lossy(value).into_owned();
+                let id = self.text(value)?.into_owned();
                 self.last_event_id.clone_from(&id);
                 self.id_field = Some(id);
             }
@@ -229,6 +253,23 @@ mod tests {
 
     fn ev(id: Option<&str>, last: &str, event: &str, data: &str) -> SseEvent {
         SseEvent { id: id.map(Into::into), last_event_id: last.into(), event: event.into(), data: data.into() }
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_by_default_and_refused_when_strict() {
+        let bytes = b"data: a\xFFb\n\n";
+        assert_eq!(events(bytes)[0].data, "a\u{FFFD}b");
+        let mut strict = SseParser::new(1024).strict_utf8();
+        let mut out = Vec::new();
+        assert_eq!(strict.feed(bytes, &mut out), Err(SseError::InvalidUtf8));
+        assert!(out.is_empty(), "nothing dispatched");
+        // Valid multi-byte characters split across chunks still pass.
+        let mut strict = SseParser::new(1024).strict_utf8();
+        let text = "data: é€\n\n".as_bytes();
+        for (i, b) in text.iter().enumerate() {
+            strict.feed(std::slice::from_ref(b), &mut out).unwrap_or_else(|e| panic!("byte {i}: {e}"));
+        }
+        assert!(matches!(&out[..], [SseItem::Event(e)] if e.data == "é€"));
     }
 
     #[test]

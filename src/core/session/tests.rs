@@ -396,10 +396,28 @@ fn inputs_about_a_replaced_connection_are_ignored() {
 }
 
 #[test]
-fn malformed_and_oversized_frames_are_protocol_errors() {
+fn an_oversized_frame_stops_with_a_typed_error_instead_of_retrying_forever() {
     let mut cfg = config();
     cfg.max_frame_bytes = 64;
-    for bad in ["{not json", "\"a string\"", &format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100))] {
+    let mut r = Rig::with(cfg);
+    r.open();
+    r.recv(format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(100)));
+    assert_eq!(*r.last_state(), ConnectionState::Closed { error: Some(Error::FrameTooLarge { limit: 64 }) });
+}
+
+#[test]
+fn a_driver_reporting_an_oversized_frame_stops_the_session() {
+    let mut r = Rig::new();
+    r.open();
+    r.close(TransportError::TooLarge { limit: 1024 });
+    assert_eq!(*r.last_state(), ConnectionState::Closed { error: Some(Error::FrameTooLarge { limit: 1024 }) });
+}
+
+#[test]
+fn malformed_frames_are_protocol_errors() {
+    let mut cfg = config();
+    cfg.max_frame_bytes = 64;
+    for bad in ["{not json", "\"a string\""] {
         let mut r = Rig::with(cfg.clone());
         r.open();
         r.recv(bad.to_string());

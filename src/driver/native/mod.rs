@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use super::{ConnEvent, EventSender};
 use crate::core::{ConnId, PostError, Transport, TransportError};
 use crate::protocol::parse_retry_after;
-use crate::protocol::sse::{SseItem, SseParser};
+use crate::protocol::sse::{SseError, SseItem, SseParser};
 
 /// What a connection needs besides its URL.
 #[derive(Clone)]
@@ -150,15 +150,21 @@ async fn run_sse(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut Ev
         SseItem::Event(ev) => ConnEvent::Received(conn, ev.data),
         SseItem::Retry(_) | SseItem::Comment => ConnEvent::Activity(conn),
     };
-    read_sse(url, None, opts, events, ConnEvent::Opened(conn), map).await
+    read_sse(url, None, opts, true, events, ConnEvent::Opened(conn), map).await
 }
 
 /// Opens an event stream and sends what its parser produces, mapped by
 /// `map`, to `events`; returns how the stream ended.
+///
+/// `strict_utf8` makes invalid UTF-8 end the stream (for the resub protocol,
+/// whose servers send UTF-8) instead of being replaced with U+FFFD as plain
+/// SSE requires.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_sse<E>(
     url: &str,
     last_event_id: Option<&str>,
     opts: &ConnectOptions,
+    strict_utf8: bool,
     events: &mut fmpsc::Sender<E>,
     opened: E,
     map: impl Fn(SseItem) -> E,
@@ -171,6 +177,9 @@ pub(crate) async fn read_sse<E>(
         return TransportError::Lost("driver gone".into());
     }
     let mut parser = SseParser::new(opts.max_frame_bytes);
+    if strict_utf8 {
+        parser = parser.strict_utf8();
+    }
     let mut items = Vec::new();
     let mut body = resp.bytes_stream();
     loop {
@@ -179,8 +188,10 @@ pub(crate) async fn read_sse<E>(
             Some(Err(e)) => return TransportError::Lost(e.to_string()),
             None => return TransportError::Completed,
         };
-        if let Err(e) = parser.feed(&chunk, &mut items) {
-            return TransportError::Lost(e.to_string());
+        match parser.feed(&chunk, &mut items) {
+            Ok(()) => {}
+            Err(SseError::TooLarge { limit }) => return TransportError::TooLarge { limit },
+            Err(e) => return TransportError::Lost(e.to_string()),
         }
         for item in items.drain(..) {
             if events.send(map(item)).await.is_err() {
@@ -204,7 +215,7 @@ async fn run_poll(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut E
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) if body.len() + c.len() <= limit => body.extend_from_slice(&c),
-            Ok(_) => return TransportError::Lost(format!("poll response over {limit} bytes")),
+            Ok(_) => return TransportError::TooLarge { limit },
             Err(e) => return TransportError::Lost(e.to_string()),
         }
     }
@@ -368,6 +379,9 @@ async fn run_websocket(
                     };
                 }
                 Some(Ok(_)) => {} // ping/pong are answered by tungstenite
+                Some(Err(tungstenite::Error::Capacity(_))) => {
+                    return TransportError::TooLarge { limit: opts.max_frame_bytes };
+                }
                 Some(Err(e)) => return TransportError::Lost(e.to_string()),
                 None => return TransportError::Lost("connection closed without a close frame".into()),
             },
