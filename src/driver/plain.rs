@@ -35,7 +35,8 @@ pub(crate) async fn run(
                         let map = |item| PlainInput::Item { conn, item };
                         let opened = PlainInput::Opened { conn };
                         let error =
-                            native::read_sse(&url, last_event_id.as_deref(), &opts, false, &mut events, opened, map).await;
+                            native::read_sse(&url, last_event_id.as_deref(), &opts, false, &mut events, opened, map)
+                                .await;
                         let _ = events.send(PlainInput::Closed { conn, error }).await;
                     });
                     conns.insert(conn, task);
