@@ -328,3 +328,51 @@ async fn chaos_with_automatic_fallback_keeps_the_promise() {
     let refusals = ["refuse_websocket", "refuse_sse", "refuse_poll"];
     deadline_ms(90_000, chaos(&Transport::ALL, &refusals, chaos_seed())).await;
 }
+
+/// A browser socket cannot be paused: when the application stops reading,
+/// the driver closes the connection once its queue is full, and resumes from
+/// the cursor when the application reads again: every event arrives, once,
+/// in order, over a new connection.
+async fn paused_reader(t: Transport) {
+    use chaos_check::Track;
+    const EVENTS: u64 = 5_000;
+    reset_fixture().await;
+    let ch = unique("paused");
+    let start = publish(&ch, "start").await;
+    let c = client(&[t]);
+    let mut states = c.states();
+    let mut sub = c.subscribe_from(&ch, &start).await.unwrap();
+    while !matches!(states.next().await, Some(ConnectionState::Connected { .. })) {}
+    let plan = serde_json::json!({
+        "seed": 1, "events": EVENTS, "faults": 0, "channels": [ch], "rate": 1_000_000, "kinds": [],
+    });
+    post("/control/chaos", &plan.to_string()).await;
+    let end = loop {
+        // The run's end is known from its report; look every 100 ms.
+        sleep_ms(100).await;
+        let report = get_json("/control/chaos").await;
+        if report["done"] == true {
+            break report["channels"][&ch].clone();
+        }
+    };
+    // Only now does the application read.
+    let mut track = Track::new(&start);
+    while !track.at_end(end["head"].as_str().unwrap(), end["published"].as_u64().unwrap()) {
+        let msg = sub.next().await.expect("open").expect("no error");
+        track.see(&ch, msg).unwrap_or_else(|broken| panic!("{broken}"));
+    }
+    assert_eq!(track.events, EVENTS, "every event, no reset: the server still held them");
+    let stats = c.stats();
+    assert!(stats.connections >= 2, "the full queue closed the connection: {stats:?}");
+    c.close().await;
+}
+
+#[wasm_bindgen_test]
+async fn websocket_paused_reader_is_dropped_then_resumed_without_loss() {
+    deadline(paused_reader(Transport::WebSocket)).await;
+}
+
+#[wasm_bindgen_test]
+async fn sse_paused_reader_is_dropped_then_resumed_without_loss() {
+    deadline(paused_reader(Transport::Sse)).await;
+}

@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let mut chunks = data.split(|b| *b == 0xff);
     while let Some(chunk) = chunks.next() {
         let Some((&op, rest)) = chunk.split_first() else { continue };
-        match op % 6 {
+        match op % 7 {
             0 => s.handle_input(Input::Opened { conn }, now),
             1 => s.handle_input(Input::Received { conn, text: String::from_utf8_lossy(rest).into_owned() }, now),
             2 => s.handle_input(Input::Closed { conn, error: TransportError::Lost("x".into()) }, now),
@@ -35,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
                 now += Duration::from_millis(u64::from(rest.first().copied().unwrap_or(1)) * 37);
                 s.handle_timeout(now);
             }
-            _ => s.handle_input(Input::Activity { conn }, now),
+            5 => s.handle_input(Input::Activity { conn }, now),
+            _ => {
+                let limit = usize::from(rest.first().copied().unwrap_or(0)) << 10;
+                s.handle_input(Input::Closed { conn, error: TransportError::TooLarge { limit } }, now);
+            }
         }
         while let Some(out) = s.poll_output() {
             match out {

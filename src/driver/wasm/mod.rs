@@ -106,6 +106,41 @@ fn report(events: &EventSender, ev: ConnEvent) {
     let _ = events.clone().try_send(ev);
 }
 
+/// A connection's frames on their way to the loop, bounded. A browser socket
+/// cannot be paused, so when the loop is a full queue behind (the application
+/// is not reading its subscriptions) the connection is closed and reported
+/// lost: the frames after the last one queued are never seen, and the core
+/// resumes from its cursor once the application reads again. Nothing is
+/// skipped; memory stays bounded.
+struct Inbox {
+    conn: ConnId,
+    /// This connection's own sender: it is parked, and refuses more, once the
+    /// queue is over capacity.
+    tx: EventSender,
+    overflowed: bool,
+}
+
+impl Inbox {
+    fn new(conn: ConnId, events: &EventSender) -> Self {
+        Self { conn, tx: events.clone(), overflowed: false }
+    }
+
+    /// Queues `ev`; on overflow calls `close` once and reports the loss.
+    fn push(&mut self, ev: ConnEvent, close: impl FnOnce()) {
+        if self.overflowed {
+            return;
+        }
+        if let Err(e) = self.tx.try_send(ev) {
+            if e.is_full() {
+                self.overflowed = true;
+                close();
+                let why = "the application is not reading: closed, to resume from the cursor";
+                report(&self.tx, ConnEvent::Closed(self.conn, TransportError::Lost(why.into())));
+            }
+        }
+    }
+}
+
 fn field(o: &JsValue, key: &str) -> Option<JsValue> {
     js_sys::Reflect::get(o, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
 }
@@ -250,7 +285,8 @@ fn websocket(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
     let opened = Rc::new(Cell::new(false));
     let on_open = open_callback(conn, &events, &opened);
     let on_message = {
-        let events = events.clone();
+        let mut inbox = Inbox::new(conn, &events);
+        let ws = ws.clone();
         callback(move |e: JsValue| {
             let data = e.unchecked_into::<MessageEvent>().data();
             let ev = match data.as_string() {
@@ -260,7 +296,9 @@ fn websocket(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
                     Err(_) => ConnEvent::Closed(conn, TransportError::Lost("binary frame that is not UTF-8".into())),
                 },
             };
-            report(&events, ev);
+            inbox.push(ev, || {
+                let _ = ws.close();
+            });
         })
     };
     let on_close = callback(move |e: JsValue| {
@@ -288,10 +326,11 @@ fn event_source(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
     let opened = Rc::new(Cell::new(false));
     let on_open = open_callback(conn, &events, &opened);
     let on_message = {
-        let events = events.clone();
+        let mut inbox = Inbox::new(conn, &events);
+        let es = es.clone();
         callback(move |e: JsValue| {
             let data = e.unchecked_into::<MessageEvent>().data().as_string().unwrap_or_default();
-            report(&events, frames_event(conn, &data, false));
+            inbox.push(frames_event(conn, &data, false), || es.close());
         })
     };
     let on_error = {
