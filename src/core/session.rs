@@ -1,6 +1,6 @@
 //! The session state machine.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -9,7 +9,8 @@ use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 
 use super::{
-    Config, ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats, Transport, TransportError,
+    ChannelMap, Config, ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats, Transport,
+    TransportError,
 };
 use crate::protocol::{ClientFrame, EventId, Outcome, ServerFrame, WireResetReason, validate_channel};
 use crate::{Error, Instant};
@@ -316,7 +317,7 @@ pub struct Session {
     next_probe: usize,
     /// The host says it has no network: no attempts until it is back.
     offline: bool,
-    subs: BTreeMap<String, Sub>,
+    subs: ChannelMap<Sub>,
     publishes: VecDeque<PendingPublish>,
     out: VecDeque<Output>,
     timers: TimerTable,
@@ -361,7 +362,7 @@ impl Session {
             probe: None,
             next_probe: 0,
             offline: false,
-            subs: BTreeMap::new(),
+            subs: ChannelMap::default(),
             publishes: VecDeque::new(),
             out: VecDeque::new(),
             timers: TimerTable::default(),
@@ -609,7 +610,7 @@ impl Session {
             Transport::LongPoll => "poll",
         };
         let mut url = format!("{}/{path}?", self.base);
-        for (channel, sub) in &self.subs {
+        for (channel, sub) in self.subs.iter() {
             url.push_str("channel=");
             url.push_str(channel);
             if let Some(c) = &sub.cursor {

@@ -15,13 +15,12 @@ pub(crate) mod wasm;
 #[cfg(target_arch = "wasm32")]
 pub(crate) use wasm as platform;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
 
-use crate::core::{ConnId, Input, Output, PostError, Session, TransportError};
+use crate::core::{ChannelMap, ConnId, Input, Output, PostError, Session, TransportError};
 use crate::protocol::EventId;
 use crate::{ConnectionState, Error, Instant, Message, Stats};
 use platform::{ConnHandle, ConnectOptions};
@@ -156,7 +155,7 @@ pub(crate) async fn run(
     // A connection or two (a probe beside the working one), and a bounded
     // number of publishes: small lists, less code than maps in the browser build.
     let mut conns: Vec<(ConnId, ConnHandle)> = Vec::new();
-    let mut subs: HashMap<String, (u64, SubSender)> = HashMap::new();
+    let mut subs: ChannelMap<(u64, SubSender)> = ChannelMap::default();
     let mut publishes: Vec<(u64, oneshot::Sender<Result<String, Error>>)> = Vec::new();
     let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut next_token = 0u64;
