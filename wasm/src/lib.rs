@@ -17,6 +17,11 @@ use resub::{Client, ConnectionState, DisconnectReason, Error, Message, Transport
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 
+/// The heap allocator: talc, smaller than the default dlmalloc (a wasm
+/// module runs on one thread, which this allocator assumes).
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 /// One promise type for every async method: one instantiation of the
 /// promise glue instead of one per method, which keeps the module small.
 fn promise(fut: impl std::future::Future<Output = Result<JsValue, JsValue>> + 'static) -> js_sys::Promise {
