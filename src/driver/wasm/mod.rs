@@ -221,6 +221,12 @@ pub(crate) fn connect(
     }
 }
 
+/// A new `AbortController`, which every browser can make. Not `expect`: the
+/// error's `Debug` would bring a JS value printer into the module.
+fn abort_controller() -> AbortController {
+    AbortController::new().unwrap_or_else(|_| unreachable!("AbortController"))
+}
+
 fn callback(f: impl FnMut(JsValue) + 'static) -> Closure<dyn FnMut(JsValue)> {
     Closure::new(f)
 }
@@ -228,7 +234,7 @@ fn callback(f: impl FnMut(JsValue) + 'static) -> Closure<dyn FnMut(JsValue)> {
 /// The constructor threw (a malformed URL): reported as a failed attempt.
 fn not_opened(conn: ConnId, e: &JsValue, events: &EventSender) -> ConnHandle {
     report(events, ConnEvent::Closed(conn, TransportError::Connect(describe(e))));
-    ConnHandle::Fetch { abort: AbortController::new().expect("AbortController") }
+    ConnHandle::Fetch { abort: abort_controller() }
 }
 
 /// `onopen`: reports the opening and remembers it (a failure after it is a
@@ -338,7 +344,7 @@ fn request(
 }
 
 fn poll(conn: ConnId, url: String, opts: &ConnectOptions, events: EventSender) -> ConnHandle {
-    let abort = AbortController::new().expect("AbortController");
+    let abort = abort_controller();
     let req = request("GET", &url, None, &[("accept", "application/json")], opts, Some(&abort));
     wasm_bindgen_futures::spawn_local(async move {
         let error = match run_poll(conn, req, &events).await {
