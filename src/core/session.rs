@@ -1302,15 +1302,18 @@ fn percent_encode(s: &str) -> String {
 /// (PROTOCOL.md, "Endpoints").
 pub(crate) fn endpoints(url: &str) -> Result<(String, String), Error> {
     let bad = |why| Error::InvalidUrl { url: url.to_owned(), why };
-    let at = url.find(':').filter(|&i| url[i..].starts_with("://")).ok_or_else(|| bad("no scheme"))?;
-    let (scheme, rest) = (&url[..at], &url[at + 3..]);
+    // No indexing into strings here or in the frame encoder: a failed index
+    // would print the string's characters, which brings Unicode tables into
+    // the browser build.
+    let (scheme, rest) =
+        url.split_once(':').and_then(|(s, r)| Some((s, r.strip_prefix("//")?))).ok_or_else(|| bad("no scheme"))?;
     let (http, ws) = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => ("http", "ws"),
         "https" | "wss" => ("https", "wss"),
         _ => return Err(bad("scheme must be http, https, ws or wss")),
     };
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if rest[..host_end].is_empty() {
+    if host_end == 0 {
         return Err(bad("no host"));
     }
     if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
