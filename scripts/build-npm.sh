@@ -24,8 +24,13 @@ wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
   target/wasm32-unknown-unknown/wasm-release/resub_wasm.wasm
 # The features rustc's wasm32 target emits, named one by one: --all-features
 # would also turn on binaryen's compact imports, which browsers do not load.
-"$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+# Facts binaryen may rely on: the module's own memory starts zeroed, and
+# nothing lives in its first 1 KiB (rustc puts the stack first, data above
+# 1 MiB). A flatten/rereloop pass between two -Oz rounds finds more to fold.
+"$wasm_opt" --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
+  --zero-filled-memory --low-memory-unused \
+  -Oz --flatten --rereloop -Oz -Oz \
   "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
 rm -f "$out/resub_wasm.d.ts" "$out/resub_wasm_bg.wasm.d.ts"
 cp wasm/js/index.js wasm/js/index.d.ts wasm/js/package.json wasm/js/README.md "$out/"
