@@ -2,7 +2,8 @@
 # Builds the npm package (`resub`) into a folder, default wasm/pkg:
 #   bash scripts/build-npm.sh [OUT_DIR]
 # Installs what it needs when missing: the wasm32 target, the wasm-bindgen CLI
-# at the version in Cargo.lock, and binaryen's wasm-opt from npm (under .tools/).
+# at the version in Cargo.lock, and binaryen's wasm-opt and terser from npm
+# (under .tools/).
 # Prints the size of the .wasm and the JS, raw and gzipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +14,10 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
   cargo install wasm-bindgen-cli --version "$version"
 fi
 wasm_opt=.tools/node_modules/.bin/wasm-opt
-if [ ! -x "$wasm_opt" ]; then
+terser=.tools/node_modules/.bin/terser
+if [ ! -x "$wasm_opt" ] || [ ! -x "$terser" ]; then
   mkdir -p .tools
-  npm install --silent --no-audit --no-fund --prefix .tools binaryen@132 >/dev/null
+  npm install --silent --no-audit --no-fund --prefix .tools binaryen@132 terser@5.51.2 >/dev/null
 fi
 cargo build --profile wasm-release --target wasm32-unknown-unknown -p resub-wasm
 rm -rf "$out"
@@ -34,6 +36,10 @@ wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
   "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
 rm -f "$out/resub_wasm.d.ts" "$out/resub_wasm_bg.wasm.d.ts"
 cp wasm/js/index.js wasm/js/index.d.ts wasm/js/package.json wasm/js/README.md "$out/"
+# The shipped JS is minified (the types are in index.d.ts); class names stay.
+for js in resub_wasm.js index.js; do
+  "$terser" "$out/$js" --module --compress passes=2 --mangle --keep-classnames -o "$out/$js"
+done
 size() { wc -c <"$1" | tr -d ' '; }
 gz() { gzip -9 -c "$1" | wc -c | tr -d ' '; }
 w="$out/resub_wasm_bg.wasm"
