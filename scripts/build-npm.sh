@@ -35,6 +35,7 @@ wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
   -Oz --flatten --rereloop -Oz -Oz \
   "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
 rm -f "$out/resub_wasm.d.ts" "$out/resub_wasm_bg.wasm.d.ts"
+node scripts/shorten-names.mjs "$out/resub_wasm_bg.wasm" "$out/resub_wasm.js"
 cp wasm/js/index.js wasm/js/index.d.ts wasm/js/package.json wasm/js/README.md "$out/"
 # The shipped JS is minified (the types are in index.d.ts); class names stay.
 for js in resub_wasm.js index.js; do
