@@ -416,12 +416,14 @@ pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions
 pub(crate) fn watch_signals(events: EventSender) -> Option<Signals> {
     let window = web_sys::window()?;
     let document = window.document()?;
-    let on = |input: Input| {
+    // A constructor rather than an `Input` to clone: cloning would bring in
+    // the clone code of every kind of input.
+    let on = |input: fn() -> Input| {
         let events = events.clone();
-        callback(move |_| report(&events, ConnEvent::Signal(input.clone())))
+        callback(move |_| report(&events, ConnEvent::Signal(input())))
     };
-    let online = on(Input::Online);
-    let offline = on(Input::Offline);
+    let online = on(|| Input::Online);
+    let offline = on(|| Input::Offline);
     let visible = {
         let (events, document) = (events.clone(), document.clone());
         callback(move |_| {
