@@ -5,6 +5,8 @@
 //! `EventSource` is closed on its first error, so that the core decides when
 //! and where to reconnect, with its cursors in the URL.
 
+pub(crate) mod queue;
+
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -68,14 +70,15 @@ pub(crate) async fn sleep_until(deadline: Instant) {
 struct Timeout {
     id: JsValue,
     rx: oneshot::Receiver<()>,
-    _callback: Closure<dyn FnMut()>,
+    _callback: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Timeout {
     fn new(ms: i32) -> Self {
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
-        let callback = Closure::<dyn FnMut()>::new(move || {
+        // The same closure type as every other callback: one set of glue.
+        let callback = callback(move |_| {
             if let Some(tx) = tx.take() {
                 let _ = tx.send(());
             }
@@ -99,11 +102,10 @@ impl Drop for Timeout {
     }
 }
 
-/// Reports to the loop from a browser callback. The browser gives no
-/// back-pressure on these streams (a WebSocket buffers what arrives whatever
-/// the page does), so a fresh sender clone is used, which always has room.
+/// Reports to the loop from a browser callback (the queue has no bound: the
+/// browser gives no back-pressure to pass on).
 fn report(events: &EventSender, ev: ConnEvent) {
-    let _ = events.clone().try_send(ev);
+    let _ = events.unbounded_send(ev);
 }
 
 fn field(o: &JsValue, key: &str) -> Option<JsValue> {
