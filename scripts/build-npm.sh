@@ -2,7 +2,8 @@
 # Builds the npm package (`resub`) into a folder, default wasm/pkg:
 #   bash scripts/build-npm.sh [OUT_DIR]
 # Installs what it needs when missing: the wasm32 target, the wasm-bindgen CLI
-# at the version in Cargo.lock, and binaryen's wasm-opt from npm (under .tools/).
+# at the version in Cargo.lock, and binaryen's wasm-opt and terser from npm
+# (under .tools/).
 # Prints the size of the .wasm and the JS, raw and gzipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +14,10 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
   cargo install wasm-bindgen-cli --version "$version"
 fi
 wasm_opt=.tools/node_modules/.bin/wasm-opt
-if [ ! -x "$wasm_opt" ]; then
+terser=.tools/node_modules/.bin/terser
+if [ ! -x "$wasm_opt" ] || [ ! -x "$terser" ]; then
   mkdir -p .tools
-  npm install --silent --no-audit --no-fund --prefix .tools binaryen@132 >/dev/null
+  npm install --silent --no-audit --no-fund --prefix .tools binaryen@132 terser@5.51.2 >/dev/null
 fi
 cargo build --profile wasm-release --target wasm32-unknown-unknown -p resub-wasm
 rm -rf "$out"
@@ -24,11 +26,21 @@ wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
   target/wasm32-unknown-unknown/wasm-release/resub_wasm.wasm
 # The features rustc's wasm32 target emits, named one by one: --all-features
 # would also turn on binaryen's compact imports, which browsers do not load.
-"$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+# Facts binaryen may rely on: the module's own memory starts zeroed, and
+# nothing lives in its first 1 KiB (rustc puts the stack first, data above
+# 1 MiB). A flatten/rereloop pass between two -Oz rounds finds more to fold.
+"$wasm_opt" --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
+  --zero-filled-memory --low-memory-unused \
+  -Oz --flatten --rereloop -Oz -Oz \
   "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
 rm -f "$out/resub_wasm.d.ts" "$out/resub_wasm_bg.wasm.d.ts"
+node scripts/shorten-names.mjs "$out/resub_wasm_bg.wasm" "$out/resub_wasm.js"
 cp wasm/js/index.js wasm/js/index.d.ts wasm/js/package.json wasm/js/README.md "$out/"
+# The shipped JS is minified (the types are in index.d.ts); class names stay.
+for js in resub_wasm.js index.js; do
+  "$terser" "$out/$js" --module --compress passes=2 --mangle --keep-classnames -o "$out/$js"
+done
 size() { wc -c <"$1" | tr -d ' '; }
 gz() { gzip -9 -c "$1" | wc -c | tr -d ' '; }
 w="$out/resub_wasm_bg.wasm"

@@ -13,7 +13,7 @@
 # ffi (the UniFFI library through its generated Python bindings, and through
 # Kotlin compiled and run on the JVM). It installs what the tiers need when
 # missing: the wasm32 target, the wasm-bindgen CLI at the version in
-# Cargo.lock, Chromium and ChromeDriver from Debian, binaryen and the test
+# Cargo.lock, Chromium and ChromeDriver from Debian, binaryen, terser and the test
 # packages from npm, pytest from PyPI, JNA from Debian and a Kotlin compiler
 # from PyPI.
 # The last line totals the tests run: "total: N passed, M failed".

@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 
 use crate::core::{Backoff, Config, Input, Session};
 use crate::driver::platform::ConnectOptions;
-use crate::driver::{Command, Shared, StateHub};
+use crate::driver::{Command, CommandSender, Shared, StateHub, command_queue};
 use crate::protocol::{EventId, validate_channel};
 use crate::{ConnectionState, Error, Instant, Message, Stats, Transport};
 
@@ -136,14 +136,14 @@ impl ClientBuilder {
             states: StateHub::new(ConnectionState::Connecting { transport: first, attempt: 0 }),
             stats: Mutex::new(Stats::default()),
         });
-        let (commands, rx) = mpsc::unbounded();
+        let (commands, rx) = command_queue();
         crate::driver::platform::spawn(crate::driver::run(session, rx, shared.clone(), opts));
         Ok(Client { inner: Arc::new(Inner { commands, shared, next_sub: AtomicU64::new(0) }) })
     }
 }
 
 struct Inner {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: CommandSender,
     shared: Arc<Shared>,
     next_sub: AtomicU64,
 }
@@ -285,7 +285,7 @@ pub struct Subscription {
     channel: String,
     id: u64,
     rx: mpsc::Receiver<Result<Message, Error>>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: CommandSender,
 }
 
 impl Subscription {

@@ -16,10 +16,12 @@
 //! first.
 
 mod backoff;
+mod channels;
 pub mod plain;
 mod session;
 
 pub use backoff::Backoff;
+pub(crate) use channels::ChannelMap;
 pub use session::{ConnId, Input, Output, POLL_BATCH_FACTOR, PostError, Session};
 
 use std::fmt;

@@ -1,6 +1,6 @@
 //! The session state machine.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -9,7 +9,8 @@ use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 
 use super::{
-    Config, ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats, Transport, TransportError,
+    ChannelMap, Config, ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats, Transport,
+    TransportError,
 };
 use crate::protocol::{ClientFrame, EventId, Outcome, ServerFrame, WireResetReason, validate_channel};
 use crate::{Error, Instant};
@@ -316,7 +317,7 @@ pub struct Session {
     next_probe: usize,
     /// The host says it has no network: no attempts until it is back.
     offline: bool,
-    subs: BTreeMap<String, Sub>,
+    subs: ChannelMap<Sub>,
     publishes: VecDeque<PendingPublish>,
     out: VecDeque<Output>,
     timers: TimerTable,
@@ -361,7 +362,7 @@ impl Session {
             probe: None,
             next_probe: 0,
             offline: false,
-            subs: BTreeMap::new(),
+            subs: ChannelMap::default(),
             publishes: VecDeque::new(),
             out: VecDeque::new(),
             timers: TimerTable::default(),
@@ -609,7 +610,7 @@ impl Session {
             Transport::LongPoll => "poll",
         };
         let mut url = format!("{}/{path}?", self.base);
-        for (channel, sub) in &self.subs {
+        for (channel, sub) in self.subs.iter() {
             url.push_str("channel=");
             url.push_str(channel);
             if let Some(c) = &sub.cursor {
@@ -1306,15 +1307,18 @@ fn percent_encode(s: &str) -> String {
 /// (PROTOCOL.md, "Endpoints").
 pub(crate) fn endpoints(url: &str) -> Result<(String, String), Error> {
     let bad = |why| Error::InvalidUrl { url: url.to_owned(), why };
-    let at = url.find(':').filter(|&i| url[i..].starts_with("://")).ok_or_else(|| bad("no scheme"))?;
-    let (scheme, rest) = (&url[..at], &url[at + 3..]);
+    // No indexing into strings here or in the frame encoder: a failed index
+    // would print the string's characters, which brings Unicode tables into
+    // the browser build.
+    let (scheme, rest) =
+        url.split_once(':').and_then(|(s, r)| Some((s, r.strip_prefix("//")?))).ok_or_else(|| bad("no scheme"))?;
     let (http, ws) = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => ("http", "ws"),
         "https" | "wss" => ("https", "wss"),
         _ => return Err(bad("scheme must be http, https, ws or wss")),
     };
     let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if rest[..host_end].is_empty() {
+    if host_end == 0 {
         return Err(bad("no host"));
     }
     if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -15,19 +15,19 @@ pub(crate) mod wasm;
 #[cfg(target_arch = "wasm32")]
 pub(crate) use wasm as platform;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
 
-use crate::core::{ConnId, Input, Output, PostError, Session, TransportError};
+use crate::core::{ChannelMap, ConnId, Input, Output, PostError, Session, TransportError};
 use crate::protocol::EventId;
 use crate::{ConnectionState, Error, Instant, Message, Stats};
 use platform::{ConnHandle, ConnectOptions};
 
 /// Capacity of the queue from connection tasks to the loop. When it is full,
 /// connection tasks stop reading their sockets and TCP pushes back.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) const EVENT_QUEUE: usize = 256;
 
 /// Capacity of a state listener's queue; a listener further behind skips.
@@ -66,8 +66,44 @@ impl From<ConnEvent> for Input {
     }
 }
 
-/// Where connection tasks report to.
-pub(crate) type EventSender = mpsc::Sender<ConnEvent>;
+/// Where connection tasks report to, and the application's commands go: on
+/// native targets `futures` channels (bounded for events, so that a slow
+/// loop slows the sockets down), in the browser a plain queue.
+#[cfg(not(target_arch = "wasm32"))]
+mod queues {
+    use futures::channel::mpsc;
+
+    pub(crate) type EventSender = mpsc::Sender<super::ConnEvent>;
+    pub(crate) type EventReceiver = mpsc::Receiver<super::ConnEvent>;
+    pub(crate) type CommandSender = mpsc::UnboundedSender<super::Command>;
+    pub(crate) type CommandReceiver = mpsc::UnboundedReceiver<super::Command>;
+
+    pub(crate) fn event_queue() -> (EventSender, EventReceiver) {
+        mpsc::channel(super::EVENT_QUEUE)
+    }
+
+    pub(crate) fn command_queue() -> (CommandSender, CommandReceiver) {
+        mpsc::unbounded()
+    }
+}
+#[cfg(target_arch = "wasm32")]
+mod queues {
+    use super::wasm::queue;
+
+    pub(crate) type EventSender = queue::Sender<super::ConnEvent>;
+    pub(crate) type EventReceiver = queue::Receiver<super::ConnEvent>;
+    pub(crate) type CommandSender = queue::Sender<super::Command>;
+    pub(crate) type CommandReceiver = queue::Receiver<super::Command>;
+
+    pub(crate) fn event_queue() -> (EventSender, EventReceiver) {
+        queue::unbounded()
+    }
+
+    pub(crate) fn command_queue() -> (CommandSender, CommandReceiver) {
+        queue::unbounded()
+    }
+}
+pub(crate) use queues::{CommandSender, EventSender, command_queue};
 
 /// Where a subscription's messages go.
 pub(crate) type SubSender = mpsc::Sender<Result<Message, Error>>;
@@ -147,16 +183,16 @@ pub(crate) struct Shared {
 /// Runs a session until it closes.
 pub(crate) async fn run(
     mut session: Session,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut commands: queues::CommandReceiver,
     shared: Arc<Shared>,
     opts: ConnectOptions,
 ) {
-    let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(EVENT_QUEUE);
+    let (ev_tx, mut ev_rx) = queues::event_queue();
     let _signals = platform::watch_signals(ev_tx.clone());
     // A connection or two (a probe beside the working one), and a bounded
     // number of publishes: small lists, less code than maps in the browser build.
     let mut conns: Vec<(ConnId, ConnHandle)> = Vec::new();
-    let mut subs: HashMap<String, (u64, SubSender)> = HashMap::new();
+    let mut subs: ChannelMap<(u64, SubSender)> = ChannelMap::default();
     let mut publishes: Vec<(u64, oneshot::Sender<Result<String, Error>>)> = Vec::new();
     let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut next_token = 0u64;

@@ -105,9 +105,7 @@ export class Subscription {
 /** A connection to a resub server, shared by any number of subscriptions. */
 export class Client {
   #inner;
-  // Kept until unsubscribed: a handle the garbage collector freed would stop
-  // its listener.
-  #stateHandles = new Set();
+  #stateListeners = new Set();
 
   /**
    * @param {string} url the server's base URL, `http(s)://host:port`
@@ -119,6 +117,16 @@ export class Client {
     } catch (e) {
       throw toError(e);
     }
+    // One state stream from the core, shared by every onState listener.
+    this.#inner.onState((state) => {
+      for (const fn of this.#stateListeners) {
+        try {
+          fn(state);
+        } catch {
+          // A throwing listener does not stop the others.
+        }
+      }
+    });
   }
 
   /** Subscribes to `channel`, live or after the event id `options.from`. */
@@ -137,11 +145,11 @@ export class Client {
 
   /** Calls `fn(state)` on every connection state change; returns a function that stops it. */
   onState(fn) {
-    const handle = this.#inner.onState(fn);
-    this.#stateHandles.add(handle);
+    // A wrapper, so that the same function added twice is called twice.
+    const listener = (state) => fn(state);
+    this.#stateListeners.add(listener);
     return () => {
-      handle.close();
-      this.#stateHandles.delete(handle);
+      this.#stateListeners.delete(listener);
     };
   }
 

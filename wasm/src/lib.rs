@@ -9,13 +9,19 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures::channel::{mpsc, oneshot};
-use futures::{FutureExt, StreamExt};
+use std::task::{Context, Poll, Waker};
+
+use futures::StreamExt;
 use js_sys::{Object, Reflect};
 use resub::core::Backoff;
-use resub::{Client, ConnectionState, DisconnectReason, Error, Message, Transport};
+use resub::{Client, ConnectionState, DisconnectReason, Error, Message, Subscription, Transport};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
+
+/// The heap allocator: talc, smaller than the default dlmalloc (a wasm
+/// module runs on one thread, which this allocator assumes).
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 /// One promise type for every async method: one instantiation of the
 /// promise glue instead of one per method, which keeps the module small.
@@ -181,44 +187,26 @@ impl WasmClient {
     /// Starts a subscription at once; its first item is an error if it could
     /// not start.
     pub fn subscribe(&self, channel: String, from: Option<String>) -> WasmSubscription {
-        let (tx, rx) = mpsc::channel::<Result<JsValue, JsValue>>(64);
-        let (stop, stopped) = oneshot::channel::<()>();
+        let slot = Rc::new(RefCell::new(Slot { stage: Stage::Starting, waiting: false, waker: None }));
         let client = self.inner.clone();
+        let started = slot.clone();
         spawn_local(async move {
-            let mut tx = tx;
             let sub = match &from {
                 Some(after) => client.subscribe_from(&channel, after).await,
                 None => client.subscribe(&channel).await,
             };
-            let mut sub = match sub {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.try_send(Err(js_error(&e)));
-                    return;
-                }
-            };
-            let mut stopped = stopped.fuse();
-            loop {
-                futures::select! {
-                    _ = stopped => return,
-                    item = sub.next() => match item {
-                        None => return,
-                        Some(Ok(m)) => {
-                            if let Some(v) = message_value(m)
-                                && futures::SinkExt::send(&mut tx, Ok(v)).await.is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            let _ = futures::SinkExt::send(&mut tx, Err(js_error(&e))).await;
-                            return;
-                        }
-                    },
-                }
+            let mut slot = started.borrow_mut();
+            // Closed while starting: the subscription is dropped here, which
+            // ends it.
+            if matches!(slot.stage, Stage::Starting) {
+                slot.stage = match sub {
+                    Ok(sub) => Stage::Running(sub),
+                    Err(e) => Stage::Failed(js_error(&e)),
+                };
             }
+            slot.wake();
         });
-        WasmSubscription { rx: Rc::new(RefCell::new(Some(rx))), stop: RefCell::new(Some(stop)) }
+        WasmSubscription { slot }
     }
 
     /// Publishes; resolves to the event id.
@@ -232,27 +220,16 @@ impl WasmClient {
         })
     }
 
-    /// Calls `listener(state)` on every state change until the returned
-    /// handle is closed or the client closes.
+    /// Calls `listener(state)` on every state change from now on, until the
+    /// client closes; `index.js` shares this one call among its listeners.
     #[wasm_bindgen(js_name = onState)]
-    pub fn on_state(&self, listener: js_sys::Function) -> StateListener {
+    pub fn on_state(&self, listener: js_sys::Function) {
         let mut states = self.inner.states();
-        let (stop, stopped) = oneshot::channel::<()>();
         spawn_local(async move {
-            let mut stopped = stopped.fuse();
-            loop {
-                futures::select! {
-                    _ = stopped => return,
-                    s = states.next() => match s {
-                        Some(s) => {
-                            let _ = listener.call1(&JsValue::NULL, &state_value(&s));
-                        }
-                        None => return,
-                    },
-                }
+            while let Some(s) = states.next().await {
+                let _ = listener.call1(&JsValue::NULL, &state_value(&s));
             }
         });
-        StateListener { stop: RefCell::new(Some(stop)) }
     }
 
     /// The current state.
@@ -282,14 +259,71 @@ impl WasmClient {
     }
 }
 
-/// Messages (or one error) on their way to JavaScript.
-type Items = mpsc::Receiver<Result<JsValue, JsValue>>;
+/// Where a subscription is.
+enum Stage {
+    /// Waiting for the client to confirm it.
+    Starting,
+    /// Could not start: this error is the first and last item.
+    Failed(JsValue),
+    Running(Subscription),
+    Ended,
+}
+
+/// A subscription's stage, and the `next()` call waiting on it.
+struct Slot {
+    stage: Stage,
+    /// A `next()` call is under way.
+    waiting: bool,
+    waker: Option<Waker>,
+}
+
+impl Slot {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The next item for JavaScript: a message, an error, or `undefined` at
+    /// the end.
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Result<JsValue, JsValue>> {
+        loop {
+            let item = match &mut self.stage {
+                Stage::Starting => None,
+                Stage::Failed(_) => match std::mem::replace(&mut self.stage, Stage::Ended) {
+                    Stage::Failed(e) => return Poll::Ready(Err(e)),
+                    _ => unreachable!(),
+                },
+                Stage::Running(sub) => match sub.poll_next_unpin(cx) {
+                    Poll::Pending => None,
+                    Poll::Ready(item) => Some(item),
+                },
+                Stage::Ended => return Poll::Ready(Ok(JsValue::UNDEFINED)),
+            };
+            match item {
+                None => {
+                    self.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Some(Some(Ok(m))) => {
+                    if let Some(v) = message_value(m) {
+                        return Poll::Ready(Ok(v));
+                    }
+                }
+                Some(Some(Err(e))) => {
+                    self.stage = Stage::Ended;
+                    return Poll::Ready(Err(js_error(&e)));
+                }
+                Some(None) => self.stage = Stage::Ended,
+            }
+        }
+    }
+}
 
 /// One subscription; see `Subscription` in `index.d.ts`.
 #[wasm_bindgen]
 pub struct WasmSubscription {
-    rx: Rc<RefCell<Option<Items>>>,
-    stop: RefCell<Option<oneshot::Sender<()>>>,
+    slot: Rc<RefCell<Slot>>,
 }
 
 #[wasm_bindgen]
@@ -297,41 +331,24 @@ impl WasmSubscription {
     /// Resolves to the next message, or `undefined` when the subscription has
     /// ended; rejects with `{code, message}` once if it ended with an error.
     pub fn next(&self) -> js_sys::Promise {
-        let slot = self.rx.clone();
-        promise(async move {
-            // Calls are sequential (an async iterator awaits each); a call
-            // made while another waits sees the end.
-            let Some(mut rx) = slot.borrow_mut().take() else { return Ok(JsValue::UNDEFINED) };
-            let item = rx.next().await;
-            *slot.borrow_mut() = Some(rx);
-            match item {
-                Some(Ok(v)) => Ok(v),
-                Some(Err(e)) => Err(e),
-                None => Ok(JsValue::UNDEFINED),
-            }
-        })
+        // Calls are sequential (an async iterator awaits each); a call made
+        // while another waits sees the end.
+        if std::mem::replace(&mut self.slot.borrow_mut().waiting, true) {
+            return js_sys::Promise::resolve(&JsValue::UNDEFINED);
+        }
+        let slot = self.slot.clone();
+        promise(std::future::poll_fn(move |cx| {
+            let mut slot = slot.borrow_mut();
+            let item = slot.poll_item(cx);
+            slot.waiting = item.is_pending();
+            item
+        }))
     }
 
     /// Ends the subscription; pending and later `next()` calls see the end.
     pub fn close(&self) {
-        if let Some(stop) = self.stop.borrow_mut().take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// The handle `onState` returns.
-#[wasm_bindgen]
-pub struct StateListener {
-    stop: RefCell<Option<oneshot::Sender<()>>>,
-}
-
-#[wasm_bindgen]
-impl StateListener {
-    /// Stops calling the listener.
-    pub fn close(&self) {
-        if let Some(stop) = self.stop.borrow_mut().take() {
-            let _ = stop.send(());
-        }
+        let mut slot = self.slot.borrow_mut();
+        slot.stage = Stage::Ended;
+        slot.wake();
     }
 }

@@ -5,6 +5,8 @@
 //! `EventSource` is closed on its first error, so that the core decides when
 //! and where to reconnect, with its cursors in the URL.
 
+pub(crate) mod queue;
+
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
@@ -68,14 +70,15 @@ pub(crate) async fn sleep_until(deadline: Instant) {
 struct Timeout {
     id: JsValue,
     rx: oneshot::Receiver<()>,
-    _callback: Closure<dyn FnMut()>,
+    _callback: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Timeout {
     fn new(ms: i32) -> Self {
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
-        let callback = Closure::<dyn FnMut()>::new(move || {
+        // The same closure type as every other callback: one set of glue.
+        let callback = callback(move |_| {
             if let Some(tx) = tx.take() {
                 let _ = tx.send(());
             }
@@ -99,12 +102,16 @@ impl Drop for Timeout {
     }
 }
 
-/// Reports to the loop from a browser callback. The browser gives no
-/// back-pressure on these streams (a WebSocket buffers what arrives whatever
-/// the page does), so a fresh sender clone is used, which always has room.
+/// Reports to the loop from a browser callback. Frames go through an
+/// [`Inbox`], which bounds them; the rest (opens, closes, signals, publish
+/// results) are few.
 fn report(events: &EventSender, ev: ConnEvent) {
-    let _ = events.clone().try_send(ev);
+    let _ = events.unbounded_send(ev);
 }
+
+/// How many events may wait for the loop before a connection stops adding
+/// frames (as the native driver's bounded queue).
+const INBOX_LIMIT: usize = 256;
 
 /// A connection's frames on their way to the loop, bounded. A browser socket
 /// cannot be paused, so when the loop is a full queue behind (the application
@@ -114,8 +121,6 @@ fn report(events: &EventSender, ev: ConnEvent) {
 /// skipped; memory stays bounded.
 struct Inbox {
     conn: ConnId,
-    /// This connection's own sender: it is parked, and refuses more, once the
-    /// queue is over capacity.
     tx: EventSender,
     overflowed: bool,
 }
@@ -130,14 +135,14 @@ impl Inbox {
         if self.overflowed {
             return;
         }
-        if let Err(e) = self.tx.try_send(ev) {
-            if e.is_full() {
-                self.overflowed = true;
-                close();
-                let why = "the application is not reading: closed, to resume from the cursor";
-                report(&self.tx, ConnEvent::Closed(self.conn, TransportError::Lost(why.into())));
-            }
+        if self.tx.len() < INBOX_LIMIT {
+            report(&self.tx, ev);
+            return;
         }
+        self.overflowed = true;
+        close();
+        let why = "the application is not reading: closed, to resume from the cursor";
+        report(&self.tx, ConnEvent::Closed(self.conn, TransportError::Lost(why.into())));
     }
 }
 
@@ -256,6 +261,12 @@ pub(crate) fn connect(
     }
 }
 
+/// A new `AbortController`, which every browser can make. Not `expect`: the
+/// error's `Debug` would bring a JS value printer into the module.
+fn abort_controller() -> AbortController {
+    AbortController::new().unwrap_or_else(|_| unreachable!("AbortController"))
+}
+
 fn callback(f: impl FnMut(JsValue) + 'static) -> Closure<dyn FnMut(JsValue)> {
     Closure::new(f)
 }
@@ -263,7 +274,7 @@ fn callback(f: impl FnMut(JsValue) + 'static) -> Closure<dyn FnMut(JsValue)> {
 /// The constructor threw (a malformed URL): reported as a failed attempt.
 fn not_opened(conn: ConnId, e: &JsValue, events: &EventSender) -> ConnHandle {
     report(events, ConnEvent::Closed(conn, TransportError::Connect(describe(e))));
-    ConnHandle::Fetch { abort: AbortController::new().expect("AbortController") }
+    ConnHandle::Fetch { abort: abort_controller() }
 }
 
 /// `onopen`: reports the opening and remembers it (a failure after it is a
@@ -377,7 +388,7 @@ fn request(
 }
 
 fn poll(conn: ConnId, url: String, opts: &ConnectOptions, events: EventSender) -> ConnHandle {
-    let abort = AbortController::new().expect("AbortController");
+    let abort = abort_controller();
     let req = request("GET", &url, None, &[("accept", "application/json")], opts, Some(&abort));
     wasm_bindgen_futures::spawn_local(async move {
         let error = match run_poll(conn, req, &events).await {
@@ -449,12 +460,14 @@ pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions
 pub(crate) fn watch_signals(events: EventSender) -> Option<Signals> {
     let window = web_sys::window()?;
     let document = window.document()?;
-    let on = |input: Input| {
+    // A constructor rather than an `Input` to clone: cloning would bring in
+    // the clone code of every kind of input.
+    let on = |input: fn() -> Input| {
         let events = events.clone();
-        callback(move |_| report(&events, ConnEvent::Signal(input.clone())))
+        callback(move |_| report(&events, ConnEvent::Signal(input())))
     };
-    let online = on(Input::Online);
-    let offline = on(Input::Offline);
+    let online = on(|| Input::Online);
+    let offline = on(|| Input::Offline);
     let visible = {
         let (events, document) = (events.clone(), document.clone());
         callback(move |_| {
