@@ -15,9 +15,10 @@ use crate::driver::{Command, CommandSender, Shared, StateHub, command_queue};
 use crate::protocol::{EventId, validate_channel};
 use crate::{ConnectionState, Error, Instant, Message, Stats, Transport};
 
-/// Messages buffered per subscription before the client stops reading the
-/// connection (back-pressure) until the application catches up.
-const SUBSCRIPTION_BUFFER: usize = 1024;
+/// Batches (of up to 64 messages)
+/// buffered per subscription before the client stops reading the connection
+/// (back-pressure) until the application catches up: about 1,024 messages.
+const SUBSCRIPTION_BUFFER: usize = 16;
 
 /// Configures and starts a [`Client`].
 #[derive(Debug, Clone)]
@@ -190,7 +191,13 @@ impl Client {
         let id = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         self.command(Command::Subscribe { channel: channel.to_owned(), from, id, tx, reply })?;
         result.await.map_err(|_| self.closed_error())?.map_err(|e| self.why(e))?;
-        Ok(Subscription { channel: channel.to_owned(), id, rx, commands: self.inner.commands.clone() })
+        Ok(Subscription {
+            channel: channel.to_owned(),
+            id,
+            rx,
+            buf: Default::default(),
+            commands: self.inner.commands.clone(),
+        })
     }
 
     /// Publishes `data` to `channel` and waits for the server's ack, which
@@ -284,7 +291,9 @@ impl Client {
 pub struct Subscription {
     channel: String,
     id: u64,
-    rx: mpsc::Receiver<Result<Message, Error>>,
+    rx: mpsc::Receiver<Vec<Result<Message, Error>>>,
+    /// The rest of the last batch received.
+    buf: std::collections::VecDeque<Result<Message, Error>>,
     commands: CommandSender,
 }
 
@@ -299,7 +308,16 @@ impl Stream for Subscription {
     type Item = Result<Message, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_next_unpin(cx)
+        loop {
+            if let Some(message) = self.buf.pop_front() {
+                return Poll::Ready(Some(message));
+            }
+            match self.rx.poll_next_unpin(cx) {
+                Poll::Ready(Some(batch)) => self.buf.extend(batch),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -337,7 +355,7 @@ impl Stream for States {
 
 impl futures::stream::FusedStream for Subscription {
     fn is_terminated(&self) -> bool {
-        self.rx.is_terminated()
+        self.buf.is_empty() && self.rx.is_terminated()
     }
 }
 

@@ -22,6 +22,10 @@ mod session;
 
 pub use backoff::Backoff;
 pub(crate) use channels::ChannelMap;
+#[cfg(feature = "json-decode")]
+pub(crate) use session::decode_frame_into;
+#[cfg(feature = "json-decode")]
+pub use session::decode_text;
 pub use session::{ConnId, Input, Output, POLL_BATCH_FACTOR, PostError, Session};
 
 use std::fmt;

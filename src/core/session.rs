@@ -781,12 +781,7 @@ impl Session {
     /// Decodes a text frame of `transport` (a poll response: a batch of frames).
     #[cfg(feature = "json-decode")]
     fn decode_for(&self, transport: Transport, text: &str) -> Result<Vec<ServerFrame>, String> {
-        if transport == Transport::LongPoll {
-            return serde_json::from_str::<PollBatch>(text)
-                .map(|b| b.frames)
-                .map_err(|e| json_error("poll response", &e));
-        }
-        serde_json::from_str::<ServerFrame>(text).map(|f| vec![f]).map_err(|e| json_error("frame", &e))
+        decode_text(transport, text)
     }
 
     /// Without the `json-decode` feature, the driver decodes frames itself
@@ -831,7 +826,7 @@ impl Session {
             ServerFrame::Subscribed { channel, outcome, reason, head } => {
                 self.on_subscribed(channel, outcome, reason, &head, now)
             }
-            ServerFrame::Event { channel, id, event, data } => self.on_event(channel, &id, event, data, now),
+            ServerFrame::Event { channel, id, event, data } => self.on_event(channel, id, event, data, now),
             ServerFrame::Reset { channel, reason, head } => self.on_reset(channel, reason, &head, now),
             ServerFrame::Ping => {}
             ServerFrame::Ack { key, id } => {
@@ -931,36 +926,37 @@ impl Session {
         }
     }
 
-    fn on_event(&mut self, channel: String, id: &str, event: Option<String>, data: String, now: Instant) {
-        let Ok(eid) = id.parse::<EventId>() else {
+    fn on_event(&mut self, channel: String, id: String, event: Option<String>, data: String, now: Instant) {
+        // The hot path: nothing allocated but the message itself.
+        let Some((epoch, seq)) = crate::protocol::split_event_id(&id) else {
             return self.protocol_error(format!("bad event id '{id}'"), now);
         };
         let Some(sub) = self.subs.get_mut(&channel) else {
             tracing::debug!(%channel, "event for a channel not subscribed; ignored");
             return;
         };
-        let Some(cursor) = sub.cursor.as_ref().filter(|_| sub.confirmed) else {
+        let Some(cursor) = sub.cursor.as_mut().filter(|_| sub.confirmed) else {
             return self.protocol_error(format!("event on '{channel}' before it was confirmed"), now);
         };
-        if cursor.epoch() != eid.epoch() {
+        if cursor.epoch() != epoch {
             // Only a reset may move a subscription to a new epoch.
-            let why = format!("event {eid} on '{channel}' is not of epoch {}", cursor.epoch());
+            let why = format!("event {id} on '{channel}' is not of epoch {}", cursor.epoch());
             return self.protocol_error(why, now);
         }
-        if eid.seq() <= cursor.seq() {
+        if seq <= cursor.seq() {
             self.stats.duplicates += 1;
             return;
         }
-        if eid.seq() != cursor.seq() + 1 {
-            let why = format!("gap on '{channel}': {eid} after {cursor}");
+        if seq != cursor.seq() + 1 {
+            let why = format!("gap on '{channel}': {id} after {cursor}");
             return self.protocol_error(why, now);
         }
-        if eid.seq() <= sub.replay_until {
+        cursor.set_seq(seq);
+        if seq <= sub.replay_until {
             self.stats.replayed += 1;
         }
         self.stats.delivered += 1;
-        sub.cursor = Some(eid);
-        let message = Message::Event(Event { channel: channel.clone(), id: id.to_owned(), event, data });
+        let message = Message::Event(Event { channel: channel.clone(), id, event, data });
         self.out.push_back(Output::Deliver { channel, message });
     }
 
@@ -1256,6 +1252,24 @@ fn advance_to(cursor: &mut Option<EventId>, head: EventId) {
         Some(c) if c.epoch() == head.epoch() && c.seq() > head.seq() => {}
         _ => *cursor = Some(head),
     }
+}
+
+/// Decodes the text of one message of `transport`: a frame, or for long
+/// polling an answer's frames. Drivers call it off the session's thread and
+/// report [`Input::Frames`]; the session uses it for [`Input::Received`].
+#[cfg(feature = "json-decode")]
+pub fn decode_text(transport: Transport, text: &str) -> Result<Vec<ServerFrame>, String> {
+    if transport == Transport::LongPoll {
+        return serde_json::from_str::<PollBatch>(text).map(|b| b.frames).map_err(|e| json_error("poll response", &e));
+    }
+    serde_json::from_str::<ServerFrame>(text).map(|f| vec![f]).map_err(|e| json_error("frame", &e))
+}
+
+/// Decodes one frame into `out`.
+#[cfg(feature = "json-decode")]
+pub(crate) fn decode_frame_into(text: &str, out: &mut Vec<ServerFrame>) -> Result<(), String> {
+    out.push(serde_json::from_str::<ServerFrame>(text).map_err(|e| json_error("frame", &e))?);
+    Ok(())
 }
 
 /// Where a frame failed to decode (serde_json's own message is not used: its

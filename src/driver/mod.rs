@@ -18,6 +18,7 @@ pub(crate) use wasm as platform;
 use std::sync::{Arc, Mutex};
 
 use futures::channel::{mpsc, oneshot};
+use futures::future::Fuse;
 use futures::{FutureExt, SinkExt, StreamExt};
 
 use crate::core::{ChannelMap, ConnId, Input, Output, PostError, Session, TransportError};
@@ -25,10 +26,15 @@ use crate::protocol::EventId;
 use crate::{ConnectionState, Error, Instant, Message, Stats};
 use platform::{ConnHandle, ConnectOptions};
 
-/// Capacity of the queue from connection tasks to the loop. When it is full,
+/// Capacity of the queue from connection tasks to the loop, in events of up
+/// to 64 frames (a long-poll answer: up to its batch). When it is full,
 /// connection tasks stop reading their sockets and TCP pushes back.
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) const EVENT_QUEUE: usize = 256;
+pub(crate) const EVENT_QUEUE: usize = 16;
+
+/// Most connection events the loop takes in one turn before it delivers what
+/// they produced.
+const READY_BUDGET: usize = 64;
 
 /// Capacity of a state listener's queue; a listener further behind skips.
 const STATE_QUEUE: usize = 256;
@@ -37,10 +43,10 @@ const STATE_QUEUE: usize = 256;
 #[derive(Debug)]
 pub(crate) enum ConnEvent {
     Opened(ConnId),
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    #[cfg_attr(any(target_arch = "wasm32", feature = "json-decode"), allow(dead_code))]
     Received(ConnId, String),
-    /// Frames the platform decoded itself, from a message of this many bytes.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    /// Frames the connection decoded itself, from messages of at most this
+    /// many bytes each.
     Frames(ConnId, Result<Vec<crate::protocol::ServerFrame>, String>, usize),
     /// Bytes with no frame (SSE comments); a browser never sees those.
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
@@ -52,9 +58,10 @@ pub(crate) enum ConnEvent {
     Signal(Input),
 }
 
-impl From<ConnEvent> for Input {
-    fn from(ev: ConnEvent) -> Input {
-        match ev {
+impl ConnEvent {
+    /// Hands the event to the session.
+    fn apply(self, session: &mut Session, now: Instant) {
+        let input = match self {
             ConnEvent::Opened(conn) => Input::Opened { conn },
             ConnEvent::Received(conn, text) => Input::Received { conn, text },
             ConnEvent::Frames(conn, frames, bytes) => Input::Frames { conn, frames, bytes },
@@ -62,7 +69,8 @@ impl From<ConnEvent> for Input {
             ConnEvent::Closed(conn, error) => Input::Closed { conn, error },
             ConnEvent::Posted(key, result) => Input::Posted { key, result },
             ConnEvent::Signal(input) => input,
-        }
+        };
+        session.handle_input(input, now);
     }
 }
 
@@ -105,8 +113,40 @@ mod queues {
 }
 pub(crate) use queues::{CommandSender, EventSender, command_queue};
 
-/// Where a subscription's messages go.
-pub(crate) type SubSender = mpsc::Sender<Result<Message, Error>>;
+/// Where a subscription's messages go, in batches: one wake-up of the
+/// application per batch rather than per message.
+pub(crate) type SubSender = mpsc::Sender<Vec<Result<Message, Error>>>;
+
+/// Most messages in one batch to a subscription.
+pub(crate) const SUB_BATCH: usize = 64;
+
+/// A subscription as the loop keeps it.
+struct SubEntry {
+    id: u64,
+    tx: SubSender,
+    /// Messages produced in this turn of the loop, not yet sent.
+    batch: Vec<Result<Message, Error>>,
+    /// The subscription ended: remove it once its batch is sent.
+    ending: bool,
+}
+
+/// Sends `channel`'s pending batch. Waiting here when the application is
+/// slow stops the loop from reading, which stops the sockets from being
+/// read: back-pressure instead of an unbounded buffer.
+async fn flush(subs: &mut ChannelMap<SubEntry>, channel: &str, session: &mut Session) {
+    let Some(entry) = subs.get_mut(channel) else { return };
+    if entry.batch.is_empty() {
+        return;
+    }
+    let batch = std::mem::replace(&mut entry.batch, Vec::with_capacity(SUB_BATCH));
+    let gone = entry.tx.send(batch).await.is_err();
+    if entry.ending {
+        subs.remove(channel);
+    } else if gone {
+        subs.remove(channel);
+        session.unsubscribe(channel, Instant::now());
+    }
+}
 
 /// What the application asks of the loop.
 pub(crate) enum Command {
@@ -192,10 +232,15 @@ pub(crate) async fn run(
     // A connection or two (a probe beside the working one), and a bounded
     // number of publishes: small lists, less code than maps in the browser build.
     let mut conns: Vec<(ConnId, ConnHandle)> = Vec::new();
-    let mut subs: ChannelMap<(u64, SubSender)> = ChannelMap::default();
+    let mut subs: ChannelMap<SubEntry> = ChannelMap::default();
+    // Channels with a batch to send at the end of this turn.
+    let mut dirty: Vec<String> = Vec::new();
     let mut publishes: Vec<(u64, oneshot::Sender<Result<String, Error>>)> = Vec::new();
     let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut next_token = 0u64;
+    let mut sleep = Box::pin(platform::sleep_until(Instant::now()).fuse());
+    sleep.set(Fuse::terminated());
+    let mut armed: Option<Instant> = None;
     loop {
         while let Some(out) = session.poll_output() {
             match out {
@@ -220,21 +265,23 @@ pub(crate) async fn run(
                     }
                 }
                 Output::Deliver { channel, message } => {
-                    // Waiting here when the application is slow stops the loop
-                    // from reading, which stops the sockets from being read:
-                    // back-pressure instead of an unbounded buffer.
-                    let gone = match subs.get_mut(&channel) {
-                        Some((_, tx)) => tx.send(Ok(message)).await.is_err(),
-                        None => false,
-                    };
-                    if gone {
-                        subs.remove(&channel);
-                        session.unsubscribe(&channel, Instant::now());
+                    if let Some(entry) = subs.get_mut(&channel) {
+                        entry.batch.push(Ok(message));
+                        if entry.batch.len() == 1 {
+                            dirty.push(channel.clone());
+                        }
+                        if entry.batch.len() >= SUB_BATCH {
+                            flush(&mut subs, &channel, &mut session).await;
+                        }
                     }
                 }
                 Output::SubscriptionEnded { channel, error } => {
-                    if let Some((_, mut tx)) = subs.remove(&channel) {
-                        let _ = tx.send(Err(error)).await;
+                    if let Some(entry) = subs.get_mut(&channel) {
+                        entry.batch.push(Err(error));
+                        entry.ending = true;
+                        if entry.batch.len() == 1 {
+                            dirty.push(channel);
+                        }
                     }
                 }
                 Output::PublishDone { token, result } => {
@@ -249,30 +296,37 @@ pub(crate) async fn run(
                 }
             }
         }
+        for channel in std::mem::take(&mut dirty) {
+            flush(&mut subs, &channel, &mut session).await;
+        }
         *shared.stats.lock().expect("stats lock") = session.stats();
         if session.is_closed() {
             break;
         }
-        let deadline = session.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => platform::sleep_until(d).await,
-                None => std::future::pending().await,
+        // The timer is armed lazily: a deadline that moved later (the
+        // heartbeat deadline does on every frame) keeps the armed timer,
+        // which then fires early and finds nothing due; only an earlier
+        // deadline re-arms it. Re-arming a timer per frame costs more than
+        // the frame.
+        match (session.poll_timeout(), armed) {
+            (Some(d), Some(at)) if d >= at => {}
+            (Some(d), _) => {
+                sleep.set(platform::sleep_until(d).fuse());
+                armed = Some(d);
             }
+            (None, _) => {}
         }
-        .fuse();
-        futures::pin_mut!(sleep);
         futures::select_biased! {
             cmd = commands.next() => match cmd {
                 Some(Command::Subscribe { channel, from, id, tx, reply }) => {
                     let result = session.subscribe(&channel, from, Instant::now());
                     if result.is_ok() {
-                        subs.insert(channel, (id, tx));
+                        subs.insert(channel, SubEntry { id, tx, batch: Vec::new(), ending: false });
                     }
                     let _ = reply.send(result);
                 }
                 Some(Command::Unsubscribe { channel, id }) => {
-                    if subs.get(&channel).is_some_and(|(sub_id, _)| *sub_id == id) {
+                    if subs.get(&channel).is_some_and(|entry| entry.id == id) {
                         subs.remove(&channel);
                         session.unsubscribe(&channel, Instant::now());
                     }
@@ -298,10 +352,23 @@ pub(crate) async fn run(
             },
             ev = ev_rx.next() => {
                 if let Some(ev) = ev {
-                    session.handle_input(ev.into(), Instant::now());
+                    let now = Instant::now();
+                    ev.apply(&mut session, now);
+                    // Take what else is ready in one go: one wake-up of the
+                    // loop per burst instead of one per event. The budget
+                    // bounds the outputs this queues.
+                    for _ in 1..READY_BUDGET {
+                        match ev_rx.next().now_or_never() {
+                            Some(Some(ev)) => ev.apply(&mut session, now),
+                            _ => break,
+                        }
+                    }
                 }
             }
-            () = sleep => session.handle_timeout(Instant::now()),
+            () = sleep => {
+                armed = None;
+                session.handle_timeout(Instant::now());
+            }
         }
     }
     tracing::debug!("session closed");

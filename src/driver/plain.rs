@@ -32,7 +32,9 @@ pub(crate) async fn run(
                     let opts = opts.clone();
                     let mut events = ev_tx.clone();
                     let task = tokio::spawn(async move {
-                        let map = |item| PlainInput::Item { conn, item };
+                        let map = |items: std::vec::Drain<'_, _>| {
+                            items.map(|item| PlainInput::Item { conn, item }).collect::<Vec<_>>()
+                        };
                         let opened = PlainInput::Opened { conn };
                         let error =
                             native::read_sse(&url, last_event_id.as_deref(), &opts, false, &mut events, opened, map)

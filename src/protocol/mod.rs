@@ -83,16 +83,27 @@ fn valid_epoch(epoch: &str) -> bool {
     !epoch.is_empty() && epoch.len() <= MAX_EPOCH_LEN && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// The epoch and seq of a well-formed id, without allocating.
+pub(crate) fn split_event_id(s: &str) -> Option<(&str, u64)> {
+    let (epoch, seq) = s.rsplit_once('-')?;
+    if !valid_epoch(epoch) || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((epoch, seq.parse::<u64>().ok()?))
+}
+
+impl EventId {
+    /// Moves this id to `seq` within its epoch.
+    pub(crate) fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+}
+
 impl FromStr for EventId {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ParseError::EventId(s.chars().take(80).collect());
-        let (epoch, seq) = s.rsplit_once('-').ok_or_else(bad)?;
-        if !valid_epoch(epoch) || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let seq = seq.parse::<u64>().map_err(|_| bad())?;
+        let (epoch, seq) = split_event_id(s).ok_or_else(|| ParseError::EventId(s.chars().take(80).collect()))?;
         Ok(Self { epoch: epoch.to_owned(), seq })
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc as fmpsc;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -146,15 +146,58 @@ async fn open_http(
 }
 
 async fn run_sse(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut EventSender) -> TransportError {
-    let map = |item| match item {
-        SseItem::Event(ev) => ConnEvent::Received(conn, ev.data),
-        SseItem::Retry(_) | SseItem::Comment => ConnEvent::Activity(conn),
-    };
-    read_sse(url, None, opts, true, events, ConnEvent::Opened(conn), map).await
+    read_sse(url, None, opts, true, events, ConnEvent::Opened(conn), |items| sse_events(conn, items)).await
 }
 
-/// Opens an event stream and sends what its parser produces, mapped by
-/// `map`, to `events`; returns how the stream ended.
+/// What one chunk of a resub event stream gives the loop: its frames,
+/// decoded here (off the loop's thread) as one event; a frame that does not
+/// decode ends the batch, after the frames before it. Comments alone are a
+/// sign of life.
+#[cfg(feature = "json-decode")]
+fn sse_events(conn: ConnId, items: std::vec::Drain<'_, SseItem>) -> Vec<ConnEvent> {
+    let mut out = Vec::new();
+    let mut frames = Vec::new();
+    let mut bytes = 0;
+    let mut alive = false;
+    for item in items {
+        match item {
+            SseItem::Event(ev) => {
+                bytes = bytes.max(ev.data.len());
+                if let Err(why) = crate::core::decode_frame_into(&ev.data, &mut frames) {
+                    out.push(ConnEvent::Frames(conn, Ok(frames), bytes));
+                    out.push(ConnEvent::Frames(conn, Err(why), ev.data.len()));
+                    return out;
+                }
+                // Events stay at most BURST frames, which bounds the queue.
+                if frames.len() == BURST {
+                    out.push(ConnEvent::Frames(conn, Ok(std::mem::take(&mut frames)), bytes));
+                    bytes = 0;
+                }
+            }
+            SseItem::Retry(_) | SseItem::Comment => alive = true,
+        }
+    }
+    if !frames.is_empty() {
+        out.push(ConnEvent::Frames(conn, Ok(frames), bytes));
+    } else if alive && out.is_empty() {
+        out.push(ConnEvent::Activity(conn));
+    }
+    out
+}
+
+/// Without a JSON decoder, the session decodes: one event per SSE item.
+#[cfg(not(feature = "json-decode"))]
+fn sse_events(conn: ConnId, items: std::vec::Drain<'_, SseItem>) -> Vec<ConnEvent> {
+    items
+        .map(|item| match item {
+            SseItem::Event(ev) => ConnEvent::Received(conn, ev.data),
+            SseItem::Retry(_) | SseItem::Comment => ConnEvent::Activity(conn),
+        })
+        .collect()
+}
+
+/// Opens an event stream and sends what its parser produces from each
+/// chunk, mapped by `map`, to `events`; returns how the stream ended.
 ///
 /// `strict_utf8` makes invalid UTF-8 end the stream (for the resub protocol,
 /// whose servers send UTF-8) instead of being replaced with U+FFFD as plain
@@ -167,7 +210,7 @@ pub(crate) async fn read_sse<E>(
     strict_utf8: bool,
     events: &mut fmpsc::Sender<E>,
     opened: E,
-    map: impl Fn(SseItem) -> E,
+    mut map: impl FnMut(std::vec::Drain<'_, SseItem>) -> Vec<E>,
 ) -> TransportError {
     let resp = match open_http(url, "text/event-stream", last_event_id, opts).await {
         Ok(r) => r,
@@ -193,8 +236,8 @@ pub(crate) async fn read_sse<E>(
             Err(SseError::TooLarge { limit }) => return TransportError::TooLarge { limit },
             Err(e) => return TransportError::Lost(e.to_string()),
         }
-        for item in items.drain(..) {
-            if events.send(map(item)).await.is_err() {
+        for ev in map(items.drain(..)) {
+            if events.send(ev).await.is_err() {
                 return TransportError::Lost("driver gone".into());
             }
         }
@@ -222,7 +265,11 @@ async fn run_poll(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut E
     let Ok(text) = String::from_utf8(body) else {
         return TransportError::Lost("poll response is not UTF-8".into());
     };
-    if events.send(ConnEvent::Received(conn, text)).await.is_err() {
+    #[cfg(feature = "json-decode")]
+    let ev = ConnEvent::Frames(conn, crate::core::decode_text(Transport::LongPoll, &text), text.len());
+    #[cfg(not(feature = "json-decode"))]
+    let ev = ConnEvent::Received(conn, text);
+    if events.send(ev).await.is_err() {
         return TransportError::Lost("driver gone".into());
     }
     TransportError::Completed
@@ -356,49 +403,102 @@ async fn run_websocket(
     if events.send(ConnEvent::Opened(conn)).await.is_err() {
         return TransportError::Lost("driver gone".into());
     }
+    // A message read ahead while collecting a burst, to handle next.
+    let mut ahead = None;
     loop {
-        tokio::select! {
-            msg = ws.next() => match msg {
-                Some(Ok(WsMessage::Text(t))) => {
-                    if events.send(ConnEvent::Received(conn, t.as_str().to_owned())).await.is_err() {
-                        return TransportError::Lost("driver gone".into());
-                    }
-                }
-                Some(Ok(WsMessage::Binary(b))) => match String::from_utf8(b.to_vec()) {
-                    Ok(t) => {
-                        if events.send(ConnEvent::Received(conn, t)).await.is_err() {
-                            return TransportError::Lost("driver gone".into());
+        let msg = match ahead.take() {
+            Some(msg) => msg,
+            None => tokio::select! {
+                msg = ws.next() => msg,
+                out = outgoing.recv() => {
+                    match out {
+                        Some(text) => {
+                            if let Err(e) = ws.send(WsMessage::text(text)).await {
+                                return TransportError::Lost(e.to_string());
+                            }
+                        }
+                        None => {
+                            let _ = ws.close(None).await;
+                            return TransportError::Lost("closed by client".into());
                         }
                     }
-                    Err(_) => return TransportError::Lost("binary frame that is not UTF-8".into()),
-                },
-                Some(Ok(WsMessage::Close(frame))) => {
-                    return match frame {
-                        Some(f) => TransportError::Closed { code: u16::from(f.code), reason: f.reason.as_str().to_owned() },
-                        None => TransportError::Closed { code: u16::from(CloseCode::Status), reason: String::new() },
-                    };
-                }
-                Some(Ok(_)) => {} // ping/pong are answered by tungstenite
-                Some(Err(tungstenite::Error::Capacity(_))) => {
-                    return TransportError::TooLarge { limit: opts.max_frame_bytes };
-                }
-                Some(Err(e)) => return TransportError::Lost(e.to_string()),
-                None => return TransportError::Lost("connection closed without a close frame".into()),
-            },
-            out = outgoing.recv() => match out {
-                Some(text) => {
-                    if let Err(e) = ws.send(WsMessage::text(text)).await {
-                        return TransportError::Lost(e.to_string());
-                    }
-                }
-                None => {
-                    let _ = ws.close(None).await;
-                    return TransportError::Lost("closed by client".into());
+                    continue;
                 }
             },
+        };
+        let text = match msg {
+            Some(Ok(WsMessage::Text(t))) => t,
+            Some(Ok(WsMessage::Binary(b))) => match tungstenite::Utf8Bytes::try_from(b) {
+                Ok(t) => t,
+                Err(_) => return TransportError::Lost("binary frame that is not UTF-8".into()),
+            },
+            Some(Ok(WsMessage::Close(frame))) => {
+                return match frame {
+                    Some(f) => TransportError::Closed { code: u16::from(f.code), reason: f.reason.as_str().to_owned() },
+                    None => TransportError::Closed { code: u16::from(CloseCode::Status), reason: String::new() },
+                };
+            }
+            Some(Ok(_)) => continue, // ping/pong are answered by tungstenite
+            Some(Err(tungstenite::Error::Capacity(_))) => {
+                return TransportError::TooLarge { limit: opts.max_frame_bytes };
+            }
+            Some(Err(e)) => return TransportError::Lost(e.to_string()),
+            None => return TransportError::Lost("connection closed without a close frame".into()),
+        };
+        for ev in burst(conn, text.as_str(), &mut ws, &mut ahead) {
+            if events.send(ev).await.is_err() {
+                return TransportError::Lost("driver gone".into());
+            }
         }
     }
 }
+
+/// Most frames sent to the loop as one event.
+const BURST: usize = 64;
+
+/// `first` and the text frames already read from the socket after it,
+/// decoded here (off the loop's thread) and sent as one event: one wake-up of
+/// the loop per burst rather than per frame. A frame that does not decode
+/// ends the burst, after the frames before it. Anything but a text frame is
+/// left in `ahead`.
+#[cfg(feature = "json-decode")]
+fn burst<S>(conn: ConnId, first: &str, ws: &mut S, ahead: &mut Option<Option<WsResult>>) -> Vec<ConnEvent>
+where
+    S: futures::Stream<Item = WsResult> + Unpin,
+{
+    let mut frames = Vec::new();
+    let mut bytes = first.len();
+    if let Err(why) = crate::core::decode_frame_into(first, &mut frames) {
+        return vec![ConnEvent::Frames(conn, Err(why), bytes)];
+    }
+    while frames.len() < BURST {
+        match ws.next().now_or_never() {
+            Some(Some(Ok(WsMessage::Text(t)))) => {
+                bytes = bytes.max(t.len());
+                if let Err(why) = crate::core::decode_frame_into(t.as_str(), &mut frames) {
+                    return vec![
+                        ConnEvent::Frames(conn, Ok(frames), bytes),
+                        ConnEvent::Frames(conn, Err(why), t.len()),
+                    ];
+                }
+            }
+            Some(other) => {
+                *ahead = Some(other);
+                break;
+            }
+            None => break,
+        }
+    }
+    vec![ConnEvent::Frames(conn, Ok(frames), bytes)]
+}
+
+/// Without a JSON decoder, the session decodes: one frame per event.
+#[cfg(not(feature = "json-decode"))]
+fn burst<S>(conn: ConnId, first: &str, _ws: &mut S, _ahead: &mut Option<Option<WsResult>>) -> Vec<ConnEvent> {
+    vec![ConnEvent::Received(conn, first.to_owned())]
+}
+
+type WsResult = Result<WsMessage, tungstenite::Error>;
 
 fn handshake_error(e: tungstenite::Error) -> TransportError {
     match e {
