@@ -181,8 +181,9 @@ pub async fn latency(out: &Path, rate: u32, secs: u64, rounds: usize) {
             let mut lat = Vec::with_capacity(n as usize);
             if is_resub {
                 let client = Client::builder(&fx.url()).transports(&[Transport::WebSocket]).build().expect("client");
-                let mut sub = client.subscribe(&channel).await.expect("subscribe");
-                // Confirmed once the server echoes a marker published after it.
+                // From the head: the marker published next arrives whether or
+                // not the server has seen the subscribe yet.
+                let mut sub = client.subscribe_from(&channel, &fx.head(&channel)).await.expect("subscribe");
                 fx.publish(&channel, None, "0").expect("publish");
                 while !matches!(sub.next().await, Some(Ok(Message::Event(_)))) {}
                 let publisher = server.spawn(publish_timed(fx.clone(), channel.clone(), rate, secs, base));
@@ -197,7 +198,7 @@ pub async fn latency(out: &Path, rate: u32, secs: u64, rounds: usize) {
                 let ws_url = format!("{}/ws", fx.url().replacen("http", "ws", 1));
                 let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("connect");
                 let _welcome = ws.next().await;
-                let sub = format!(r#"{{"type":"subscribe","channel":"{channel}"}}"#);
+                let sub = format!(r#"{{"type":"subscribe","channel":"{channel}","cursor":"{}"}}"#, fx.head(&channel));
                 ws.send(Ws::text(sub)).await.expect("subscribe");
                 fx.publish(&channel, None, "0").expect("publish");
                 loop {
@@ -315,16 +316,19 @@ pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize) {
     let (mut per_sub, mut per_sub_raw) = (Samples::default(), Samples::default());
     for round in 0..rounds {
         let client = Client::builder(&fx.url()).transports(&[Transport::WebSocket]).build().expect("client");
-        let mut first = client.subscribe(&format!("s{round}-first")).await.expect("subscribe");
+        let first_channel = format!("s{round}-first");
+        let mut first = client.subscribe_from(&first_channel, &fx.head(&first_channel)).await.expect("subscribe");
         fx.publish(&format!("s{round}-first"), None, "x").expect("publish");
         while !matches!(first.next().await, Some(Ok(Message::Event(_)))) {}
         let before = alloc::live();
         let mut held = Vec::with_capacity(subs);
-        for i in 0..subs {
+        let last = format!("s{round}-{}", subs - 1);
+        let last_head = fx.head(&last);
+        for i in 0..subs - 1 {
             held.push(client.subscribe(&format!("s{round}-{i}")).await.expect("subscribe"));
         }
+        held.push(client.subscribe_from(&last, &last_head).await.expect("subscribe"));
         // Every subscribe was answered once the last one carries an event.
-        let last = format!("s{round}-{}", subs - 1);
         fx.publish(&last, None, "x").expect("publish");
         let tail = held.last_mut().expect("a subscription");
         while !matches!(tail.next().await, Some(Ok(Message::Event(_)))) {}
@@ -503,7 +507,7 @@ pub async fn resume(out: &Path, rounds: usize) {
     let client =
         Client::builder(&fx.url()).transports(&[Transport::WebSocket]).backoff(backoff).build().expect("client");
     let mut states = client.states();
-    let mut sub = client.subscribe("resume").await.expect("subscribe");
+    let mut sub = client.subscribe_from("resume", &fx.head("resume")).await.expect("subscribe");
     fx.publish("resume", None, "first").expect("publish");
     while !matches!(sub.next().await, Some(Ok(Message::Event(_)))) {}
     let (mut total, mut waited, mut overhead, mut raw) =

@@ -22,7 +22,9 @@ use crate::protocol::sse::{SseError, SseItem, SseParser};
 pub(crate) struct ConnectOptions {
     pub headers: Vec<(String, String)>,
     pub tls: Arc<rustls::ClientConfig>,
-    pub http: reqwest::Client,
+    /// The HTTP client, made on first use: a client that stays on WebSocket
+    /// never pays for one.
+    http: Arc<std::sync::OnceLock<reqwest::Client>>,
     pub max_frame_bytes: usize,
 }
 
@@ -34,16 +36,26 @@ impl ConnectOptions {
         max_frame_bytes: usize,
     ) -> Result<Self, crate::Error> {
         let tls = tls_config(roots)?;
-        let http = http_client(&tls, headers)?;
-        Ok(Self { headers: headers.to_vec(), tls, http, max_frame_bytes })
+        header_map(headers)?;
+        Ok(Self { headers: headers.to_vec(), tls, http: Arc::default(), max_frame_bytes })
+    }
+
+    /// The HTTP client for the SSE and long-polling transports and HTTP
+    /// publishes.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            http_client(&self.tls, &self.headers).unwrap_or_else(|e| {
+                // The headers were checked in `new`; what is left cannot fail
+                // with a preconfigured TLS backend.
+                tracing::error!(%e, "HTTP client with default settings");
+                reqwest::Client::new()
+            })
+        })
     }
 }
 
-/// The HTTP client for the SSE and long-polling transports and HTTP publishes.
-pub(crate) fn http_client(
-    tls: &rustls::ClientConfig,
-    headers: &[(String, String)],
-) -> Result<reqwest::Client, crate::Error> {
+/// The headers as reqwest takes them; fails on an invalid name or value.
+fn header_map(headers: &[(String, String)]) -> Result<reqwest::header::HeaderMap, crate::Error> {
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
         let (Ok(name), Ok(value)) =
@@ -53,6 +65,15 @@ pub(crate) fn http_client(
         };
         map.insert(name, value);
     }
+    Ok(map)
+}
+
+/// The HTTP client for the SSE and long-polling transports and HTTP publishes.
+pub(crate) fn http_client(
+    tls: &rustls::ClientConfig,
+    headers: &[(String, String)],
+) -> Result<reqwest::Client, crate::Error> {
+    let map = header_map(headers)?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls.clone())
         .default_headers(map)
@@ -89,7 +110,7 @@ pub(crate) fn connect(
 
 /// Sends an HTTP publish and reports the result.
 pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions, mut events: EventSender) {
-    let http = opts.http.clone();
+    let http = opts.http().clone();
     tokio::spawn(async move {
         let result = async {
             let resp = http
@@ -126,7 +147,7 @@ async fn open_http(
     last_event_id: Option<&str>,
     opts: &ConnectOptions,
 ) -> Result<reqwest::Response, TransportError> {
-    let mut req = opts.http.get(url).header("accept", accept).header("cache-control", "no-cache");
+    let mut req = opts.http().get(url).header("accept", accept).header("cache-control", "no-cache");
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id);
     }
@@ -317,6 +338,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// A TLS configuration with the webpki roots and, if given, extra roots.
 pub(crate) fn tls_config(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
+    // Without extra roots every client shares one configuration: the parsed
+    // web roots are tens of KiB.
+    static DEFAULT: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if extra_roots.is_empty() {
+        if let Some(config) = DEFAULT.get() {
+            return Ok(config.clone());
+        }
+        let config = build_tls_config(&[])?;
+        return Ok(DEFAULT.get_or_init(|| config).clone());
+    }
+    build_tls_config(extra_roots)
+}
+
+fn build_tls_config(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, crate::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for der in extra_roots {
@@ -391,7 +426,10 @@ async fn run_websocket(
         };
         request.headers_mut().insert(name, value);
     }
+    // A small read buffer: an idle connection holds it for its lifetime
+    // (tungstenite's default is 128 KiB); reads of a busy one simply loop.
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(opts.max_frame_bytes))
         .max_frame_size(Some(opts.max_frame_bytes));
     let connector = tokio_tungstenite::Connector::Rustls(opts.tls.clone());
@@ -455,6 +493,9 @@ async fn run_websocket(
 
 /// Most frames sent to the loop as one event.
 const BURST: usize = 64;
+
+/// Bytes a WebSocket connection reserves per read.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// `first` and the text frames already read from the socket after it,
 /// decoded here (off the loop's thread) and sent as one event: one wake-up of

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the benchmark suite and writes BENCHMARKS.md:
+#   bash scripts/bench.sh
+# Every figure is a ratio against a baseline measured in the same run on the
+# same machine (medians of several rounds, with their spread). Parts:
+#   native   resub-bench (release): throughput, latency, memory, reconnect
+#            storm (docs/reconnect-storm.png), resume latency
+#   micro    criterion microbenchmarks (scripts/bench-micro.sh)
+#   bundle   npm package gzip size against other clients (scripts/bench-bundle.sh)
+#   browser  the npm package in Chromium against a plain WebSocket loop
+#            (scripts/bench-browser.sh)
+# RESUB_BENCH_PARTS="native micro" runs a subset; RESUB_BENCH_ROUNDS sets the
+# rounds of the native part (default 5). Takes about 15 minutes on 2 cores;
+# run it on a machine that is otherwise quiet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+parts=${RESUB_BENCH_PARTS:-native micro bundle browser}
+rounds=${RESUB_BENCH_ROUNDS:-5}
+out=bench/results
+mkdir -p "$out" docs
+failed=()
+for part in $parts; do
+  echo "=== $part"
+  case $part in
+    native)
+      cargo build --release --locked -p resub-bench
+      target/release/resub-bench --out "$out" --rounds "$rounds" all || failed+=(native)
+      ;;
+    micro) bash scripts/bench-micro.sh || failed+=(micro) ;;
+    bundle) bash scripts/bench-bundle.sh || failed+=(bundle) ;;
+    browser) bash scripts/bench-browser.sh || failed+=(browser) ;;
+    *) echo "unknown part $part"; failed+=("$part") ;;
+  esac
+done
+
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`bash scripts/bench.sh\` on $(date -u +%Y-%m-%d), $(nproc) cores ($(uname -m)),"
+  echo "$(rustc --version). Every figure is resub beside a baseline measured in the same run on"
+  echo "the same machine; medians of several rounds with their spread (min–max). The machine is"
+  echo "shared and noisy: compare ratios, not absolute numbers, across runs."
+  echo
+  for f in throughput latency memory storm resume micro browser bundle; do
+    if [ -f "$out/$f.md" ]; then
+      cat "$out/$f.md"
+      echo
+    fi
+  done
+} > BENCHMARKS.md
+echo "BENCHMARKS.md written"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed parts: ${failed[*]}"
+  exit 1
+fi
