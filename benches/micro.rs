@@ -147,12 +147,13 @@ mod native {
         g.finish();
     }
 
-    /// Short runs: the whole file takes well under two minutes.
+    /// Short runs (about 10 s for the whole file), so that
+    /// scripts/bench-micro.sh can repeat it and report the spread between runs.
     pub fn config() -> Criterion {
         Criterion::default()
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(3))
-            .sample_size(50)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1))
+            .sample_size(30)
     }
 }
 
