@@ -45,6 +45,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -267,6 +268,12 @@ impl Fixture {
                 })
             }
             None => tokio::spawn(async move {
+                // Frames are small writes: without TCP_NODELAY the second of
+                // two (a `subscribed` after a `welcome`) can wait 40 ms for a
+                // delayed ACK.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
                     tracing::error!(%err, "server failed");
                 }

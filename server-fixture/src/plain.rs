@@ -202,6 +202,9 @@ impl PlainSse {
             let signal = async move {
                 let _ = stopped.await;
             };
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
                 tracing::error!(%err, "plain sse server failed");
             }

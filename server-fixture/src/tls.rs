@@ -135,6 +135,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Small frames go out at once (see the plain listener).
+                let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 let failures = failures.clone();
