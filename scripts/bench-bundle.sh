@@ -76,7 +76,7 @@ mkdir -p bench/results
 {
   echo "## Bundle size"
   echo
-  echo "What a browser downloads, as raw bytes and \`gzip -9\` bytes: resub's npm package built with \`scripts/build-npm.sh\` (the .wasm plus the two JS modules a page loads; its JS is not minified) against the minified browser bundle each other package ships, fetched with \`npm pack NAME@latest\` in the same run (resub at commit \`$commit\`; sizes are deterministic, so one run is reported). The ratio is the package's gzip size over resub's."
+  echo "What a browser downloads, as raw bytes and \`gzip -9\` bytes: resub's npm package built with \`scripts/build-npm.sh\` (the .wasm plus the two JS modules a page loads, minified as shipped) against the minified browser bundle each other package ships, fetched with \`npm pack NAME@latest\` in the same run (resub at commit \`$commit\`; sizes are deterministic, so one run is reported). The ratio is the package's gzip size over resub's."
   echo
   echo "| package | version | file(s) | raw bytes | gzip bytes | ratio to resub (gzip) |"
   echo "|---|---|---|---:|---:|---:|"

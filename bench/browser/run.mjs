@@ -200,3 +200,6 @@ try {
 const text = lines.join("\n") + "\n";
 console.log("\n" + text);
 if (process.env.BENCH_OUT) await writeFile(process.env.BENCH_OUT, text);
+// The fixture's child process and the page's sockets may hold the event loop
+// open; the measurement is done.
+process.exit(0);
