@@ -22,7 +22,7 @@ mod session;
 
 pub use backoff::Backoff;
 pub(crate) use channels::ChannelMap;
-#[cfg(feature = "json-decode")]
+#[cfg(all(feature = "json-decode", not(target_arch = "wasm32")))]
 pub(crate) use session::decode_frame_into;
 #[cfg(feature = "json-decode")]
 pub use session::decode_text;

@@ -1265,8 +1265,8 @@ pub fn decode_text(transport: Transport, text: &str) -> Result<Vec<ServerFrame>,
     serde_json::from_str::<ServerFrame>(text).map(|f| vec![f]).map_err(|e| json_error("frame", &e))
 }
 
-/// Decodes one frame into `out`.
-#[cfg(feature = "json-decode")]
+/// Decodes one frame into `out` (for the native driver's connection tasks).
+#[cfg(all(feature = "json-decode", not(target_arch = "wasm32")))]
 pub(crate) fn decode_frame_into(text: &str, out: &mut Vec<ServerFrame>) -> Result<(), String> {
     out.push(serde_json::from_str::<ServerFrame>(text).map_err(|e| json_error("frame", &e))?);
     Ok(())
