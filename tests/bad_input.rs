@@ -160,6 +160,29 @@ async fn until_request(server: &Hostile, path: &str) -> Vec<String> {
     tokio::time::timeout(DEADLINE, wait).await.unwrap_or_else(|_| panic!("no request for {path}"))
 }
 
+/// Subscribes to `c` on `client`, waits for a disconnect whose reason
+/// matches `reason`, then for the server's next connection: the decision was
+/// to retry. Returns the disconnect.
+async fn disconnect_then_retry(
+    server: &Hostile,
+    client: &Client,
+    channel: Option<&str>,
+    what: &str,
+    reason: impl Fn(&DisconnectReason) -> bool,
+) -> ConnectionState {
+    let before = server.connections.load(Ordering::SeqCst).max(1);
+    let mut states = client.states();
+    let _sub = match channel {
+        Some(from) => client.subscribe_from("c", from).await.unwrap(),
+        None => client.subscribe("c").await.unwrap(),
+    };
+    let s =
+        until_state(&mut states, what, |s| matches!(s, ConnectionState::Disconnected { reason: r, .. } if reason(r)))
+            .await;
+    until_connections(server, before + 1).await;
+    s
+}
+
 /// The client stops with `expected`: the subscription yields it and ends,
 /// the state is final.
 async fn expect_stop(client: &Client, sub: &mut resub::Subscription, expected: &Error) {
@@ -237,13 +260,8 @@ async fn malformed_json_is_a_protocol_error_and_the_client_reconnects() {
     })
     .await;
     let c = client(&server.url, &[Transport::WebSocket]);
-    let mut states = c.states();
-    let _sub = c.subscribe_from("c", "e-0").await.unwrap();
-    until_state(&mut states, "a protocol error", |s| {
-        matches!(s, ConnectionState::Disconnected { reason: DisconnectReason::Protocol(_), .. })
-    })
-    .await;
-    until_connections(&server, 2).await;
+    disconnect_then_retry(&server, &c, Some("e-0"), "a protocol error", |r| matches!(r, DisconnectReason::Protocol(_)))
+        .await;
 }
 
 #[tokio::test]
@@ -256,13 +274,8 @@ async fn a_websocket_text_frame_with_invalid_utf8_drops_the_connection_and_the_c
     })
     .await;
     let c = client(&server.url, &[Transport::WebSocket]);
-    let mut states = c.states();
-    let _sub = c.subscribe_from("c", "e-0").await.unwrap();
-    until_state(&mut states, "a lost connection", |s| {
-        matches!(s, ConnectionState::Disconnected { reason: DisconnectReason::Lost(_), .. })
-    })
-    .await;
-    until_connections(&server, 2).await;
+    disconnect_then_retry(&server, &c, Some("e-0"), "a lost connection", |r| matches!(r, DisconnectReason::Lost(_)))
+        .await;
 }
 
 #[tokio::test]
@@ -273,14 +286,11 @@ async fn a_binary_websocket_frame_that_is_not_utf8_drops_the_connection_and_the_
     })
     .await;
     let c = client(&server.url, &[Transport::WebSocket]);
-    let mut states = c.states();
-    let _sub = c.subscribe_from("c", "e-0").await.unwrap();
-    let s = until_state(&mut states, "a lost connection", |s| {
-        matches!(s, ConnectionState::Disconnected { reason: DisconnectReason::Lost(_), .. })
+    let s = disconnect_then_retry(&server, &c, Some("e-0"), "a lost connection", |r| {
+        matches!(r, DisconnectReason::Lost(_))
     })
     .await;
     assert!(format!("{s:?}").contains("UTF-8"), "{s:?}");
-    until_connections(&server, 2).await;
 }
 
 /// An SSE server: `body(index)` is written after a `200 text/event-stream`
@@ -310,14 +320,8 @@ async fn invalid_utf8_in_a_resub_sse_stream_drops_the_connection_instead_of_alte
     })
     .await;
     let c = client(&server.url, &[Transport::Sse]);
-    let mut states = c.states();
-    let _sub = c.subscribe("c").await.unwrap();
-    let s = until_state(&mut states, "a lost stream", |s| {
-        matches!(s, ConnectionState::Disconnected { reason: DisconnectReason::Lost(_), .. })
-    })
-    .await;
+    let s = disconnect_then_retry(&server, &c, None, "a lost stream", |r| matches!(r, DisconnectReason::Lost(_))).await;
     assert!(format!("{s:?}").contains("UTF-8"), "{s:?}");
-    until_connections(&server, 2).await;
 }
 
 #[tokio::test]
@@ -654,13 +658,7 @@ async fn a_server_trickling_its_answer_one_byte_a_second_hits_the_open_timeout()
     })
     .await;
     let c = builder(&server.url, &[Transport::Sse]).open_timeout(Duration::from_millis(1500)).build().unwrap();
-    let mut states = c.states();
-    let _sub = c.subscribe("c").await.unwrap();
-    until_state(&mut states, "an open timeout", |s| {
-        matches!(s, ConnectionState::Disconnected { reason: DisconnectReason::OpenTimeout, .. })
-    })
-    .await;
-    until_connections(&server, 2).await;
+    disconnect_then_retry(&server, &c, None, "an open timeout", |r| matches!(r, DisconnectReason::OpenTimeout)).await;
 }
 
 #[tokio::test]
