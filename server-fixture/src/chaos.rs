@@ -223,7 +223,7 @@ async fn run(shared: &Shared, plan: ChaosPlan) {
         let k = ((i - 1) % plan.channels.len() as u64) as usize;
         counts[k] += 1;
         let channel = &plan.channels[k];
-        if let Err(err) = shared.publish(channel, None, None, &format!("{channel}:{}", counts[k])) {
+        if let Err(err) = shared.publish(channel, None, None, &format!("{channel}:{}", counts[k])).await {
             tracing::error!(%err, "chaos publish failed");
         }
         let now = Instant::now();
@@ -257,12 +257,12 @@ async fn run(shared: &Shared, plan: ChaosPlan) {
                 FaultKind::Unavailable => shared.set_unavailable(0, Some(rng.random_range(1..=3))),
                 FaultKind::Truncate => {
                     let ch = &plan.channels[rng.random_range(0..plan.channels.len())];
-                    let _ = shared.truncate(ch, rng.random_range(0..=500));
+                    let _ = shared.truncate(ch, rng.random_range(0..=500)).await;
                     record.channel = Some(ch.clone());
                 }
                 FaultKind::Epoch => {
                     let ch = &plan.channels[rng.random_range(0..plan.channels.len())];
-                    let _ = shared.new_epoch(ch);
+                    let _ = shared.new_epoch(ch).await;
                     record.channel = Some(ch.clone());
                 }
             }
@@ -282,12 +282,10 @@ async fn run(shared: &Shared, plan: ChaosPlan) {
         tokio::time::sleep_until(when.into()).await;
         shared.set_enabled(t, true);
     }
-    let ends: BTreeMap<String, ChannelEnd> = plan
-        .channels
-        .iter()
-        .zip(&counts)
-        .map(|(ch, &published)| (ch.clone(), ChannelEnd { head: shared.head(ch).unwrap_or_default(), published }))
-        .collect();
+    let mut ends = BTreeMap::new();
+    for (ch, &published) in plan.channels.iter().zip(&counts) {
+        ends.insert(ch.clone(), ChannelEnd { head: shared.head(ch).await.unwrap_or_default(), published });
+    }
     let elapsed = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     shared.chaos.update(|r| {
         r.channels = ends;

@@ -12,14 +12,15 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, warn};
 
 use crate::MAX_PAYLOAD;
-use crate::state::{Frame, Mode, Registered, Shared, Transport, bad_request, encode, error_frame};
+use crate::state::{ClientInfo, Frame, Mode, Registered, Shared, Transport, bad_request, encode, error_frame};
 
 /// Serves an upgraded connection until the client leaves or the fixture
 /// drops it. Returning drops the socket; no close frame is sent unless the
 /// client started the closing handshake.
-pub(crate) async fn run(shared: Arc<Shared>, ws: WebSocket) {
+pub(crate) async fn run(shared: Arc<Shared>, ws: WebSocket, client: Option<ClientInfo>) {
     let capacity = shared.cfg.max_connection_queue;
-    let Some(Registered { registration, tx, rx, mode: mode_rx }) = shared.register(Transport::WebSocket, capacity)
+    let Some(Registered { registration, tx, rx, mode: mode_rx }) =
+        shared.register(Transport::WebSocket, capacity, client)
     else {
         debug!("connection refused: shutting down");
         return;
@@ -75,7 +76,7 @@ async fn serve(
             }
             msg = ws.recv() => match msg {
                 Some(Ok(msg)) => {
-                    if !handle(shared, id, &tx, msg) {
+                    if !handle(shared, id, &tx, msg).await {
                         return;
                     }
                 }
@@ -111,7 +112,7 @@ fn reply(id: u64, tx: &mpsc::Sender<Frame>, frame: &ServerFrame) -> bool {
 }
 
 /// Handles one client message; false when the connection must end.
-fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message) -> bool {
+async fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message) -> bool {
     let text = match msg {
         Message::Text(text) => text,
         Message::Binary(_) => {
@@ -134,6 +135,12 @@ fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message) -> b
     };
     match frame {
         ClientFrame::Subscribe { channel, cursor } => {
+            if let Err(err) = shared.sync_channel(&channel).await {
+                // Without the channel's state the outcome cannot be decided:
+                // the client resumes later, maybe on another node.
+                warn!(conn = id, %err, "cannot subscribe; closing");
+                return false;
+            }
             shared.subscribe(id, &channel, cursor.as_deref());
             true
         }
@@ -155,8 +162,11 @@ fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message) -> b
                 );
                 return reply(id, tx, &frame);
             }
-            let frame = match shared.publish(&channel, Some(&key), event.as_deref(), &data) {
+            let frame = match shared.publish(&channel, Some(&key), event.as_deref(), &data).await {
                 Ok(event_id) => ServerFrame::Ack { key, id: event_id },
+                Err(err @ crate::FixtureError::Redis(_)) => {
+                    error_frame("unavailable", Some(&channel), Some(&key), err.to_string())
+                }
                 Err(err) => bad_request(None, Some(&key), err.to_string()),
             };
             reply(id, tx, &frame)

@@ -27,6 +27,7 @@
 //! ```
 
 mod chaos;
+mod cluster;
 mod conn;
 mod plain;
 mod poll;
@@ -36,6 +37,7 @@ mod state;
 mod tls;
 
 pub use chaos::{CHAOS_MAX_CHANNELS, CHAOS_MAX_EVENTS, ChannelEnd, ChaosPlan, ChaosReport, FaultKind, FaultRecord};
+pub use cluster::{IDEMPOTENCY_TTL_SECS, RedisConfig};
 pub use plain::{PlainRequest, PlainSse};
 pub use tls::{TlsError, TlsIdentity};
 
@@ -58,6 +60,10 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 
 /// How many handshake attempts [`FixtureStats::handshakes`] keeps (the newest).
 pub const HANDSHAKE_LOG: usize = 10_000;
+
+/// The largest presence data a connection may give (the `presence` query
+/// parameter), in bytes.
+pub const MAX_PRESENCE_DATA: usize = 1024;
 
 /// The most events one answer on `GET /poll` carries, over all its channels.
 /// A client whose cursors are further behind gets the oldest ones and polls
@@ -114,6 +120,16 @@ pub struct FixtureConfig {
     /// Serve HTTPS and WSS with this identity instead of plain HTTP. Default
     /// `None`.
     pub tls: Option<TlsIdentity>,
+    /// Keep channel history, epochs and presence in Redis, shared with every
+    /// other node configured with the same Redis and prefix: an event
+    /// published on any node reaches the subscribers of all of them with the
+    /// same id, so a cursor from one node resumes on another. Default `None`:
+    /// everything lives in this process.
+    pub redis: Option<RedisConfig>,
+    /// On Redis, how soon the members of a node that stopped (crashed,
+    /// partitioned) leave the presence of their channels. Nodes refresh
+    /// their members every quarter of it. Default 10 s.
+    pub presence_ttl: Duration,
 }
 
 impl Default for FixtureConfig {
@@ -126,6 +142,8 @@ impl Default for FixtureConfig {
             poll_hold: Duration::from_secs(25),
             static_dir: None,
             tls: None,
+            redis: None,
+            presence_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -140,6 +158,11 @@ pub enum FixtureError {
     InvalidPlan(String),
     /// A chaos run is already going.
     Busy,
+    /// Redis failed or could not be reached.
+    Redis(String),
+    /// The operation needs Redis I/O: on a node with
+    /// [`FixtureConfig::redis`], call its `_async` form.
+    NeedsAsync,
 }
 
 impl fmt::Display for FixtureError {
@@ -150,6 +173,8 @@ impl fmt::Display for FixtureError {
             }
             Self::InvalidPlan(why) => write!(f, "invalid chaos plan: {why}"),
             Self::Busy => f.write_str("a chaos run is already going"),
+            Self::Redis(why) => write!(f, "redis: {why}"),
+            Self::NeedsAsync => f.write_str("this node keeps its channels in redis: use the _async form"),
         }
     }
 }
@@ -220,6 +245,8 @@ pub struct Fixture {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    /// On Redis: the follower and the presence keeper.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Fixture {
@@ -240,7 +267,9 @@ impl Fixture {
     ///
     /// With [`FixtureConfig::tls`] set, the server speaks HTTPS and WSS only;
     /// an identity that rustls refuses fails here with
-    /// [`std::io::ErrorKind::InvalidInput`].
+    /// [`std::io::ErrorKind::InvalidInput`]. With [`FixtureConfig::redis`]
+    /// set, a Redis that cannot be reached fails here with
+    /// [`std::io::ErrorKind::ConnectionRefused`].
     pub async fn start_with(addr: SocketAddr, cfg: FixtureConfig) -> std::io::Result<Fixture> {
         let tls_config = match &cfg.tls {
             Some(identity) => Some(
@@ -250,9 +279,22 @@ impl Fixture {
             ),
             None => None,
         };
+        let store = match &cfg.redis {
+            Some(redis) => Some(
+                cluster::Store::connect(redis, cfg.history)
+                    .await
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e.to_string()))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(cfg));
+        let shared = Arc::new(Shared::new(cfg, store));
+        let mut background = Vec::new();
+        if shared.store.is_some() {
+            background.push(tokio::spawn(cluster::follow(Arc::clone(&shared))));
+            background.push(tokio::spawn(cluster::keep_presence(Arc::clone(&shared))));
+        }
         let app = routes::router(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let signal = async move {
@@ -280,7 +322,7 @@ impl Fixture {
             }),
         };
         tracing::debug!(%addr, "fixture listening");
-        Ok(Fixture { shared, addr, stop: Some(stop), server: Some(server) })
+        Ok(Fixture { shared, addr, stop: Some(stop), server: Some(server), background })
     }
 
     /// The address the server is bound to.
@@ -296,9 +338,39 @@ impl Fixture {
     }
 
     /// Publishes an event, as `POST /publish/{channel}?event=TYPE` does
-    /// without an idempotency key. Returns the new event's id.
+    /// without an idempotency key. Returns the new event's id. On a node on
+    /// Redis, fails with [`FixtureError::NeedsAsync`]: use
+    /// [`Fixture::publish_async`].
     pub fn publish(&self, channel: &str, event: Option<&str>, data: &str) -> Result<String, FixtureError> {
-        self.shared.publish(channel, None, event, data)
+        self.local()?;
+        self.shared.publish_local(channel, None, event, data)
+    }
+
+    /// Publishes an event, with an optional idempotency key, on any node
+    /// (on Redis: to every node sharing it). Returns the event's id (for a
+    /// repeated key, the first id).
+    pub async fn publish_async(
+        &self,
+        channel: &str,
+        key: Option<&str>,
+        event: Option<&str>,
+        data: &str,
+    ) -> Result<String, FixtureError> {
+        self.shared.publish(channel, key, event, data).await
+    }
+
+    /// Who is present on `channel` (client id and presence data), sorted by
+    /// client id, as `GET /presence/{channel}`: on Redis over every node
+    /// sharing it, else on this node.
+    pub async fn presence(&self, channel: &str) -> Result<Vec<(String, String)>, FixtureError> {
+        self.shared.presence(channel).await
+    }
+
+    fn local(&self) -> Result<(), FixtureError> {
+        match self.shared.store {
+            Some(_) => Err(FixtureError::NeedsAsync),
+            None => Ok(()),
+        }
     }
 
     /// Publishes an event with an idempotency key, as `POST /publish/{channel}`
@@ -311,7 +383,8 @@ impl Fixture {
         event: Option<&str>,
         data: &str,
     ) -> Result<String, FixtureError> {
-        self.shared.publish(channel, Some(key), event, data)
+        self.local()?;
+        self.shared.publish_local(channel, Some(key), event, data)
     }
 
     /// Closes every connection abruptly, as `POST /control/drop`: WebSocket
@@ -369,9 +442,16 @@ impl Fixture {
     ///
     /// If `channel` is not a valid channel name.
     pub fn truncate(&self, channel: &str, keep: usize) {
-        if let Err(err) = self.shared.truncate(channel, keep) {
+        if let Err(err) = self.local().and_then(|()| self.shared.truncate_local(channel, keep)) {
             panic!("{err}");
         }
+    }
+
+    /// [`Fixture::truncate`] on any node (on Redis, for every node: this
+    /// node's copy is trimmed too, the others keep what they hold). Returns
+    /// the oldest retained id.
+    pub async fn truncate_async(&self, channel: &str, keep: usize) -> Result<Option<String>, FixtureError> {
+        self.shared.truncate(channel, keep).await
     }
 
     /// Starts a new epoch for the channel, as `POST /control/epoch/{channel}`:
@@ -382,10 +462,16 @@ impl Fixture {
     ///
     /// If `channel` is not a valid channel name.
     pub fn new_epoch(&self, channel: &str) -> String {
-        match self.shared.new_epoch(channel) {
+        match self.local().and_then(|()| self.shared.new_epoch_local(channel)) {
             Ok(head) => head,
             Err(err) => panic!("{err}"),
         }
+    }
+
+    /// [`Fixture::new_epoch`] on any node (on Redis, every node's
+    /// subscribers get the `reset`).
+    pub async fn new_epoch_async(&self, channel: &str) -> Result<String, FixtureError> {
+        self.shared.new_epoch(channel).await
     }
 
     /// The id of the channel's newest event (`<epoch>-0` when the epoch has
@@ -395,10 +481,15 @@ impl Fixture {
     ///
     /// If `channel` is not a valid channel name.
     pub fn head(&self, channel: &str) -> String {
-        match self.shared.head(channel) {
+        match self.local().and_then(|()| self.shared.head_local(channel)) {
             Ok(head) => head,
             Err(err) => panic!("{err}"),
         }
+    }
+
+    /// [`Fixture::head`] on any node (on Redis, as Redis has it now).
+    pub async fn head_async(&self, channel: &str) -> Result<String, FixtureError> {
+        self.shared.head(channel).await
     }
 
     /// Answers handshakes on `/ws`, `/sse` and `/poll` with
@@ -447,6 +538,9 @@ impl Fixture {
     }
 
     fn stop_server(&mut self) {
+        for task in self.background.drain(..) {
+            task.abort();
+        }
         self.shared.close();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

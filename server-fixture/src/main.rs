@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use resub_fixture::{Fixture, FixtureConfig, PlainSse, TlsIdentity};
+use resub_fixture::{Fixture, FixtureConfig, PlainSse, RedisConfig, TlsIdentity};
 use tracing_subscriber::EnvFilter;
 
 /// Reference server for the resub protocol, with fault injection.
@@ -58,6 +58,18 @@ struct Args {
     /// for clients to trust.
     #[arg(long, value_name = "FILE")]
     tls_cert_out: Option<PathBuf>,
+    /// Keep channel history, epochs and presence in Redis Streams at URL
+    /// (`redis://HOST:PORT`), shared with every node started with the same
+    /// URL and prefix.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// With `--redis`: the prefix of every key.
+    #[arg(long, default_value = "resub", requires = "redis")]
+    redis_prefix: String,
+    /// With `--redis`: how soon a stopped node's clients leave presence, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    presence_ttl_ms: u64,
 }
 
 #[tokio::main]
@@ -107,6 +119,8 @@ async fn main() -> ExitCode {
         poll_hold: Duration::from_millis(args.poll_hold_ms),
         static_dir: args.static_dir,
         tls,
+        redis: args.redis.map(|url| RedisConfig { url, prefix: args.redis_prefix }),
+        presence_ttl: Duration::from_millis(args.presence_ttl_ms),
         ..FixtureConfig::default()
     };
     let fixture = match Fixture::start_with(args.addr, cfg).await {

@@ -23,8 +23,8 @@ use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 
-use crate::state::{ChannelCursor, PollStart, Refusal, Shared, Transport};
-use crate::{ChaosPlan, FixtureError, MAX_PAYLOAD, POLL_MAX_HOLD_MS};
+use crate::state::{ChannelCursor, ClientInfo, PollStart, Refusal, Shared, Transport};
+use crate::{ChaosPlan, FixtureError, MAX_PAYLOAD, MAX_PRESENCE_DATA, POLL_MAX_HOLD_MS};
 
 type AppState = Arc<Shared>;
 
@@ -50,6 +50,7 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/sse", get(sse))
         .route("/poll", get(poll))
         .route("/publish/{channel}", post(publish).layer(DefaultBodyLimit::max(MAX_PAYLOAD)))
+        .route("/presence/{channel}", get(presence))
         .route("/control/drop", post(control_drop))
         .route("/control/websocket", post(control_websocket))
         .route("/control/sse", post(control_sse))
@@ -109,16 +110,58 @@ fn aborted() -> Response {
     Body::from_stream(body).into_response()
 }
 
+/// A service that cannot reach its shared storage answers `503`, so that
+/// clients retry (elsewhere, given several endpoints).
+fn unavailable(err: &FixtureError) -> Response {
+    tracing::warn!(%err, "request failed");
+    (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, "1")], err.to_string()).into_response()
+}
+
+/// The `client_id` and `presence` query parameters: who the connection is,
+/// for presence. Without `client_id` the connection takes no part in it.
+fn client_info(uri: &Uri) -> Result<Option<ClientInfo>, String> {
+    let Query(params) =
+        Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|err| format!("invalid query string: {err}"))?;
+    let mut id = None;
+    let mut data = String::new();
+    for (key, value) in params {
+        match key.as_str() {
+            "client_id" => {
+                validate_channel(&value).map_err(|_| {
+                    format!("invalid client_id {value:?}: 1-128 characters from A-Z a-z 0-9 _ . : -")
+                })?;
+                id = Some(value);
+            }
+            "presence" => {
+                if value.len() > MAX_PRESENCE_DATA {
+                    return Err(format!("presence data over {MAX_PRESENCE_DATA} bytes"));
+                }
+                data = value;
+            }
+            _ => {}
+        }
+    }
+    Ok(id.map(|id| ClientInfo { id, data }))
+}
+
 async fn websocket(
     State(shared): State<AppState>,
+    uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let upgrade_error = upgrade.as_ref().err().map(|r| r.status().as_u16());
+    let client = client_info(&uri);
+    let upgrade_error = upgrade.as_ref().err().map(|r| r.status().as_u16()).or(client.as_ref().err().map(|_| 400));
     if let Some(refused) = shared.admit(Transport::WebSocket, upgrade_error) {
         return refusal(refused);
     }
+    let client = match client {
+        Ok(client) => client,
+        Err(message) => return bad_request(message),
+    };
     match upgrade {
-        Ok(upgrade) => upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |ws| crate::conn::run(shared, ws)),
+        Ok(upgrade) => {
+            upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |ws| crate::conn::run(shared, ws, client))
+        }
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -171,15 +214,21 @@ fn parse_channels(uri: &Uri, last_event_id: Option<&str>, with_timeout: bool) ->
 
 async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let last_event_id = headers.get(&LAST_EVENT_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let parsed = parse_channels(&uri, last_event_id.as_deref(), false);
+    let parsed = parse_channels(&uri, last_event_id.as_deref(), false)
+        .and_then(|request| Ok((request, client_info(&uri)?)));
     if let Some(refused) = shared.admit(Transport::Sse, parsed.as_ref().err().map(|_| 400)) {
         return refusal(refused);
     }
-    let request = match parsed {
-        Ok(request) => request,
+    let (request, client) = match parsed {
+        Ok(parsed) => parsed,
         Err(message) => return bad_request(message),
     };
-    let Some(registered) = shared.register(Transport::Sse, shared.cfg.max_connection_queue) else {
+    for (channel, _) in &request.channels {
+        if let Err(err) = shared.sync_channel(channel).await {
+            return unavailable(&err);
+        }
+    }
+    let Some(registered) = shared.register(Transport::Sse, shared.cfg.max_connection_queue, client) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     };
     let id = registered.registration.id();
@@ -203,6 +252,11 @@ async fn poll(State(shared): State<AppState>, uri: Uri) -> Response {
         Ok(request) => request,
         Err(message) => return bad_request(message),
     };
+    for (channel, _) in &request.channels {
+        if let Err(err) = shared.sync_channel(channel).await {
+            return unavailable(&err);
+        }
+    }
     let hold_ms =
         request.timeout_ms.unwrap_or_else(|| u64::try_from(shared.cfg.poll_hold.as_millis()).unwrap_or(u64::MAX));
     let answer = match shared.poll_start(&request.channels, hold_ms, hold_ms > 0) {
@@ -235,8 +289,22 @@ async fn publish(
     let Ok(data) = std::str::from_utf8(&body) else {
         return bad_request("the body must be UTF-8");
     };
-    match shared.publish(&channel, key, query.event.as_deref().filter(|e| !e.is_empty()), data) {
+    match shared.publish(&channel, key, query.event.as_deref().filter(|e| !e.is_empty()), data).await {
         Ok(id) => Json(json!({ "id": id })).into_response(),
+        Err(err @ FixtureError::Redis(_)) => unavailable(&err),
+        Err(err) => bad_request(err.to_string()),
+    }
+}
+
+/// `GET /presence/{channel}`: who is present, sorted by client id.
+async fn presence(State(shared): State<AppState>, Path(channel): Path<String>) -> Response {
+    match shared.presence(&channel).await {
+        Ok(members) => {
+            let members: Vec<_> =
+                members.into_iter().map(|(id, data)| json!({ "client_id": id, "data": data })).collect();
+            ([(CACHE_CONTROL, "no-store")], Json(json!({ "channel": channel, "members": members }))).into_response()
+        }
+        Err(err @ FixtureError::Redis(_)) => unavailable(&err),
         Err(err) => bad_request(err.to_string()),
     }
 }
@@ -302,14 +370,14 @@ async fn control_truncate(
     Path(channel): Path<String>,
     Query(query): Query<TruncateQuery>,
 ) -> Response {
-    match shared.truncate(&channel, query.keep) {
+    match shared.truncate(&channel, query.keep).await {
         Ok(oldest) => Json(json!({ "oldest_retained": oldest })).into_response(),
         Err(err) => bad_request(err.to_string()),
     }
 }
 
 async fn control_epoch(State(shared): State<AppState>, Path(channel): Path<String>) -> Response {
-    match shared.new_epoch(&channel) {
+    match shared.new_epoch(&channel).await {
         Ok(head) => Json(json!({ "head": head })).into_response(),
         Err(err) => bad_request(err.to_string()),
     }

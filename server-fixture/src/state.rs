@@ -6,14 +6,15 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use rand::RngExt;
-use resub::protocol::{EventId, Outcome, ServerFrame, WireResetReason, validate_channel};
-use tokio::sync::{mpsc, watch};
+use resub::protocol::{EventId, Outcome, PresenceAction, ServerFrame, WireResetReason, validate_channel};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::cluster::{Entry, PresenceChange, Snapshot, Store, StreamItem};
 use crate::{FixtureConfig, FixtureError, FixtureStats, HANDSHAKE_LOG, HandshakeRecord, POLL_MAX_EVENTS};
 
 /// An encoded server frame, cheap to clone (shared bytes).
@@ -119,6 +120,14 @@ impl Refusal {
     }
 }
 
+/// Who a connection says it is, for presence: the `client_id` and `presence`
+/// query parameters of its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientInfo {
+    pub(crate) id: String,
+    pub(crate) data: String,
+}
+
 /// One channel of an SSE or long-poll request, with its optional cursor.
 pub(crate) type ChannelCursor = (String, Option<String>);
 
@@ -167,11 +176,19 @@ pub(crate) struct Shared {
     pub(crate) tls_failures: Arc<AtomicU64>,
     /// The current or last chaos run.
     pub(crate) chaos: crate::chaos::ChaosState,
+    /// Where channels live when the node shares them with others.
+    pub(crate) store: Option<Store>,
+    /// This node's name in presence ownership.
+    pub(crate) node: String,
+    /// Wakes the follower when a channel is mirrored for the first time.
+    pub(crate) follow_wake: Notify,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
+    /// Channels live in Redis; `channels` mirrors them.
+    clustered: bool,
     channels: HashMap<String, Channel>,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
@@ -200,9 +217,34 @@ struct Conn {
     mode: watch::Sender<Mode>,
     stalled: bool,
     subscriptions: HashSet<String>,
+    /// Set when the connection takes part in presence.
+    client: Option<ClientInfo>,
+}
+
+impl Conn {
+    /// Whether presence changes are sent to this connection: it takes part in
+    /// presence, and it is a stream (a long poll answers with events only).
+    fn wants_presence(&self) -> bool {
+        self.client.is_some() && self.transport != Transport::Poll && !self.stalled
+    }
+}
+
+/// A client id present on a channel through this node's connections.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalMember {
+    data: String,
+    /// How many of this node's connections it is subscribed with.
+    refs: usize,
 }
 
 struct Channel {
+    /// On a node on Redis, the epoch's generation (its stream ids are
+    /// `generation-seq`); 0 otherwise.
+    generation: u64,
+    /// On a node on Redis, the id of the last presence change followed.
+    plog: String,
+    /// Client ids subscribed through this node's connections.
+    presence: HashMap<String, LocalMember>,
     epoch: String,
     /// Every epoch the channel had, so a new one is never a reused value.
     used_epochs: HashSet<String>,
@@ -219,7 +261,8 @@ struct Stored {
     frame: Frame,
 }
 
-fn new_epoch_name() -> String {
+/// A fresh random epoch name: 8 characters from `a-z0-9`.
+pub(crate) fn new_epoch_name() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..8).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
@@ -229,6 +272,9 @@ impl Channel {
     fn new() -> Self {
         let epoch = new_epoch_name();
         Self {
+            generation: 0,
+            plog: "0-0".to_owned(),
+            presence: HashMap::new(),
             used_epochs: HashSet::from([epoch.clone()]),
             epoch,
             next_seq: 1,
@@ -241,6 +287,23 @@ impl Channel {
 
     fn head_seq(&self) -> u64 {
         self.next_seq - 1
+    }
+
+    /// A mirror of a channel as a Redis snapshot has it (subscribers come
+    /// later).
+    fn mirrored(snap: &Snapshot) -> Self {
+        let mut ch = Self::new();
+        ch.generation = snap.generation;
+        ch.epoch.clone_from(&snap.epoch);
+        ch.used_epochs = HashSet::from([snap.epoch.clone()]);
+        ch.plog.clone_from(&snap.plog);
+        ch.next_seq = snap.entries.first().map_or(snap.head + 1, |e| e.seq);
+        ch
+    }
+
+    /// The stream id the follower reads after.
+    fn stream_after(&self) -> String {
+        format!("{}-{}", self.generation, self.head_seq())
     }
 
     fn head(&self) -> String {
@@ -321,8 +384,191 @@ impl State {
             if let Some(ch) = self.channels.get_mut(name) {
                 ch.subscribers.remove(&id);
             }
+            if let Some(client) = &conn.client {
+                self.presence_remove(name, client);
+            }
         }
         true
+    }
+
+    /// Appends the event after the head of a mirrored channel and delivers it.
+    fn append(&mut self, name: &str, entry: &Entry, history: usize) {
+        let Some(ch) = self.channels.get_mut(name) else {
+            return;
+        };
+        debug_assert_eq!(entry.seq, ch.next_seq);
+        let id = format!("{}-{}", ch.epoch, entry.seq);
+        let frame = encode(&ServerFrame::Event {
+            channel: name.to_owned(),
+            id,
+            event: entry.event.clone(),
+            data: entry.data.clone(),
+        });
+        ch.next_seq = entry.seq + 1;
+        ch.history.push_back(Stored { seq: entry.seq, frame: frame.clone() });
+        while ch.history.len() > history {
+            ch.history.pop_front();
+        }
+        let slow = deliver(&ch.subscribers, &self.conns, &frame);
+        self.kill_slow(slow);
+    }
+
+    /// A mirrored channel starts the epoch `name` of generation `generation`: its
+    /// subscribers get a `reset`, as on a single node.
+    fn mirror_epoch(&mut self, channel: &str, epoch: &str, generation: u64) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        ch.generation = generation;
+        ch.epoch = epoch.to_owned();
+        ch.used_epochs.insert(epoch.to_owned());
+        ch.next_seq = 1;
+        ch.history.clear();
+        let head = ch.head();
+        let frame =
+            encode(&ServerFrame::Reset { channel: channel.to_owned(), reason: WireResetReason::EpochChanged, head });
+        let slow = deliver(&ch.subscribers, &self.conns, &frame);
+        self.kill_slow(slow);
+        info!(channel, epoch, "new epoch from redis");
+    }
+
+    /// The mirror of `channel` missed events it can no longer fetch (it fell
+    /// behind Redis' retention): its subscribers are dropped, so that each
+    /// resumes and is told by its `subscribed` answer what it lost, and the
+    /// mirror restarts from `snap`.
+    fn rebuild(&mut self, channel: &str, snap: &Snapshot, history: usize) {
+        let subscribers: Vec<u64> =
+            self.channels.get(channel).map(|ch| ch.subscribers.iter().copied().collect()).unwrap_or_default();
+        warn!(channel, dropped = subscribers.len(), "mirror fell behind redis; its subscribers resume");
+        for id in subscribers {
+            self.kill(id);
+        }
+        self.install(channel, snap, history);
+    }
+
+    /// (Re)creates the mirror of `channel` from a snapshot, keeping its local
+    /// presence.
+    fn install(&mut self, channel: &str, snap: &Snapshot, history: usize) {
+        let presence = self.channels.remove(channel).map(|ch| ch.presence).unwrap_or_default();
+        let mut ch = Channel::mirrored(snap);
+        ch.presence = presence;
+        self.channels.insert(channel.to_owned(), ch);
+        for entry in &snap.entries {
+            if self.channels.get(channel).is_some_and(|ch| entry.seq == ch.next_seq) {
+                self.append(channel, entry, history);
+            }
+        }
+    }
+
+    /// Brings a mirror up to date with a snapshot (events after the mirror's
+    /// head, or the whole epoch when the snapshot's generation is newer).
+    fn apply_snapshot(&mut self, channel: &str, snap: &Snapshot, history: usize) -> bool {
+        let Some(ch) = self.channels.get(channel) else {
+            self.install(channel, snap, history);
+            return true;
+        };
+        if snap.generation < ch.generation {
+            return false; // Older than what the follower already applied.
+        }
+        if snap.generation > ch.generation {
+            let continuous = snap.entries.first().map_or(snap.head == 0, |e| e.seq == 1);
+            if !continuous {
+                self.rebuild(channel, snap, history);
+                return true;
+            }
+            self.mirror_epoch(channel, &snap.epoch, snap.generation);
+        } else {
+            let next = ch.next_seq;
+            let continuous = match snap.entries.iter().find(|e| e.seq >= next) {
+                Some(e) => e.seq == next,
+                None => snap.head < next,
+            };
+            if !continuous {
+                self.rebuild(channel, snap, history);
+                return true;
+            }
+        }
+        for entry in &snap.entries {
+            if self.channels.get(channel).is_some_and(|ch| entry.seq == ch.next_seq) {
+                self.append(channel, entry, history);
+            }
+        }
+        false
+    }
+
+    /// Applies what the follower read from a channel's stream; false when
+    /// the entries do not follow the mirror (the caller fetches a snapshot).
+    fn apply_items(&mut self, channel: &str, items: &[StreamItem], history: usize) -> bool {
+        for item in items {
+            let Some(ch) = self.channels.get(channel) else {
+                return false;
+            };
+            match item {
+                StreamItem::Event { generation, entry } if *generation == ch.generation && entry.seq < ch.next_seq => {}
+                StreamItem::Event { generation, entry } if *generation == ch.generation && entry.seq == ch.next_seq => {
+                    self.append(channel, entry, history);
+                }
+                StreamItem::Epoch { generation, .. } | StreamItem::Event { generation, .. } if *generation < ch.generation => {}
+                StreamItem::Epoch { generation, name } if *generation > ch.generation => self.mirror_epoch(channel, name, *generation),
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Sends a presence change to the channel's subscribers that take part
+    /// in presence.
+    fn deliver_presence(&mut self, channel: &str, change: &PresenceChange) {
+        let Some(ch) = self.channels.get(channel) else {
+            return;
+        };
+        let frame = encode(&ServerFrame::Presence {
+            channel: channel.to_owned(),
+            action: if change.join { PresenceAction::Join } else { PresenceAction::Leave },
+            client_id: change.client_id.clone(),
+            data: change.data.clone(),
+        });
+        let conns = &self.conns;
+        let slow: Vec<u64> = ch
+            .subscribers
+            .iter()
+            .copied()
+            .filter(|id| conns.get(id).is_some_and(|c| c.wants_presence() && c.tx.try_send(frame.clone()).is_err()))
+            .collect();
+        self.kill_slow(slow);
+    }
+
+    /// A connection's client joins a channel's local presence.
+    fn presence_add(&mut self, channel: &str, client: &ClientInfo) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let member = ch.presence.entry(client.id.clone()).or_insert_with(|| LocalMember { data: String::new(), refs: 0 });
+        member.refs += 1;
+        member.data.clone_from(&client.data);
+        if member.refs == 1 && !self.clustered {
+            let change = PresenceChange { join: true, client_id: client.id.clone(), data: client.data.clone() };
+            self.deliver_presence(channel, &change);
+        }
+    }
+
+    /// A connection's client leaves a channel's local presence.
+    fn presence_remove(&mut self, channel: &str, client: &ClientInfo) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let Some(member) = ch.presence.get_mut(&client.id) else {
+            return;
+        };
+        member.refs -= 1;
+        if member.refs > 0 {
+            return;
+        }
+        let data = ch.presence.remove(&client.id).map(|m| m.data).unwrap_or_default();
+        if !self.clustered {
+            let change = PresenceChange { join: false, client_id: client.id.clone(), data };
+            self.deliver_presence(channel, &change);
+        }
     }
 
     /// Drops connections whose queue overflowed.
@@ -390,13 +636,17 @@ impl State {
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: FixtureConfig) -> Self {
+    pub(crate) fn new(cfg: FixtureConfig, store: Option<Store>) -> Self {
+        let state = State { clustered: store.is_some(), ..State::default() };
         Self {
             cfg,
             started: Instant::now(),
             tls_failures: Arc::default(),
             chaos: Default::default(),
-            state: Mutex::new(State::default()),
+            node: new_epoch_name(),
+            store,
+            follow_wake: Notify::new(),
+            state: Mutex::new(state),
         }
     }
 
@@ -405,8 +655,29 @@ impl Shared {
     }
 
     /// Publishes an event; a key already seen on the channel returns the first
-    /// id without publishing.
-    pub(crate) fn publish(
+    /// id without publishing. On Redis, subscribers get it through the
+    /// follower (of whichever node).
+    pub(crate) async fn publish(
+        &self,
+        channel: &str,
+        key: Option<&str>,
+        event: Option<&str>,
+        data: &str,
+    ) -> Result<String, FixtureError> {
+        let Some(store) = &self.store else {
+            return self.publish_local(channel, key, event, data);
+        };
+        check_channel(channel)?;
+        let (id, applied) = store.publish(channel, key, event, data).await?;
+        if applied {
+            self.lock().published += 1;
+        }
+        debug!(channel, %id, applied, "published to redis");
+        Ok(id)
+    }
+
+    /// [`Shared::publish`] on a node without Redis.
+    pub(crate) fn publish_local(
         &self,
         channel: &str,
         key: Option<&str>,
@@ -448,12 +719,23 @@ impl Shared {
 
     /// Registers a new connection with an outbound queue of `capacity`
     /// frames; `None` once the server is shutting down.
-    pub(crate) fn register(self: &Arc<Self>, transport: Transport, capacity: usize) -> Option<Registered> {
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        transport: Transport,
+        capacity: usize,
+        client: Option<ClientInfo>,
+    ) -> Option<Registered> {
         let mut st = self.lock();
-        Self::register_locked(self, &mut st, transport, capacity)
+        Self::register_locked(self, &mut st, transport, capacity, client)
     }
 
-    fn register_locked(self: &Arc<Self>, st: &mut State, transport: Transport, capacity: usize) -> Option<Registered> {
+    fn register_locked(
+        self: &Arc<Self>,
+        st: &mut State,
+        transport: Transport,
+        capacity: usize,
+        client: Option<ClientInfo>,
+    ) -> Option<Registered> {
         if st.closed {
             return None;
         }
@@ -463,7 +745,7 @@ impl Shared {
         let id = st.next_conn;
         st.conns.insert(
             id,
-            Conn { transport, tx: tx.clone(), mode: mode_tx, stalled: false, subscriptions: HashSet::new() },
+            Conn { transport, tx: tx.clone(), mode: mode_tx, stalled: false, subscriptions: HashSet::new(), client },
         );
         Some(Registered { registration: Registration { shared: Arc::clone(self), id }, tx, rx, mode })
     }
@@ -508,22 +790,31 @@ impl Shared {
                 ok = conn.tx.try_send(stored.frame.clone()).is_ok();
             }
         }
-        if ok {
-            ch.subscribers.insert(conn_id);
-            conn.subscriptions.insert(channel.to_owned());
-        } else {
-            st.kill_slow(vec![conn_id]);
+        if !ok {
+            return st.kill_slow(vec![conn_id]);
+        }
+        ch.subscribers.insert(conn_id);
+        if conn.subscriptions.insert(channel.to_owned())
+            && let Some(client) = conn.client.clone()
+        {
+            st.presence_add(channel, &client);
         }
     }
 
     /// Stops delivering a channel's events to a connection.
     pub(crate) fn unsubscribe(&self, conn_id: u64, channel: &str) {
         let mut st = self.lock();
-        if let Some(conn) = st.conns.get_mut(&conn_id) {
-            conn.subscriptions.remove(channel);
+        let mut left = None;
+        if let Some(conn) = st.conns.get_mut(&conn_id)
+            && conn.subscriptions.remove(channel)
+        {
+            left = conn.client.clone();
         }
         if let Some(ch) = st.channels.get_mut(channel) {
             ch.subscribers.remove(&conn_id);
+        }
+        if let Some(client) = left {
+            st.presence_remove(channel, &client);
         }
     }
 
@@ -541,6 +832,7 @@ impl Shared {
         let mut st = self.lock();
         let st = &mut *st;
         let mut count = 0;
+        let mut left = Vec::new();
         for (&id, conn) in st.conns.iter_mut() {
             if conn.stalled {
                 continue;
@@ -550,9 +842,15 @@ impl Shared {
                 if let Some(ch) = st.channels.get_mut(&name) {
                     ch.subscribers.remove(&id);
                 }
+                if let Some(client) = &conn.client {
+                    left.push((name, client.clone()));
+                }
             }
             conn.mode.send_replace(Mode::Stalled);
             count += 1;
+        }
+        for (name, client) in left {
+            st.presence_remove(&name, &client);
         }
         info!(count, "stalled every open connection");
         count
@@ -591,7 +889,25 @@ impl Shared {
         info!(reject = on, "handshake authentication");
     }
 
-    pub(crate) fn truncate(&self, channel: &str, keep: usize) -> Result<Option<String>, FixtureError> {
+    /// Keeps the newest `keep` events of the channel (in Redis and in this
+    /// node's mirror); returns the oldest retained id.
+    pub(crate) async fn truncate(&self, channel: &str, keep: usize) -> Result<Option<String>, FixtureError> {
+        let Some(store) = &self.store else {
+            return self.truncate_local(channel, keep);
+        };
+        check_channel(channel)?;
+        let oldest = store.truncate(channel, keep).await?;
+        self.sync_channel(channel).await?;
+        if let Some(ch) = self.lock().channels.get_mut(channel) {
+            while ch.history.len() > keep {
+                ch.history.pop_front();
+            }
+        }
+        info!(channel, keep, ?oldest, "history truncated in redis");
+        Ok(oldest)
+    }
+
+    pub(crate) fn truncate_local(&self, channel: &str, keep: usize) -> Result<Option<String>, FixtureError> {
         let mut st = self.lock();
         let ch = st.channel(channel)?;
         while ch.history.len() > keep {
@@ -602,7 +918,19 @@ impl Shared {
         Ok(oldest)
     }
 
-    pub(crate) fn new_epoch(&self, channel: &str) -> Result<String, FixtureError> {
+    /// Starts a new epoch; on Redis, this node's subscribers get their
+    /// `reset` before it returns, the other nodes' through their followers.
+    pub(crate) async fn new_epoch(&self, channel: &str) -> Result<String, FixtureError> {
+        let Some(store) = &self.store else {
+            return self.new_epoch_local(channel);
+        };
+        check_channel(channel)?;
+        let head = store.new_epoch(channel).await?;
+        self.sync_channel(channel).await?;
+        Ok(head)
+    }
+
+    pub(crate) fn new_epoch_local(&self, channel: &str) -> Result<String, FixtureError> {
         let mut st = self.lock();
         let st = &mut *st;
         check_channel(channel)?;
@@ -626,8 +954,112 @@ impl Shared {
         Ok(head)
     }
 
-    pub(crate) fn head(&self, channel: &str) -> Result<String, FixtureError> {
+    /// The channel's head (on Redis, as Redis has it now).
+    pub(crate) async fn head(&self, channel: &str) -> Result<String, FixtureError> {
+        let Some(store) = &self.store else {
+            return self.head_local(channel);
+        };
+        check_channel(channel)?;
+        let snap = store.snapshot(channel, None, 0).await?;
+        Ok(format!("{}-{}", snap.epoch, snap.head))
+    }
+
+    pub(crate) fn head_local(&self, channel: &str) -> Result<String, FixtureError> {
         Ok(self.lock().channel(channel)?.head())
+    }
+
+    /// On Redis, brings this node's mirror of `channel` up to date (creating
+    /// it on first use), so that a subscribe decides its outcome on
+    /// everything published before it on any node. Nothing to do otherwise.
+    pub(crate) async fn sync_channel(&self, channel: &str) -> Result<(), FixtureError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        check_channel(channel)?;
+        let history = self.cfg.history;
+        loop {
+            let after = self.lock().channels.get(channel).map(|ch| (ch.generation, ch.head_seq()));
+            let snap = store.snapshot(channel, after, crate::cluster::PAGE).await?;
+            let full = snap.entries.len() >= crate::cluster::PAGE;
+            let created = {
+                let mut st = self.lock();
+                let created = !st.channels.contains_key(channel);
+                st.apply_snapshot(channel, &snap, history);
+                created
+            };
+            if created {
+                self.follow_wake.notify_one();
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The streams the follower reads: for each mirrored channel, its event
+    /// stream and its presence log, each with the id to read after.
+    pub(crate) fn follow_list(&self) -> Vec<(String, String, String)> {
+        self.lock()
+            .channels
+            .iter()
+            .filter(|(_, ch)| ch.generation > 0)
+            .map(|(name, ch)| (name.clone(), ch.stream_after(), ch.plog.clone()))
+            .collect()
+    }
+
+    /// Applies entries the follower read from a channel's event stream;
+    /// false when they do not follow the mirror.
+    pub(crate) fn follow_events(&self, channel: &str, items: &[StreamItem]) -> bool {
+        self.lock().apply_items(channel, items, self.cfg.history)
+    }
+
+    /// Delivers presence changes the follower read, and records how far the
+    /// log was read.
+    pub(crate) fn follow_presence(&self, channel: &str, changes: &[PresenceChange], last: &str) {
+        let mut st = self.lock();
+        if let Some(ch) = st.channels.get_mut(channel) {
+            ch.plog = last.to_owned();
+        }
+        for change in changes {
+            st.deliver_presence(channel, change);
+        }
+    }
+
+    /// Every client id present on some channel through this node's
+    /// connections, with its data.
+    pub(crate) fn local_presence(&self) -> HashMap<(String, String), String> {
+        let st = self.lock();
+        let mut out = HashMap::new();
+        for (name, ch) in &st.channels {
+            for (id, member) in &ch.presence {
+                out.insert((name.clone(), id.clone()), member.data.clone());
+            }
+        }
+        out
+    }
+
+    /// The mirrored channels (on Redis).
+    pub(crate) fn mirrored(&self) -> Vec<String> {
+        self.lock().channels.iter().filter(|(_, ch)| ch.generation > 0).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// Who is present on `channel`, sorted by client id: on Redis, over every
+    /// node (expired members are removed first); else this node's.
+    pub(crate) async fn presence(&self, channel: &str) -> Result<Vec<(String, String)>, FixtureError> {
+        check_channel(channel)?;
+        match &self.store {
+            Some(store) => store.presence(channel, unix_ms()).await,
+            None => {
+                let st = self.lock();
+                let mut members: Vec<(String, String)> = st
+                    .channels
+                    .get(channel)
+                    .map(|ch| ch.presence.iter().map(|(id, m)| (id.clone(), m.data.clone())).collect())
+                    .unwrap_or_default();
+                members.sort();
+                Ok(members)
+            }
+        }
     }
 
     /// Decides a handshake on `/ws`, `/sse` or `/poll` and records it.
@@ -674,7 +1106,7 @@ impl Shared {
         if !(hold && holdable) {
             return PollStart::Answer(body);
         }
-        let Some(registered) = Self::register_locked(self, st, Transport::Poll, 1) else {
+        let Some(registered) = Self::register_locked(self, st, Transport::Poll, 1, None) else {
             return PollStart::Answer(body);
         };
         let id = registered.registration.id();
@@ -721,4 +1153,10 @@ impl Shared {
             tls_failures: self.tls_failures.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (presence expiry is shared between
+/// nodes, so it is wall-clock time).
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -77,8 +77,33 @@ pub enum ServerFrame {
         #[serde(default)]
         message: String,
     },
+    /// Someone joined or left a channel's presence. Sent to the channel's
+    /// subscribers whose connection gave a `client_id` (on the streaming
+    /// transports).
+    Presence {
+        /// The channel.
+        channel: String,
+        /// Joined or left.
+        action: PresenceAction,
+        /// The member's client id.
+        client_id: String,
+        /// The member's presence data (free text, often JSON), `""` if none.
+        #[serde(default)]
+        data: String,
+    },
     /// A frame type this version does not know; ignored.
     Unknown,
+}
+
+/// What happened to a member of a channel's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceAction {
+    /// The client id is now present (its first subscription to the channel).
+    Join,
+    /// The client id is gone (its last subscription ended, or its server
+    /// stopped refreshing it).
+    Leave,
 }
 
 /// Every field any server frame has, flat: decoding into it needs no
@@ -101,6 +126,8 @@ pub(crate) struct RawServerFrame {
     pub key: Option<String>,
     pub code: Option<String>,
     pub message: Option<String>,
+    pub action: Option<String>,
+    pub client_id: Option<String>,
 }
 
 impl TryFrom<RawServerFrame> for ServerFrame {
@@ -137,6 +164,17 @@ impl TryFrom<RawServerFrame> for ServerFrame {
                 channel: r.channel,
                 key: r.key,
                 message: r.message.unwrap_or_default(),
+            },
+            "presence" => ServerFrame::Presence {
+                channel: need(r.channel, k, "channel")?,
+                action: match need(r.action, k, "action")?.as_str() {
+                    "join" => PresenceAction::Join,
+                    "leave" => PresenceAction::Leave,
+                    // An action this version does not know: ignore the frame.
+                    _ => return Ok(ServerFrame::Unknown),
+                },
+                client_id: need(r.client_id, k, "client_id")?,
+                data: r.data.unwrap_or_default(),
             },
             _ => ServerFrame::Unknown,
         })

@@ -9,7 +9,7 @@ pub mod sse;
 
 #[cfg_attr(not(target_arch = "wasm32"), allow(unused_imports))]
 pub(crate) use frame::RawServerFrame;
-pub use frame::{ClientFrame, Outcome, ServerFrame, WireResetReason};
+pub use frame::{ClientFrame, Outcome, PresenceAction, ServerFrame, WireResetReason};
 
 use std::fmt;
 use std::str::FromStr;

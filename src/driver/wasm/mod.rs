@@ -187,6 +187,8 @@ fn frame_from_js(o: &JsValue) -> Result<ServerFrame, String> {
         key: text_field(o, "key")?,
         code: text_field(o, "code")?,
         message: text_field(o, "message")?,
+        action: text_field(o, "action")?,
+        client_id: text_field(o, "client_id")?,
     };
     ServerFrame::try_from(raw)
 }
