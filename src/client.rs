@@ -111,6 +111,27 @@ impl ClientBuilder {
         self
     }
 
+    /// Further servers sharing the same channels (the other nodes of a
+    /// cluster), tried in order after the URL given to
+    /// [`Client::builder`] whenever the one in use fails, with the usual
+    /// backoff and jitter. The client stays on a server as long as it works;
+    /// cursors resume on any of them. The state says which one is in use.
+    pub fn endpoints<S: AsRef<str>>(mut self, urls: &[S]) -> Self {
+        self.config.endpoints = urls.iter().map(|u| u.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Takes part in presence as `client_id` (1–128 characters from
+    /// `A-Z a-z 0-9 _ . : -`), shown with `data` (at most 1024 bytes, often
+    /// JSON; `""` for none): every subscription makes the client a member of
+    /// its channel's presence, and brings [`Message::Presence`] join and
+    /// leave events (on WebSocket and SSE).
+    pub fn presence(mut self, client_id: &str, data: &str) -> Self {
+        self.config.client_id = Some(client_id.to_owned());
+        self.config.presence_data = Some(data.to_owned()).filter(|d| !d.is_empty());
+        self
+    }
+
     /// Trusts this DER-encoded root certificate for `https`/`wss`, besides the
     /// webpki roots.
     pub fn add_root_certificate(mut self, der: Vec<u8>) -> Self {
@@ -133,13 +154,29 @@ impl ClientBuilder {
         let opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes)?;
         let session = Session::new(self.config, &self.url, seed, Instant::now())?;
         let first = session.transport();
+        let endpoint = session.endpoint_url().to_owned();
         let shared = Arc::new(Shared {
-            states: StateHub::new(ConnectionState::Connecting { transport: first, attempt: 0 }),
+            states: StateHub::new(ConnectionState::Connecting {
+                transport: first,
+                attempt: 0,
+                endpoint: endpoint.clone(),
+            }),
             stats: Mutex::new(Stats::default()),
         });
         let (commands, rx) = command_queue();
+        #[cfg(not(target_arch = "wasm32"))]
+        let http = opts.clone();
         crate::driver::platform::spawn(crate::driver::run(session, rx, shared.clone(), opts));
-        Ok(Client { inner: Arc::new(Inner { commands, shared, next_sub: AtomicU64::new(0) }) })
+        Ok(Client {
+            inner: Arc::new(Inner {
+                commands,
+                shared,
+                next_sub: AtomicU64::new(0),
+                #[cfg(not(target_arch = "wasm32"))]
+                http,
+                endpoint,
+            }),
+        })
     }
 }
 
@@ -147,6 +184,12 @@ struct Inner {
     commands: CommandSender,
     shared: Arc<Shared>,
     next_sub: AtomicU64,
+    /// For requests outside the connection (presence lists).
+    #[cfg(not(target_arch = "wasm32"))]
+    http: ConnectOptions,
+    /// The first server, for such requests before any state names one.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    endpoint: String,
 }
 
 /// A connection to a resub server, shared by any number of subscriptions.
@@ -219,6 +262,21 @@ impl Client {
         let event = event.map(str::to_owned);
         self.command(Command::Publish { channel: channel.to_owned(), event, data: data.into(), reply })?;
         result.await.map_err(|_| self.closed_error())?.map_err(|e| self.why(e))
+    }
+
+    /// Who is present on `channel` now (client id and presence data, sorted
+    /// by client id), asked of the server in use over HTTP
+    /// (`GET /presence/{channel}`), whatever the transport. Not in the
+    /// browser build: the npm package's `presence()` does the same with
+    /// `fetch`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn presence(&self, channel: &str) -> Result<Vec<crate::Member>, Error> {
+        validate_channel(channel)?;
+        let base = match self.state() {
+            ConnectionState::Connecting { endpoint, .. } | ConnectionState::Connected { endpoint, .. } => endpoint,
+            _ => self.inner.endpoint.clone(),
+        };
+        crate::driver::native::presence(&format!("{base}/presence/{channel}"), &self.inner.http).await
     }
 
     /// The current connection state.

@@ -78,6 +78,16 @@ pub enum Error {
     /// Too many publishes are waiting for a connection or an ack.
     #[error("publish queue full ({0} waiting)")]
     PublishQueueFull(usize),
+    /// A request could not be completed now (the server was unreachable,
+    /// answered `5xx`, or answered something unexpected); trying again later
+    /// may succeed.
+    #[error("request failed: {0}")]
+    Unavailable(String),
+    /// The client id (or its presence data) given for presence cannot be
+    /// used: an id is 1–128 characters from `A-Z a-z 0-9 _ . : -`, the data
+    /// at most 1024 bytes.
+    #[error("invalid client id for presence: {0}")]
+    InvalidClientId(String),
     /// The server sent a frame larger than the configured limit
     /// (`max_frame_bytes`). Resuming would receive the same frame again, so
     /// the client stops rather than retry forever; raise the limit.
@@ -108,6 +118,8 @@ impl Error {
             Error::HttpStatus { .. } => "http_status",
             Error::UnexpectedContentType(_) => "unexpected_content_type",
             Error::FrameTooLarge { .. } => "frame_too_large",
+            Error::InvalidClientId(_) => "invalid_client_id",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 }

@@ -44,7 +44,10 @@ pub use core::plain::PlainEvent;
 #[cfg(not(target_arch = "wasm32"))]
 pub use plain::{PlainSse, PlainSseBuilder};
 
-pub use core::{ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats, Transport};
+pub use core::{
+    ConnectionState, DisconnectReason, Event, Fallback, Member, Message, PresenceAction, PresenceEvent, ResetReason,
+    Stats, Transport,
+};
 pub use error::Error;
 
 /// The instant type used throughout: `std::time::Instant` on native targets,

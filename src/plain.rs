@@ -79,7 +79,9 @@ impl PlainSseBuilder {
         let seed = self.seed.unwrap_or_else(|| getrandom::u64().unwrap_or(0x2545_f491_4f6c_dd1d));
         let opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes)?;
         let session = PlainSession::new(self.config, &self.url, self.last_event_id, seed, Instant::now())?;
-        let shared = Arc::new(StateHub::new(ConnectionState::Connecting { transport: Transport::Sse, attempt: 0 }));
+        let endpoint = self.url.clone();
+        let shared =
+            Arc::new(StateHub::new(ConnectionState::Connecting { transport: Transport::Sse, attempt: 0, endpoint }));
         let (tx, rx) = mpsc::channel(1024);
         let (close, close_rx) = oneshot::channel();
         let task = tokio::spawn(crate::driver::plain::run(session, tx, close_rx, shared.clone(), opts));

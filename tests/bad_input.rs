@@ -578,7 +578,7 @@ async fn http_statuses_on_connect_get_the_documented_decision() {
                     );
                     let s = until_state(&mut states, &what, |s| matches!(s, ConnectionState::Connecting { .. })).await;
                     assert!(
-                        matches!(s, ConnectionState::Connecting { transport: t, attempt: 1.. } if t == transport),
+                        matches!(s, ConnectionState::Connecting { transport: t, attempt: 1.., .. } if t == transport),
                         "{what}: {s:?}"
                     );
                 }

@@ -177,7 +177,7 @@ async fn falls_back_when_websocket_is_refused_and_returns_when_allowed() {
         let mut sub = c.subscribe_from(&ch, &start).await.unwrap();
         loop {
             match states.next().await.unwrap() {
-                ConnectionState::Connected { transport: Transport::Sse, fallback } => {
+                ConnectionState::Connected { transport: Transport::Sse, fallback, .. } => {
                     assert_eq!(fallback.unwrap().from, Transport::WebSocket);
                     break;
                 }

@@ -115,7 +115,8 @@ async fn auto_falls_back_to_sse_then_poll_and_returns_to_websocket_without_loss(
     // WebSocket allowed again: a probe finds it and the client moves back.
     fx.set_websocket_enabled(true);
     let back = connected_via(&mut states, Transport::WebSocket).await;
-    assert_eq!(back, ConnectionState::Connected { transport: Transport::WebSocket, fallback: None });
+    let endpoint = fx.url();
+    assert_eq!(back, ConnectionState::Connected { transport: Transport::WebSocket, fallback: None, endpoint });
     flowing(received.clone()).await;
 
     stop.store(true, Ordering::Relaxed);

@@ -126,6 +126,13 @@ pub struct ClientConfig {
     pub poll_hold_ms: u64,
     /// Sent as `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Further servers sharing the same channels, tried in turn when the
+    /// one in use fails.
+    pub endpoints: Vec<String>,
+    /// Take part in presence under this client id.
+    pub client_id: Option<String>,
+    /// Presence data shown with the client id (at most 1024 bytes).
+    pub presence_data: Option<String>,
 }
 
 /// The defaults for a server at `url`.
@@ -145,6 +152,9 @@ pub fn default_config(url: String) -> ClientConfig {
         upgrade_probe_ms: Some(60_000),
         poll_hold_ms: 25_000,
         token: None,
+        endpoints: Vec::new(),
+        client_id: None,
+        presence_data: None,
     }
 }
 
@@ -158,6 +168,15 @@ pub struct EventMessage {
     /// The event type (`message` when none was given).
     pub event: String,
     /// The payload.
+    pub data: String,
+}
+
+/// A member of a channel's presence.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PresenceMember {
+    /// Its client id.
+    pub client_id: String,
+    /// Its presence data; `""` if none.
     pub data: String,
 }
 
@@ -179,6 +198,8 @@ pub enum State {
         transport: TransportKind,
         /// Consecutive failures before it.
         attempt: u32,
+        /// The server tried (base URL).
+        endpoint: String,
     },
     /// Connected.
     Connected {
@@ -188,6 +209,8 @@ pub enum State {
         fallback_from: Option<TransportKind>,
         /// Why it was given up.
         fallback_reason: Option<String>,
+        /// The server in use (base URL).
+        endpoint: String,
     },
     /// Not connected; the next attempt is scheduled.
     Disconnected {
@@ -208,13 +231,14 @@ pub enum State {
 impl From<ConnectionState> for State {
     fn from(s: ConnectionState) -> Self {
         match s {
-            ConnectionState::Connecting { transport, attempt } => {
-                State::Connecting { transport: transport.into(), attempt }
+            ConnectionState::Connecting { transport, attempt, endpoint } => {
+                State::Connecting { transport: transport.into(), attempt, endpoint }
             }
-            ConnectionState::Connected { transport, fallback } => State::Connected {
+            ConnectionState::Connected { transport, fallback, endpoint } => State::Connected {
                 transport: transport.into(),
                 fallback_from: fallback.as_ref().map(|f| f.from.into()),
                 fallback_reason: fallback.map(|f| f.reason.to_string()),
+                endpoint,
             },
             ConnectionState::Disconnected { reason, attempt, retry_in, .. } => {
                 State::Disconnected { reason: reason.to_string(), attempt, retry_in_ms: retry_in.as_millis() as u64 }
@@ -236,6 +260,16 @@ pub trait SubscriptionListener: Send + Sync {
     /// The subscription could not continue from its cursor (`reason`); it
     /// continues after `head`. Events may have been missed: re-sync.
     fn on_reset(&self, channel: String, reason: String, head: String) -> Result<(), ListenerError>;
+    /// `client_id` joined (`action` = `join`) or left (`leave`) the channel's
+    /// presence, with its presence `data`. Only for clients configured with
+    /// a `client_id`.
+    fn on_presence(
+        &self,
+        channel: String,
+        action: String,
+        client_id: String,
+        data: String,
+    ) -> Result<(), ListenerError>;
     /// The subscription ended with an error (`code` as in [`ResubError`]).
     fn on_error(&self, code: String, message: String) -> Result<(), ListenerError>;
     /// The subscription ended; nothing follows.
@@ -307,6 +341,12 @@ impl Client {
         if let Some(token) = &config.token {
             b = b.token(token);
         }
+        if !config.endpoints.is_empty() {
+            b = b.endpoints(&config.endpoints);
+        }
+        if let Some(id) = &config.client_id {
+            b = b.presence(id, config.presence_data.as_deref().unwrap_or(""));
+        }
         // The client's tasks live on this crate's runtime, whatever thread
         // the host calls from.
         let _guard = runtime().enter();
@@ -356,6 +396,14 @@ impl Client {
                         Some(Ok(Message::Reset { channel, reason, head })) => {
                             report("subscription", listener.on_reset(channel, reason.to_string(), head));
                         }
+                        Some(Ok(Message::Presence(p))) => {
+                            let action = match p.action {
+                                resub::PresenceAction::Join => "join",
+                                resub::PresenceAction::Leave => "leave",
+                            };
+                            let (id, data) = (p.member.client_id, p.member.data);
+                            report("subscription", listener.on_presence(p.channel, action.to_owned(), id, data));
+                        }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
                             report("subscription", listener.on_error(e.code().to_owned(), e.to_string()));
@@ -390,6 +438,17 @@ impl Client {
             }
         });
         Arc::new(Handle { stop: Mutex::new(Some(stop)) })
+    }
+
+    /// Who is present on `channel` now, sorted by client id.
+    pub async fn presence(&self, channel: String) -> Result<Vec<PresenceMember>, ResubError> {
+        let client = self.inner.clone();
+        // The request runs on this crate's runtime, whatever executor awaits it.
+        let members = runtime()
+            .spawn(async move { client.presence(&channel).await })
+            .await
+            .map_err(|e| ResubError::from(resub::Error::Unavailable(e.to_string())))??;
+        Ok(members.into_iter().map(|m| PresenceMember { client_id: m.client_id, data: m.data }).collect())
     }
 
     /// Publishes `data` to `channel`; returns the event id once acked.
@@ -448,6 +507,9 @@ mod tests {
             resub::Error::EndOfStream,
             resub::Error::HttpStatus { status: 500 },
             resub::Error::UnexpectedContentType("text/html".into()),
+            resub::Error::FrameTooLarge { limit: 10 },
+            resub::Error::InvalidClientId("a b".into()),
+            resub::Error::Unavailable("HTTP 503".into()),
             "bad channel!".parse::<resub::protocol::EventId>().map(|_| ()).unwrap_err().into(),
         ];
         let mut codes = std::collections::BTreeSet::new();
@@ -457,20 +519,27 @@ mod tests {
             assert_eq!(detail, e.to_string());
             codes.insert(code);
         }
-        assert_eq!(codes.len(), 14, "every error has a code of its own");
+        assert_eq!(codes.len(), 17, "every error has a code of its own");
     }
 
     #[test]
     fn states_convert_with_their_details() {
         let fallback =
             resub::Fallback { from: Transport::WebSocket, reason: resub::DisconnectReason::Refused { status: 403 } };
-        let s: State = ConnectionState::Connected { transport: Transport::Sse, fallback: Some(fallback) }.into();
+        let endpoint = "http://b.example:8080".to_owned();
+        let s: State = ConnectionState::Connected {
+            transport: Transport::Sse,
+            fallback: Some(fallback),
+            endpoint: endpoint.clone(),
+        }
+        .into();
         assert_eq!(
             s,
             State::Connected {
                 transport: TransportKind::Sse,
                 fallback_from: Some(TransportKind::Ws),
                 fallback_reason: Some("refused with HTTP 403".into()),
+                endpoint,
             }
         );
         let s: State = ConnectionState::Closed { error: Some(resub::Error::Unauthorized) }.into();

@@ -434,8 +434,7 @@ impl Store {
         let mut inv = self.presence_keys(&self.sweep, channel);
         inv.arg(now_ms).arg(PLOG_LEN);
         let flat: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
-        let mut members: Vec<(String, String)> =
-            flat.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+        let mut members: Vec<(String, String)> = flat.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
         members.sort();
         Ok(members)
     }

@@ -127,9 +127,8 @@ fn client_info(uri: &Uri) -> Result<Option<ClientInfo>, String> {
     for (key, value) in params {
         match key.as_str() {
             "client_id" => {
-                validate_channel(&value).map_err(|_| {
-                    format!("invalid client_id {value:?}: 1-128 characters from A-Z a-z 0-9 _ . : -")
-                })?;
+                validate_channel(&value)
+                    .map_err(|_| format!("invalid client_id {value:?}: 1-128 characters from A-Z a-z 0-9 _ . : -"))?;
                 id = Some(value);
             }
             "presence" => {
@@ -159,9 +158,7 @@ async fn websocket(
         Err(message) => return bad_request(message),
     };
     match upgrade {
-        Ok(upgrade) => {
-            upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |ws| crate::conn::run(shared, ws, client))
-        }
+        Ok(upgrade) => upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |ws| crate::conn::run(shared, ws, client)),
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -214,8 +211,8 @@ fn parse_channels(uri: &Uri, last_event_id: Option<&str>, with_timeout: bool) ->
 
 async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let last_event_id = headers.get(&LAST_EVENT_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let parsed = parse_channels(&uri, last_event_id.as_deref(), false)
-        .and_then(|request| Ok((request, client_info(&uri)?)));
+    let parsed =
+        parse_channels(&uri, last_event_id.as_deref(), false).and_then(|request| Ok((request, client_info(&uri)?)));
     if let Some(refused) = shared.admit(Transport::Sse, parsed.as_ref().err().map(|_| 400)) {
         return refusal(refused);
     }

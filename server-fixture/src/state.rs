@@ -508,8 +508,11 @@ impl State {
                 StreamItem::Event { generation, entry } if *generation == ch.generation && entry.seq == ch.next_seq => {
                     self.append(channel, entry, history);
                 }
-                StreamItem::Epoch { generation, .. } | StreamItem::Event { generation, .. } if *generation < ch.generation => {}
-                StreamItem::Epoch { generation, name } if *generation > ch.generation => self.mirror_epoch(channel, name, *generation),
+                StreamItem::Epoch { generation, .. } | StreamItem::Event { generation, .. }
+                    if *generation < ch.generation => {}
+                StreamItem::Epoch { generation, name } if *generation > ch.generation => {
+                    self.mirror_epoch(channel, name, *generation)
+                }
                 _ => return false,
             }
         }
@@ -543,7 +546,8 @@ impl State {
         let Some(ch) = self.channels.get_mut(channel) else {
             return;
         };
-        let member = ch.presence.entry(client.id.clone()).or_insert_with(|| LocalMember { data: String::new(), refs: 0 });
+        let member =
+            ch.presence.entry(client.id.clone()).or_insert_with(|| LocalMember { data: String::new(), refs: 0 });
         member.refs += 1;
         member.data.clone_from(&client.data);
         if member.refs == 1 && !self.clustered {

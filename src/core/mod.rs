@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use crate::Error;
 use crate::Instant;
+pub use crate::protocol::PresenceAction;
 
 /// A way of carrying the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -203,6 +204,9 @@ pub enum ConnectionState {
         transport: Transport,
         /// Consecutive failures before this attempt (0 for a first try).
         attempt: u32,
+        /// The server being tried: its base URL (`http://host:port/prefix`),
+        /// one of the endpoints configured.
+        endpoint: String,
     },
     /// Connected and greeted by the server.
     Connected {
@@ -210,6 +214,8 @@ pub enum ConnectionState {
         transport: Transport,
         /// Why a more preferred transport is not in use, if one is not.
         fallback: Option<Fallback>,
+        /// The server in use: its base URL.
+        endpoint: String,
     },
     /// Not connected; the next attempt is scheduled.
     Disconnected {
@@ -233,12 +239,14 @@ pub enum ConnectionState {
 impl fmt::Display for ConnectionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectionState::Connecting { transport, attempt } => {
-                write!(f, "connecting via {transport} (attempt {})", attempt + 1)
+            ConnectionState::Connecting { transport, attempt, endpoint } => {
+                write!(f, "connecting to {endpoint} via {transport} (attempt {})", attempt + 1)
             }
-            ConnectionState::Connected { transport, fallback: None } => write!(f, "connected via {transport}"),
-            ConnectionState::Connected { transport, fallback: Some(fb) } => {
-                write!(f, "connected via {transport} (fell back from {}: {})", fb.from, fb.reason)
+            ConnectionState::Connected { transport, fallback: None, endpoint } => {
+                write!(f, "connected to {endpoint} via {transport}")
+            }
+            ConnectionState::Connected { transport, fallback: Some(fb), endpoint } => {
+                write!(f, "connected to {endpoint} via {transport} (fell back from {}: {})", fb.from, fb.reason)
             }
             ConnectionState::Disconnected { reason, attempt, retry_in, .. } => {
                 write!(f, "disconnected: {reason}; retry {attempt} in {:.2}s", retry_in.as_secs_f64())
@@ -333,6 +341,31 @@ pub enum Message {
         /// The position the subscription continues after.
         head: String,
     },
+    /// Someone joined or left the channel's presence. Only clients with a
+    /// [`Config::client_id`] receive these, and only on the streaming
+    /// transports (WebSocket, SSE); the current list is
+    /// `Client::presence` (over HTTP, on every transport).
+    Presence(PresenceEvent),
+}
+
+/// A member of a channel's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The client id it connected with.
+    pub client_id: String,
+    /// Its presence data (free text, often JSON); `""` if none.
+    pub data: String,
+}
+
+/// A change to a channel's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEvent {
+    /// The channel.
+    pub channel: String,
+    /// Joined or left.
+    pub action: PresenceAction,
+    /// Who.
+    pub member: Member,
 }
 
 /// Counters kept by the session.
@@ -384,6 +417,19 @@ pub struct Config {
     /// When the host doubts the connection ([`Input::Wake`]), how long the
     /// server has to answer a ping before the connection is replaced.
     pub liveness_probe: Duration,
+    /// Further base URLs of servers sharing the same channels (the nodes of
+    /// a cluster), tried after the URL the session was created with. On a
+    /// failure the session moves on to the next one, with the usual backoff;
+    /// it stays on one as long as it works. A cursor from one resumes on
+    /// another.
+    pub endpoints: Vec<String>,
+    /// Who the client is, for presence: with an id, every subscription makes
+    /// it a member of its channel's presence and brings the channel's
+    /// join and leave events. 1–128 characters from `A-Z a-z 0-9 _ . : -`.
+    pub client_id: Option<String>,
+    /// Data shown with the client id in presence (at most 1024 bytes;
+    /// often JSON).
+    pub presence_data: Option<String>,
 }
 
 impl Default for Config {
@@ -399,6 +445,9 @@ impl Default for Config {
             upgrade_probe: Some(Duration::from_secs(60)),
             poll_hold: Duration::from_secs(25),
             liveness_probe: Duration::from_secs(3),
+            endpoints: Vec::new(),
+            client_id: None,
+            presence_data: None,
         }
     }
 }

@@ -171,6 +171,7 @@ impl PlainSession {
                 self.out.push_back(PlainOutput::State(ConnectionState::Connected {
                     transport: Transport::Sse,
                     fallback: None,
+                    endpoint: self.url.clone(),
                 }));
             }
             PlainInput::Item { conn, item } if self.conn == Conn::Open(conn) => {
@@ -219,7 +220,11 @@ impl PlainSession {
         self.conn = Conn::Opening(conn);
         self.deadline = Some(now + self.config.open_timeout);
         let attempt = self.failures;
-        self.out.push_back(PlainOutput::State(ConnectionState::Connecting { transport: Transport::Sse, attempt }));
+        self.out.push_back(PlainOutput::State(ConnectionState::Connecting {
+            transport: Transport::Sse,
+            attempt,
+            endpoint: self.url.clone(),
+        }));
         let last_event_id = Some(self.last_event_id.clone()).filter(|s| !s.is_empty());
         self.out.push_back(PlainOutput::Connect { conn, url: self.url.clone(), last_event_id });
     }

@@ -9,8 +9,8 @@ use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 
 use super::{
-    ChannelMap, Config, ConnectionState, DisconnectReason, Event, Fallback, Message, ResetReason, Stats, Transport,
-    TransportError,
+    ChannelMap, Config, ConnectionState, DisconnectReason, Event, Fallback, Member, Message, PresenceEvent,
+    ResetReason, Stats, Transport, TransportError,
 };
 use crate::protocol::{ClientFrame, EventId, Outcome, ServerFrame, WireResetReason, validate_channel};
 use crate::{Error, Instant};
@@ -294,9 +294,15 @@ struct PollBatch {
 #[derive(Debug)]
 pub struct Session {
     config: Config,
-    /// `http(s)://host[:port][/prefix]`, no trailing slash.
+    /// Every server to use: HTTP base and WebSocket URL, in order.
+    endpoints: Vec<(String, String)>,
+    /// The index in `endpoints` of the server in use.
+    endpoint: usize,
+    /// `http(s)://host[:port][/prefix]` of the server in use, no trailing slash.
     base: String,
     ws_url: String,
+    /// `client_id=…&presence=…` for every connection URL, or empty.
+    identity: String,
     rng: SmallRng,
     key_prefix: u64,
     next_key: u64,
@@ -333,7 +339,15 @@ impl Session {
     /// `wss://` URL is used as the WebSocket endpoint as is. `seed` seeds the
     /// generator used for jitter and idempotency keys.
     pub fn new(mut config: Config, url: &str, seed: u64, now: Instant) -> Result<Self, Error> {
-        let (base, ws_url) = endpoints(url)?;
+        let mut list = vec![endpoints(url)?];
+        for other in &config.endpoints {
+            let parsed = endpoints(other)?;
+            if !list.contains(&parsed) {
+                list.push(parsed);
+            }
+        }
+        let (base, ws_url) = list[0].clone();
+        let identity = identity_query(&config)?;
         let mut seen = Vec::new();
         config.transports.retain(|t| {
             let new = !seen.contains(t);
@@ -347,8 +361,11 @@ impl Session {
         let key_prefix = rng.random::<u64>();
         let mut s = Self {
             config,
+            endpoints: list,
+            endpoint: 0,
             base,
             ws_url,
+            identity,
             rng,
             key_prefix,
             next_key: 0,
@@ -390,6 +407,11 @@ impl Session {
     /// Whether the session has stopped for good.
     pub fn is_closed(&self) -> bool {
         matches!(self.conn, Conn::Closed)
+    }
+
+    /// The base URL of the server in use or being tried.
+    pub fn endpoint_url(&self) -> &str {
+        &self.base
     }
 
     /// The transport in use or being tried.
@@ -605,11 +627,16 @@ impl Session {
     /// HTTP transports.
     fn endpoint(&self, transport: Transport) -> String {
         let path = match transport {
-            Transport::WebSocket => return self.ws_url.clone(),
+            Transport::WebSocket if self.identity.is_empty() => return self.ws_url.clone(),
+            Transport::WebSocket => return format!("{}?{}", self.ws_url, self.identity),
             Transport::Sse => "sse",
             Transport::LongPoll => "poll",
         };
         let mut url = format!("{}/{path}?", self.base);
+        if !self.identity.is_empty() {
+            url.push_str(&self.identity);
+            url.push('&');
+        }
         for (channel, sub) in self.subs.iter() {
             url.push_str("channel=");
             url.push_str(channel);
@@ -652,7 +679,8 @@ impl Session {
         tracing::debug!(conn = id.0, %transport, %url, "connecting");
         if announce {
             let attempt = self.failures;
-            self.out.push_back(Output::State(ConnectionState::Connecting { transport, attempt }));
+            let endpoint = self.base.clone();
+            self.out.push_back(Output::State(ConnectionState::Connecting { transport, attempt, endpoint }));
         }
         self.out.push_back(Output::Connect { conn: id, transport, url });
     }
@@ -836,6 +864,13 @@ impl Session {
                 }
             }
             ServerFrame::Error { code, channel, key, message } => self.on_error(code, channel, key, message, now),
+            ServerFrame::Presence { channel, action, client_id, data } => {
+                if self.subs.contains_key(&channel) {
+                    let member = Member { client_id, data };
+                    let message = Message::Presence(PresenceEvent { channel: channel.clone(), action, member });
+                    self.out.push_back(Output::Deliver { channel, message });
+                }
+            }
             _ => tracing::debug!("ignoring unknown frame type"),
         }
     }
@@ -868,7 +903,8 @@ impl Session {
         }
         tracing::debug!(conn = conn.0, heartbeat_ms, %transport, "connected");
         let fallback = self.fallback.clone();
-        self.out.push_back(Output::State(ConnectionState::Connected { transport, fallback }));
+        let endpoint = self.base.clone();
+        self.out.push_back(Output::State(ConnectionState::Connected { transport, fallback, endpoint }));
         if transport != Transport::WebSocket {
             for i in 0..self.publishes.len() {
                 self.post_publish(i);
@@ -1087,7 +1123,10 @@ impl Session {
         self.failures = self.failures.saturating_add(1);
         let hint = match decision {
             Decision::Stop(e) => return self.terminate(Some(e)),
-            Decision::Retry { hint } => hint,
+            Decision::Retry { hint } => {
+                self.rotate(&reason);
+                hint
+            }
             Decision::Fallback => {
                 if self.current + 1 < self.config.transports.len() {
                     self.current += 1;
@@ -1096,9 +1135,11 @@ impl Session {
                     self.fallback = Some(Fallback { from: failed, reason: reason.clone() });
                     return self.schedule_retry(reason, Some(Duration::ZERO), now);
                 }
-                // Nothing left to fall back to: start again from the top, with backoff.
+                // Nothing left to fall back to: start again from the top, with
+                // backoff (on the next server, if there are several).
                 self.current = 0;
                 self.fallback = None;
+                self.rotate(&reason);
                 None
             }
         };
@@ -1113,6 +1154,18 @@ impl Session {
             _ => self.config.backoff.delay(self.failures, &mut self.rng),
         };
         self.schedule_retry(reason, Some(delay), now);
+    }
+
+    /// Moves on to the next server, when there are several: the one in use
+    /// failed, and any other serves the same channels and cursors.
+    fn rotate(&mut self, reason: &DisconnectReason) {
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        let from = self.endpoint;
+        self.endpoint = (self.endpoint + 1) % self.endpoints.len();
+        (self.base, self.ws_url) = self.endpoints[self.endpoint].clone();
+        tracing::info!(from = %self.endpoints[from].0, to = %self.base, %reason, "trying the next server");
     }
 
     fn schedule_retry(&mut self, reason: DisconnectReason, delay: Option<Duration>, now: Instant) {
@@ -1303,6 +1356,30 @@ fn reset_reason(r: WireResetReason) -> ResetReason {
 fn encode(frame: &ClientFrame) -> String {
     frame.to_json()
 }
+
+/// The identity part of every connection URL (`client_id=…&presence=…`),
+/// empty without a client id.
+fn identity_query(config: &Config) -> Result<String, Error> {
+    let Some(id) = &config.client_id else {
+        return Ok(String::new());
+    };
+    validate_channel(id).map_err(|_| Error::InvalidClientId(id.clone()))?;
+    let mut query = format!("client_id={id}");
+    if let Some(data) = &config.presence_data {
+        if data.len() > MAX_PRESENCE_DATA {
+            return Err(Error::InvalidClientId(format!(
+                "presence data is {} bytes, over {MAX_PRESENCE_DATA}",
+                data.len()
+            )));
+        }
+        query.push_str("&presence=");
+        query.push_str(&percent_encode(data));
+    }
+    Ok(query)
+}
+
+/// The largest presence data a client may give, in bytes.
+pub const MAX_PRESENCE_DATA: usize = 1024;
 
 /// Escapes a query value (event types are free text).
 fn percent_encode(s: &str) -> String {

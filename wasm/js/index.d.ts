@@ -26,6 +26,20 @@ export interface ClientOptions {
   upgradeProbeMs?: number | false;
   /** How long the server may hold a long poll (default 25000). */
   pollHoldMs?: number;
+  /**
+   * Further servers sharing the same channels (the other nodes of a cluster),
+   * tried in turn whenever the one in use fails; the state's `endpoint` says
+   * which one is in use.
+   */
+  endpoints?: string[];
+  /**
+   * Take part in presence as this id (1-128 characters from A-Z a-z 0-9 _ . : -):
+   * every subscription makes the client a member of its channel's presence and
+   * brings "presence" messages (on ws and sse).
+   */
+  clientId?: string;
+  /** Data shown with `clientId` in presence (at most 1024 bytes, often JSON). */
+  presenceData?: string;
 }
 
 /** One event, with `data` exactly as published. */
@@ -47,11 +61,25 @@ export interface ResetMessage {
   head: string;
 }
 
-export type Message = EventMessage | ResetMessage;
+/** Someone joined or left the channel's presence (only with a `clientId` option). */
+export interface PresenceMessage {
+  channel: string;
+  presence: "join" | "leave";
+  clientId: string;
+  data: string;
+}
+
+/** A member of a channel's presence. */
+export interface Member {
+  clientId: string;
+  data: string;
+}
+
+export type Message = EventMessage | ResetMessage | PresenceMessage;
 
 export type ConnectionState =
-  | { state: "connecting"; transport: Transport; attempt: number }
-  | { state: "connected"; transport: Transport; fallback?: { from: Transport; reason: string } }
+  | { state: "connecting"; transport: Transport; attempt: number; endpoint: string }
+  | { state: "connected"; transport: Transport; endpoint: string; fallback?: { from: Transport; reason: string } }
   | { state: "disconnected"; reason: string; attempt: number; retryInMs: number }
   | { state: "closed"; error?: { code: string; message: string } };
 
@@ -76,6 +104,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
   [Symbol.asyncIterator](): AsyncIterableIterator<Message>;
   on(type: "event", fn: (message: EventMessage) => void): this;
   on(type: "reset", fn: (message: ResetMessage) => void): this;
+  on(type: "presence", fn: (message: PresenceMessage) => void): this;
   on(type: "error", fn: (error: ResubError) => void): this;
   on(type: "end", fn: () => void): this;
   close(): void;
@@ -85,6 +114,8 @@ export class Client {
   constructor(url: string, options?: ClientOptions);
   subscribe(channel: string, options?: { from?: string }): Subscription;
   publish(channel: string, data: string, options?: { event?: string }): Promise<string>;
+  /** Who is present on `channel` now, sorted by client id. */
+  presence(channel: string): Promise<Member[]>;
   onState(fn: (state: ConnectionState) => void): () => void;
   readonly state: ConnectionState;
   readonly stats: Stats;

@@ -23,7 +23,7 @@ function toError(e) {
 export class Subscription {
   #inner;
   #channel;
-  #listeners = { event: [], reset: [], error: [], end: [] };
+  #listeners = { event: [], reset: [], presence: [], error: [], end: [] };
   #pumping = false;
 
   constructor(inner, channel) {
@@ -59,8 +59,9 @@ export class Subscription {
 
   /**
    * Calls `fn` for each "event" (`{channel, id, event, data}`), "reset"
-   * (`{channel, reset, head}`), "error" (a ResubError) or "end". Use this or
-   * `for await`, not both.
+   * (`{channel, reset, head}`), "presence" (`{channel, presence, clientId,
+   * data}`, with a `clientId` option), "error" (a ResubError) or "end". Use
+   * this or `for await`, not both.
    */
   on(type, fn) {
     if (!(type in this.#listeners)) throw new ResubError("invalid_argument", `unknown event type ${type}`);
@@ -88,7 +89,7 @@ export class Subscription {
       for (;;) {
         const { done, value } = await this.next();
         if (done) break;
-        emit("reset" in value ? "reset" : "event", value);
+        emit("reset" in value ? "reset" : "presence" in value ? "presence" : "event", value);
       }
     } catch (e) {
       emit("error", e);
@@ -106,6 +107,7 @@ export class Subscription {
 export class Client {
   #inner;
   #stateListeners = new Set();
+  #endpoint;
 
   /**
    * @param {string} url the server's base URL, `http(s)://host:port`
@@ -117,8 +119,10 @@ export class Client {
     } catch (e) {
       throw toError(e);
     }
+    this.#endpoint = this.#inner.state().endpoint;
     // One state stream from the core, shared by every onState listener.
     this.#inner.onState((state) => {
+      if (state.endpoint) this.#endpoint = state.endpoint;
       for (const fn of this.#stateListeners) {
         try {
           fn(state);
@@ -141,6 +145,33 @@ export class Client {
     } catch (e) {
       throw toError(e);
     }
+  }
+
+  /**
+   * Who is present on `channel` now: `[{clientId, data}]`, sorted by client
+   * id, asked of the server in use with `GET /presence/{channel}`.
+   */
+  async presence(channel) {
+    let resp;
+    try {
+      resp = await fetch(`${this.#endpoint}/presence/${encodeURIComponent(channel)}`, { cache: "no-store" });
+    } catch (e) {
+      throw new ResubError("unavailable", String(e));
+    }
+    const text = await resp.text();
+    if (resp.status === 401) throw new ResubError("unauthorized", text);
+    if (resp.status >= 400 && resp.status < 500 && resp.status !== 408 && resp.status !== 429) {
+      throw new ResubError("bad_request", `HTTP ${resp.status}: ${text.slice(0, 200)}`);
+    }
+    if (resp.status !== 200) throw new ResubError("unavailable", `HTTP ${resp.status}`);
+    let body;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new ResubError("unavailable", "unexpected presence answer");
+    }
+    if (!body || !Array.isArray(body.members)) throw new ResubError("unavailable", "unexpected presence answer");
+    return body.members.map((m) => ({ clientId: String(m.client_id), data: String(m.data ?? "") }));
   }
 
   /** Calls `fn(state)` on every connection state change; returns a function that stops it. */

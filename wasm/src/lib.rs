@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 use futures::StreamExt;
 use js_sys::{Object, Reflect};
 use resub::core::Backoff;
-use resub::{Client, ConnectionState, DisconnectReason, Error, Message, Subscription, Transport};
+use resub::{Client, ConnectionState, DisconnectReason, Error, Message, PresenceAction, Subscription, Transport};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 
@@ -74,6 +74,12 @@ fn message_value(m: Message) -> Option<JsValue> {
             set(&o, "reset", reason.as_str());
             set(&o, "head", head);
         }
+        Message::Presence(p) => {
+            set(&o, "channel", p.channel);
+            set(&o, "presence", if p.action == PresenceAction::Join { "join" } else { "leave" });
+            set(&o, "clientId", p.member.client_id);
+            set(&o, "data", p.member.data);
+        }
         _ => return None,
     }
     Some(o.into())
@@ -86,14 +92,16 @@ fn reason_value(r: &DisconnectReason) -> JsValue {
 fn state_value(s: &ConnectionState) -> JsValue {
     let o = Object::new();
     match s {
-        ConnectionState::Connecting { transport, attempt } => {
+        ConnectionState::Connecting { transport, attempt, endpoint } => {
             set(&o, "state", "connecting");
             set(&o, "transport", transport.name());
             set(&o, "attempt", *attempt);
+            set(&o, "endpoint", endpoint.as_str());
         }
-        ConnectionState::Connected { transport, fallback } => {
+        ConnectionState::Connected { transport, fallback, endpoint } => {
             set(&o, "state", "connected");
             set(&o, "transport", transport.name());
+            set(&o, "endpoint", endpoint.as_str());
             if let Some(fb) = fallback {
                 let f = Object::new();
                 set(&f, "from", fb.from.name());
@@ -179,6 +187,20 @@ impl WasmClient {
                     b = b.upgrade_probe(Some(d));
                 }
             }
+        }
+        if let Some(list) = get(&options, "endpoints") {
+            let arr: js_sys::Array =
+                list.dyn_into().map_err(|_| error_value("invalid_argument", "endpoints must be an array of URLs"))?;
+            let urls: Vec<String> = arr.iter().filter_map(|u| u.as_string()).collect();
+            if urls.len() != arr.length() as usize {
+                return Err(error_value("invalid_argument", "endpoints must be an array of URLs"));
+            }
+            b = b.endpoints(&urls);
+        }
+        if let Some(id) = get(&options, "clientId") {
+            let id = id.as_string().ok_or_else(|| error_value("invalid_argument", "clientId must be a string"))?;
+            let data = get(&options, "presenceData").and_then(|d| d.as_string()).unwrap_or_default();
+            b = b.presence(&id, &data);
         }
         let inner = b.build().map_err(|e| js_error(&e))?;
         Ok(WasmClient { inner })

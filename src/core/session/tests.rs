@@ -8,6 +8,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use super::*;
+use crate::PresenceAction;
 use crate::core::Backoff;
 
 // The same tests run in a browser (wasm-bindgen-test in headless Chromium).
@@ -660,6 +661,7 @@ impl Checker {
                 self.pos.insert(channel.clone(), head.parse().unwrap());
             }
             Message::Resumed { .. } => {}
+            Message::Presence(p) => panic!("seed {seed}: presence without a client id: {p:?}"),
         }
     }
 }
@@ -929,7 +931,7 @@ fn a_refused_websocket_falls_back_to_sse_at_once() {
     r.advance_to_timeout();
     assert_eq!(r.urls[1], (Transport::Sse, "http://example.test:80/sse?channel=c@ep-4".into()));
     r.open();
-    let ConnectionState::Connected { transport, fallback } = r.last_state().clone() else { panic!() };
+    let ConnectionState::Connected { transport, fallback, .. } = r.last_state().clone() else { panic!() };
     assert_eq!(transport, Transport::Sse);
     let fallback = fallback.expect("the state says why");
     assert_eq!(fallback.from, Transport::WebSocket);
@@ -1120,7 +1122,7 @@ fn a_probe_returns_to_websocket_without_loss_or_duplicates() {
     assert!(r.disconnects.is_empty(), "the working connection stays until the probe is greeted");
     r.input(Input::Received { conn: probe, text: welcome(1000) });
     assert_eq!(r.disconnects, [sse]);
-    let ConnectionState::Connected { transport, fallback } = r.last_state().clone() else { panic!() };
+    let ConnectionState::Connected { transport, fallback, .. } = r.last_state().clone() else { panic!() };
     assert_eq!((transport, fallback), (Transport::WebSocket, None));
     let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else { panic!() };
     assert_eq!(cursor.as_deref(), Some("ep-4"), "resubscribes from what was delivered");
@@ -1242,4 +1244,175 @@ fn a_browser_open_failure_falls_back_unless_the_transport_worked_then_after_thre
     r.advance_to_timeout();
     let kinds: Vec<Transport> = r.urls.iter().map(|(t, _)| *t).collect();
     assert_eq!(kinds, [Transport::WebSocket, Transport::WebSocket, Transport::WebSocket, Transport::Sse]);
+}
+
+// --- several servers ------------------------------------------------------
+
+fn cluster_config() -> Config {
+    Config { endpoints: vec!["http://b.test:81".into(), "http://c.test:82/".into()], ..config() }
+}
+
+fn endpoint_of(s: &ConnectionState) -> &str {
+    match s {
+        ConnectionState::Connecting { endpoint, .. } | ConnectionState::Connected { endpoint, .. } => endpoint,
+        other => panic!("no endpoint in {other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_server_is_left_for_the_next_with_backoff() {
+    let mut r = Rig::with(cluster_config());
+    assert_eq!(endpoint_of(r.last_state()), "http://example.test:80");
+    r.close(TransportError::Connect("connection refused".into()));
+    let ConnectionState::Disconnected { retry_in, .. } = r.last_state().clone() else { panic!() };
+    assert!(retry_in <= Duration::from_millis(100), "the first retry waits within the base delay");
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap().1, "ws://b.test:81/ws");
+    assert_eq!(endpoint_of(r.last_state()), "http://b.test:81");
+    r.close(TransportError::Status { status: 502, retry_after: None });
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap().1, "ws://c.test:82/ws", "a trailing slash is dropped");
+    r.close(TransportError::Connect("refused".into()));
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap().1, "ws://example.test:80/ws", "round the list again");
+    let ConnectionState::Connecting { attempt, .. } = r.last_state().clone() else { panic!() };
+    assert_eq!(attempt, 3, "the failure count spans servers, so the backoff keeps growing");
+}
+
+#[test]
+fn a_working_server_is_kept_and_a_cursor_resumes_on_the_next() {
+    let mut r = Rig::with(cluster_config());
+    r.s.subscribe("c", None, r.now).unwrap();
+    r.open();
+    assert_eq!(endpoint_of(r.last_state()), "http://example.test:80");
+    r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
+    r.recv(event("c", "ep-1", "1"));
+    r.recv(event("c", "ep-2", "2"));
+    // A healthy connection drops: the client moves on all the same (the
+    // server may be gone), and resumes there from its cursor.
+    r.now += Duration::from_secs(5);
+    r.close(TransportError::Lost("reset by peer".into()));
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap().1, "ws://b.test:81/ws");
+    r.open();
+    assert_eq!(endpoint_of(r.last_state()), "http://b.test:81");
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else { panic!() };
+    assert_eq!(cursor.as_deref(), Some("ep-2"));
+    r.recv(subscribed("c", Outcome::Resumed, None, "ep-3"));
+    r.recv(event("c", "ep-3", "3"));
+    assert_eq!(r.events(), ["1", "2", "3"]);
+    // Stays: a protocol-level event does not move it.
+    let connects = r.connects.len();
+    r.recv(event("c", "ep-4", "4"));
+    assert_eq!(r.connects.len(), connects);
+    assert_eq!(endpoint_of(r.last_state()), "http://b.test:81");
+}
+
+#[test]
+fn transports_fall_back_on_one_server_before_the_next_is_tried() {
+    let cfg = Config { transports: vec![Transport::WebSocket, Transport::Sse], ..cluster_config() };
+    let mut r = Rig::with(cfg);
+    r.close(TransportError::Status { status: 403, retry_after: None });
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap(), &(Transport::Sse, "http://example.test:80/sse".to_owned()));
+    r.close(TransportError::Status { status: 403, retry_after: None });
+    r.advance_to_timeout();
+    assert_eq!(r.urls.last().unwrap(), &(Transport::WebSocket, "ws://b.test:81/ws".to_owned()));
+}
+
+#[test]
+fn publishes_go_to_the_server_in_use() {
+    let cfg = Config { transports: vec![Transport::Sse], ..cluster_config() };
+    let mut r = Rig::with(cfg);
+    r.close(TransportError::Connect("refused".into()));
+    r.advance_to_timeout();
+    r.open();
+    r.s.publish(1, "c", None, "x".into()).unwrap();
+    r.drain();
+    assert_eq!(r.posts.last().unwrap().1, "http://b.test:81/publish/c");
+}
+
+#[test]
+fn a_bad_endpoint_is_refused_at_creation() {
+    let cfg = Config { endpoints: vec!["ftp://x".into()], ..config() };
+    let err = Session::new(cfg, "http://a.test", 1, Instant::now()).unwrap_err();
+    assert_eq!(err.code(), "invalid_url");
+}
+
+// --- presence -------------------------------------------------------------
+
+fn presence_config(id: &str, data: Option<&str>) -> Config {
+    Config { client_id: Some(id.into()), presence_data: data.map(str::to_owned), ..config() }
+}
+
+#[test]
+fn the_client_id_and_presence_data_travel_in_every_connection_url() {
+    let cfg = Config {
+        transports: vec![Transport::WebSocket, Transport::Sse, Transport::LongPoll],
+        ..presence_config("alice", Some(r#"{"n":1}"#))
+    };
+    let mut r = Rig::with(cfg);
+    assert_eq!(r.urls[0].1, "ws://example.test:80/ws?client_id=alice&presence=%7B%22n%22%3A1%7D");
+    r.s.subscribe("c", None, r.now).unwrap();
+    r.close(TransportError::Status { status: 403, retry_after: None });
+    r.advance_to_timeout();
+    assert_eq!(r.urls[1].1, "http://example.test:80/sse?client_id=alice&presence=%7B%22n%22%3A1%7D&channel=c");
+    r.close(TransportError::Status { status: 403, retry_after: None });
+    r.advance_to_timeout();
+    assert!(r.urls[2].1.starts_with("http://example.test:80/poll?client_id=alice&presence="), "{}", r.urls[2].1);
+}
+
+#[test]
+fn an_invalid_client_id_or_oversized_data_is_refused() {
+    for cfg in [
+        presence_config("", None),
+        presence_config("has space", None),
+        presence_config(&"x".repeat(129), None),
+        presence_config("ok", Some(&"d".repeat(MAX_PRESENCE_DATA + 1))),
+    ] {
+        let err = Session::new(cfg, "http://a.test", 1, Instant::now()).unwrap_err();
+        assert_eq!(err.code(), "invalid_client_id");
+    }
+    let cfg = presence_config("ok", Some(&"d".repeat(MAX_PRESENCE_DATA)));
+    assert!(Session::new(cfg, "http://a.test", 1, Instant::now()).is_ok());
+}
+
+#[test]
+fn presence_changes_reach_the_subscription_without_moving_its_cursor() {
+    let mut r = Rig::with(presence_config("alice", None));
+    r.s.subscribe("c", None, r.now).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
+    let presence = |action, id: &str| {
+        encode_server(&ServerFrame::Presence {
+            channel: "c".into(),
+            action,
+            client_id: id.into(),
+            data: "d".into(),
+        })
+    };
+    r.recv(presence(PresenceAction::Join, "bob"));
+    r.recv(event("c", "ep-1", "1"));
+    r.recv(presence(PresenceAction::Leave, "bob"));
+    // For a channel not subscribed: dropped.
+    r.recv(encode_server(&ServerFrame::Presence {
+        channel: "other".into(),
+        action: PresenceAction::Join,
+        client_id: "x".into(),
+        data: String::new(),
+    }));
+    let got: Vec<String> = r
+        .delivered
+        .iter()
+        .map(|m| match m {
+            Message::Presence(p) => format!("{:?} {} {}", p.action, p.member.client_id, p.member.data),
+            Message::Event(e) => e.id.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(got, ["Join bob d", "ep-1", "Leave bob d"]);
+    // An action this version does not know is ignored, not a protocol error.
+    r.recv(r#"{"type":"presence","channel":"c","action":"update","client_id":"bob"}"#.into());
+    assert!(matches!(r.last_state(), ConnectionState::Connected { .. }));
+    assert_eq!(r.delivered.len(), 3);
 }

@@ -109,6 +109,47 @@ pub(crate) fn connect(
 }
 
 /// Sends an HTTP publish and reports the result.
+/// `GET url` (a server's `/presence/{channel}`): the members it lists. The
+/// answer may be [`POLL_BATCH_FACTOR`](crate::core::POLL_BATCH_FACTOR) times
+/// the frame limit.
+pub(crate) async fn presence(url: &str, opts: &ConnectOptions) -> Result<Vec<crate::Member>, crate::Error> {
+    use crate::Error;
+    let failed = |e: reqwest::Error| Error::Unavailable(e.to_string());
+    let mut resp = opts.http().get(url).send().await.map_err(failed)?;
+    let status = resp.status().as_u16();
+    let limit = opts.max_frame_bytes.saturating_mul(crate::core::POLL_BATCH_FACTOR);
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Error::FrameTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&body);
+    match status {
+        200 => {}
+        401 => return Err(Error::Unauthorized),
+        400..=499 if !matches!(status, 408 | 429) => {
+            return Err(Error::BadRequest(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())));
+        }
+        _ => return Err(Error::Unavailable(format!("HTTP {status}"))),
+    }
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        client_id: String,
+        #[serde(default)]
+        data: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        members: Vec<Listed>,
+    }
+    let answer: Answer = serde_json::from_str(&text).map_err(|e| {
+        Error::Unavailable(format!("unexpected presence answer (line {}, column {})", e.line(), e.column()))
+    })?;
+    Ok(answer.members.into_iter().map(|m| crate::Member { client_id: m.client_id, data: m.data }).collect())
+}
+
 pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions, mut events: EventSender) {
     let http = opts.http().clone();
     tokio::spawn(async move {
