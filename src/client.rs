@@ -162,6 +162,7 @@ impl ClientBuilder {
                 endpoint: endpoint.clone(),
             }),
             stats: Mutex::new(Stats::default()),
+            closing: Default::default(),
         });
         let (commands, rx) = command_queue();
         #[cfg(not(target_arch = "wasm32"))]
@@ -318,6 +319,7 @@ impl Client {
     /// when the client has stopped.
     pub async fn close(&self) {
         let (done, stopped) = oneshot::channel();
+        self.inner.shared.closing.request();
         if self.inner.commands.unbounded_send(Command::Close { done }).is_ok() {
             let _ = stopped.await;
         }

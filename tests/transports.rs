@@ -365,3 +365,39 @@ async fn closing_ends_subscriptions_and_the_state_stream(t: Transport) {
     .unwrap();
     assert_eq!(last, Some(ConnectionState::Closed { error: None }));
 }
+
+/// An application that stops reading a subscription holds the client's loop
+/// (back-pressure); closing the client must still work.
+#[tokio::test]
+async fn close_returns_while_a_subscription_is_not_read() {
+    let cfg =
+        FixtureConfig { heartbeat: Duration::from_secs(60), max_connection_queue: 4_096, ..FixtureConfig::default() };
+    let fx = Fixture::start_with("127.0.0.1:0".parse().unwrap(), cfg).await.unwrap();
+    // On the streaming transports the server sees the client stop reading:
+    // its queue for the connection fills and it drops the connection. The
+    // mechanism (the loop waiting on the subscription) is the same on
+    // long polling.
+    for transport in [Transport::WebSocket, Transport::Sse] {
+        let c = client(&fx.url(), transport);
+        let channel = format!("unread-{transport}");
+        let head = fx.head(&channel);
+        let _unread = c.subscribe_from(&channel, &head).await.unwrap();
+        let drops = fx.stats().slow_consumer_drops;
+        let data = "x".repeat(200);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        // Publish until the server gives up on the client: by then the
+        // client's loop waits for the application, since while it runs it
+        // reads whatever its connection receives.
+        while fx.stats().slow_consumer_drops == drops {
+            assert!(tokio::time::Instant::now() < deadline, "{transport}: the server never saw the client stop");
+            // Bursts well under the server's queue, so that only a client
+            // that stopped reading can fill it.
+            for _ in 0..256 {
+                fx.publish(&channel, None, &data).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::timeout(DEADLINE, c.close()).await.unwrap_or_else(|_| panic!("{transport}: close hung"));
+        assert!(matches!(c.state(), ConnectionState::Closed { error: None }));
+    }
+}

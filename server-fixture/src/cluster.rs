@@ -522,7 +522,16 @@ pub(crate) async fn follow(shared: Arc<Shared>) {
             }
         }
         let opts = StreamReadOptions::default().block(FOLLOW_BLOCK_MS).count(PAGE);
-        let reply: redis::RedisResult<Option<StreamReadReply>> = c.xread_options(&keys, &ids, &opts).await;
+        let read = c.xread_options::<_, _, Option<StreamReadReply>>(&keys, &ids, &opts);
+        let reply = tokio::select! {
+            reply = read => reply,
+            () = shared.follow_wake.notified() => {
+                // A channel was mirrored for the first time: read it too, now.
+                // Redis only ends the blocked read when its connection closes.
+                conn = None;
+                continue;
+            }
+        };
         let reply = match reply {
             Ok(reply) => reply,
             Err(err) => {

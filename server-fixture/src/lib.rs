@@ -31,6 +31,7 @@ mod cluster;
 mod conn;
 mod plain;
 mod poll;
+mod redis_server;
 mod routes;
 mod sse;
 mod state;
@@ -39,6 +40,7 @@ mod tls;
 pub use chaos::{CHAOS_MAX_CHANNELS, CHAOS_MAX_EVENTS, ChannelEnd, ChaosPlan, ChaosReport, FaultKind, FaultRecord};
 pub use cluster::{IDEMPOTENCY_TTL_SECS, RedisConfig};
 pub use plain::{PlainRequest, PlainSse};
+pub use redis_server::RedisServer;
 pub use tls::{TlsError, TlsIdentity};
 
 use std::fmt;
@@ -291,6 +293,16 @@ impl Fixture {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(cfg, store));
         let mut background = Vec::new();
+        let expiring = Arc::clone(&shared);
+        background.push(tokio::spawn(async move {
+            // Long-polling clients have no connection to close: they leave
+            // when they stop polling.
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                expiring.expire_polls();
+            }
+        }));
         if shared.store.is_some() {
             background.push(tokio::spawn(cluster::follow(Arc::clone(&shared))));
             background.push(tokio::spawn(cluster::keep_presence(Arc::clone(&shared))));

@@ -241,12 +241,12 @@ async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Re
 }
 
 async fn poll(State(shared): State<AppState>, uri: Uri) -> Response {
-    let parsed = parse_channels(&uri, None, true);
+    let parsed = parse_channels(&uri, None, true).and_then(|request| Ok((request, client_info(&uri)?)));
     if let Some(refused) = shared.admit(Transport::Poll, parsed.as_ref().err().map(|_| 400)) {
         return refusal(refused);
     }
-    let request = match parsed {
-        Ok(request) => request,
+    let (request, client) = match parsed {
+        Ok(parsed) => parsed,
         Err(message) => return bad_request(message),
     };
     for (channel, _) in &request.channels {
@@ -256,7 +256,7 @@ async fn poll(State(shared): State<AppState>, uri: Uri) -> Response {
     }
     let hold_ms =
         request.timeout_ms.unwrap_or_else(|| u64::try_from(shared.cfg.poll_hold.as_millis()).unwrap_or(u64::MAX));
-    let answer = match shared.poll_start(&request.channels, hold_ms, hold_ms > 0) {
+    let answer = match shared.poll_start(&request.channels, hold_ms, hold_ms > 0, client.as_ref()) {
         PollStart::Answer(body) => body,
         PollStart::Hold(registered) => match crate::poll::hold(&shared, registered, &request.channels, hold_ms).await {
             Some(body) => body,

@@ -235,7 +235,24 @@ pub(crate) struct LocalMember {
     data: String,
     /// How many of this node's connections it is subscribed with.
     refs: usize,
+    /// Until when its last long poll keeps it present: a polling client has
+    /// no connection between requests.
+    poll_until: Option<Instant>,
 }
+
+impl LocalMember {
+    fn new() -> Self {
+        Self { data: String::new(), refs: 0, poll_until: None }
+    }
+
+    fn present(&self, now: Instant) -> bool {
+        self.refs > 0 || self.poll_until.is_some_and(|t| t > now)
+    }
+}
+
+/// How long after a long poll's hold ends its client stays present without
+/// polling again.
+pub(crate) const POLL_PRESENCE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Channel {
     /// On a node on Redis, the epoch's generation (its stream ids are
@@ -384,8 +401,17 @@ impl State {
             if let Some(ch) = self.channels.get_mut(name) {
                 ch.subscribers.remove(&id);
             }
-            if let Some(client) = &conn.client {
-                self.presence_remove(name, client);
+            match &conn.client {
+                // A held poll ended: its client stays present a little
+                // longer, for its next poll.
+                Some(client) if conn.transport == Transport::Poll => {
+                    if let Some(m) = self.channels.get_mut(name).and_then(|ch| ch.presence.get_mut(&client.id)) {
+                        m.refs = m.refs.saturating_sub(1);
+                    }
+                    self.presence_poll(name, client, Instant::now() + POLL_PRESENCE_GRACE);
+                }
+                Some(client) => self.presence_remove(name, client),
+                None => {}
             }
         }
         true
@@ -546,13 +572,50 @@ impl State {
         let Some(ch) = self.channels.get_mut(channel) else {
             return;
         };
-        let member =
-            ch.presence.entry(client.id.clone()).or_insert_with(|| LocalMember { data: String::new(), refs: 0 });
+        let member = ch.presence.entry(client.id.clone()).or_insert_with(LocalMember::new);
+        let was = member.present(Instant::now());
         member.refs += 1;
         member.data.clone_from(&client.data);
-        if member.refs == 1 && !self.clustered {
+        if !was && !self.clustered {
             let change = PresenceChange { join: true, client_id: client.id.clone(), data: client.data.clone() };
             self.deliver_presence(channel, &change);
+        }
+    }
+
+    /// A long-polling client is present on a channel until `until`.
+    fn presence_poll(&mut self, channel: &str, client: &ClientInfo, until: Instant) {
+        let Some(ch) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let member = ch.presence.entry(client.id.clone()).or_insert_with(LocalMember::new);
+        let was = member.present(Instant::now());
+        member.poll_until = member.poll_until.max(Some(until));
+        member.data.clone_from(&client.data);
+        if !was && !self.clustered {
+            let change = PresenceChange { join: true, client_id: client.id.clone(), data: client.data.clone() };
+            self.deliver_presence(channel, &change);
+        }
+    }
+
+    /// Removes the long-polling members that stopped polling.
+    fn expire_polls(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        for (name, ch) in &mut self.channels {
+            ch.presence.retain(|id, m| {
+                let keep = m.present(now);
+                if !keep {
+                    gone.push((
+                        name.clone(),
+                        PresenceChange { join: false, client_id: id.clone(), data: m.data.clone() },
+                    ));
+                }
+                keep
+            });
+        }
+        if !self.clustered {
+            for (name, change) in gone {
+                self.deliver_presence(&name, &change);
+            }
         }
     }
 
@@ -565,7 +628,7 @@ impl State {
             return;
         };
         member.refs -= 1;
-        if member.refs > 0 {
+        if member.present(Instant::now()) {
             return;
         }
         let data = ch.presence.remove(&client.id).map(|m| m.data).unwrap_or_default();
@@ -1042,6 +1105,11 @@ impl Shared {
         out
     }
 
+    /// Removes the long-polling members whose last poll is too long ago.
+    pub(crate) fn expire_polls(&self) {
+        self.lock().expire_polls(Instant::now());
+    }
+
     /// The mirrored channels (on Redis).
     pub(crate) fn mirrored(&self) -> Vec<String> {
         self.lock().channels.iter().filter(|(_, ch)| ch.generation > 0).map(|(name, _)| name.clone()).collect()
@@ -1103,14 +1171,29 @@ impl Shared {
     /// with nothing to send and `hold` is set, registers the request as a
     /// subscriber of its channels under the same lock, so no event published
     /// after the check is missed.
-    pub(crate) fn poll_start(self: &Arc<Self>, channels: &[ChannelCursor], hold_ms: u64, hold: bool) -> PollStart {
+    pub(crate) fn poll_start(
+        self: &Arc<Self>,
+        channels: &[ChannelCursor],
+        hold_ms: u64,
+        hold: bool,
+        client: Option<&ClientInfo>,
+    ) -> PollStart {
         let mut st = self.lock();
         let st = &mut *st;
         let (body, holdable) = st.poll_answer(channels, hold_ms);
-        if !(hold && holdable) {
+        let held = hold && holdable;
+        if let Some(client) = client {
+            // Present for a grace period after each poll is answered, and
+            // while one is held (counted below).
+            let until = Instant::now() + POLL_PRESENCE_GRACE;
+            for (name, _) in channels {
+                st.presence_poll(name, client, until);
+            }
+        }
+        if !held {
             return PollStart::Answer(body);
         }
-        let Some(registered) = Self::register_locked(self, st, Transport::Poll, 1, None) else {
+        let Some(registered) = Self::register_locked(self, st, Transport::Poll, 1, client.cloned()) else {
             return PollStart::Answer(body);
         };
         let id = registered.registration.id();
@@ -1121,6 +1204,13 @@ impl Shared {
         }
         if let Some(conn) = st.conns.get_mut(&id) {
             conn.subscriptions = channels.iter().map(|(name, _)| name.clone()).collect();
+        }
+        if let Some(client) = client {
+            for (name, _) in channels {
+                if let Some(m) = st.channels.get_mut(name).and_then(|ch| ch.presence.get_mut(&client.id)) {
+                    m.refs += 1;
+                }
+            }
         }
         debug!(conn = id, "poll held");
         PollStart::Hold(registered)

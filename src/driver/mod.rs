@@ -132,14 +132,18 @@ struct SubEntry {
 
 /// Sends `channel`'s pending batch. Waiting here when the application is
 /// slow stops the loop from reading, which stops the sockets from being
-/// read: back-pressure instead of an unbounded buffer.
-async fn flush(subs: &mut ChannelMap<SubEntry>, channel: &str, session: &mut Session) {
+/// read: back-pressure instead of an unbounded buffer. A close requested
+/// meanwhile ends the wait (the batch is dropped with the subscription).
+async fn flush(subs: &mut ChannelMap<SubEntry>, channel: &str, session: &mut Session, closing: &CloseSignal) {
     let Some(entry) = subs.get_mut(channel) else { return };
     if entry.batch.is_empty() {
         return;
     }
     let batch = std::mem::replace(&mut entry.batch, Vec::with_capacity(SUB_BATCH));
-    let gone = entry.tx.send(batch).await.is_err();
+    let gone = futures::select_biased! {
+        () = closing.requested().fuse() => return,
+        sent = entry.tx.send(batch).fuse() => sent.is_err(),
+    };
     if entry.ending {
         subs.remove(channel);
     } else if gone {
@@ -218,6 +222,35 @@ impl StateHub {
 pub(crate) struct Shared {
     pub states: StateHub,
     pub stats: Mutex<Stats>,
+    /// Set by `Client::close`: reaches the loop even while it waits for a
+    /// subscription that is not being read.
+    pub closing: CloseSignal,
+}
+
+/// A one-way "close now" flag with a waker.
+#[derive(Default)]
+pub(crate) struct CloseSignal {
+    flag: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl CloseSignal {
+    pub(crate) fn request(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn is_requested(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Completes once a close was requested.
+    fn requested(&self) -> impl std::future::Future<Output = ()> + '_ {
+        futures::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.is_requested() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+        })
+    }
 }
 
 /// Runs a session until it closes.
@@ -271,7 +304,7 @@ pub(crate) async fn run(
                             dirty.push(channel.clone());
                         }
                         if entry.batch.len() >= SUB_BATCH {
-                            flush(&mut subs, &channel, &mut session).await;
+                            flush(&mut subs, &channel, &mut session, &shared.closing).await;
                         }
                     }
                 }
@@ -297,7 +330,7 @@ pub(crate) async fn run(
             }
         }
         for channel in std::mem::take(&mut dirty) {
-            flush(&mut subs, &channel, &mut session).await;
+            flush(&mut subs, &channel, &mut session, &shared.closing).await;
         }
         *shared.stats.lock().expect("stats lock") = session.stats();
         if session.is_closed() {

@@ -1384,12 +1384,7 @@ fn presence_changes_reach_the_subscription_without_moving_its_cursor() {
     r.open();
     r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
     let presence = |action, id: &str| {
-        encode_server(&ServerFrame::Presence {
-            channel: "c".into(),
-            action,
-            client_id: id.into(),
-            data: "d".into(),
-        })
+        encode_server(&ServerFrame::Presence { channel: "c".into(), action, client_id: id.into(), data: "d".into() })
     };
     r.recv(presence(PresenceAction::Join, "bob"));
     r.recv(event("c", "ep-1", "1"));
