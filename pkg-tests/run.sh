@@ -77,6 +77,8 @@ case $line in
     ;;
 esac
 export RESUB_FIXTURE_URL=${line#listening on }
+# The cluster test starts its own nodes (and redis-server) from this binary.
+export RESUB_FIXTURE_BIN=$fixture_bin
 echo "fixture (pid $fixture_pid) at $RESUB_FIXTURE_URL"
 
 # 4. The checks: both run, either failing fails the script.

@@ -9,7 +9,9 @@ import {
   type ClientOptions,
   type ConnectionState,
   type EventMessage,
+  type Member,
   type Message,
+  type PresenceMessage,
   type ResetMessage,
   type Stats,
   type Transport,
@@ -27,6 +29,9 @@ const options: ClientOptions = {
   healthyAfterMs: 5_000,
   upgradeProbeMs: false,
   pollHoldMs: 25_000,
+  endpoints: ["https://node-b.example", "https://node-c.example"],
+  clientId: "user-42",
+  presenceData: JSON.stringify({ name: "Ada" }),
 };
 
 // @ts-expect-error: only "ws", "sse" and "poll" are transports.
@@ -64,6 +69,7 @@ function resync(reset: ResetMessage): string {
 /** Narrows a message to an event or a reset with `"reset" in msg`. */
 export function show(msg: Message): string {
   if ("reset" in msg) return resync(msg);
+  if ("presence" in msg) return `${msg.clientId} ${msg.presence}`;
   return render(msg);
 }
 
@@ -101,6 +107,7 @@ export async function follow(url: string, channel: string, cursor: string | unde
         last = msg.head;
         continue;
       }
+      if ("presence" in msg) continue; // Only with a clientId option.
       console.log(name, render(msg));
       last = msg.id;
     }
@@ -138,3 +145,15 @@ export async function callbacks(client: Client): Promise<string> {
 // A ResubError is an Error with a code, and can be made by hand (e.g. in tests).
 const made: Error = new ResubError("retries_exhausted", "gave up after 8 attempts");
 void made;
+
+/** Presence: who is here now, and who comes and goes. */
+export async function presence(client: Client): Promise<string[]> {
+  const members: Member[] = await client.presence("room");
+  client.subscribe("room").on("presence", (p: PresenceMessage) => {
+    const verb: "join" | "leave" = p.presence;
+    console.log(`${p.clientId} ${verb}s (${p.data})`);
+  });
+  const state = client.state;
+  if (state.state === "connected") console.log(`on ${state.endpoint}`);
+  return members.map((m) => m.clientId);
+}
