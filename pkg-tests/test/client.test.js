@@ -249,3 +249,34 @@ test('sub.on("event", fn) receives events, and "end" after close()', { timeout: 
     { channel, id: result.ids[2], event: "note", data: "z" },
   ]);
 });
+
+test("bad options throw ResubError invalid_argument, naming the option", { timeout: 30_000 }, async () => {
+  const results = await page.evaluate((url) => {
+    const cases = [
+      { transports: ["http"] },
+      { transports: [] },
+      { backoff: { baseMs: -1 } },
+      { openTimeoutMs: "soon" },
+      { endpoints: "http://b" },
+      { endpoints: ["http://b c"] },
+      { clientId: 42 },
+      { clientId: "has space" },
+    ];
+    return cases.map((options) => {
+      try {
+        new window.resub.Client(url, options).close();
+        return "accepted";
+      } catch (e) {
+        return `${e instanceof window.resub.ResubError} ${e.code} ${e.message}`;
+      }
+    });
+  }, FIXTURE_URL);
+  assert.match(results[0], /^true invalid_argument transports/);
+  assert.match(results[1], /^true invalid_argument transports/);
+  assert.match(results[2], /^true invalid_argument baseMs/);
+  assert.match(results[3], /^true invalid_argument openTimeoutMs/);
+  assert.match(results[4], /^true invalid_argument endpoints/);
+  assert.match(results[5], /^true invalid_argument endpoints/);
+  assert.match(results[6], /^true invalid_argument clientId/);
+  assert.match(results[7], /^true invalid_client_id /, "the core checks the id itself");
+});

@@ -339,9 +339,9 @@ impl Session {
     /// `wss://` URL is used as the WebSocket endpoint as is. `seed` seeds the
     /// generator used for jitter and idempotency keys.
     pub fn new(mut config: Config, url: &str, seed: u64, now: Instant) -> Result<Self, Error> {
-        let mut list = vec![endpoints(url)?];
-        for other in &config.endpoints {
-            let parsed = endpoints(other)?;
+        let mut list: Vec<(String, String)> = Vec::new();
+        for u in std::iter::once(url).chain(config.endpoints.iter().map(String::as_str)) {
+            let parsed = endpoints(u)?;
             if !list.contains(&parsed) {
                 list.push(parsed);
             }
@@ -1364,13 +1364,11 @@ fn identity_query(config: &Config) -> Result<String, Error> {
         return Ok(String::new());
     };
     validate_channel(id).map_err(|_| Error::InvalidClientId(id.clone()))?;
-    let mut query = format!("client_id={id}");
+    let mut query = String::from("client_id=");
+    query.push_str(id);
     if let Some(data) = &config.presence_data {
         if data.len() > MAX_PRESENCE_DATA {
-            return Err(Error::InvalidClientId(format!(
-                "presence data is {} bytes, over {MAX_PRESENCE_DATA}",
-                data.len()
-            )));
+            return Err(Error::InvalidClientId("presence data over 1024 bytes".into()));
         }
         query.push_str("&presence=");
         query.push_str(&percent_encode(data));
@@ -1383,12 +1381,15 @@ pub const MAX_PRESENCE_DATA: usize = 1024;
 
 /// Escapes a query value (event types are free text).
 fn percent_encode(s: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
         }
     }
     out

@@ -140,10 +140,16 @@ async fn flush(subs: &mut ChannelMap<SubEntry>, channel: &str, session: &mut Ses
         return;
     }
     let batch = std::mem::replace(&mut entry.batch, Vec::with_capacity(SUB_BATCH));
-    let gone = futures::select_biased! {
-        () = closing.requested().fuse() => return,
-        sent = entry.tx.send(batch).fuse() => sent.is_err(),
-    };
+    let mut send = entry.tx.send(batch);
+    let sent = futures::future::poll_fn(|cx| {
+        if closing.poll_requested(cx) {
+            return std::task::Poll::Ready(None);
+        }
+        send.poll_unpin(cx).map(Some)
+    })
+    .await;
+    let Some(sent) = sent else { return };
+    let gone = sent.is_err();
     if entry.ending {
         subs.remove(channel);
     } else if gone {
@@ -240,16 +246,10 @@ impl CloseSignal {
         self.waker.wake();
     }
 
-    fn is_requested(&self) -> bool {
+    /// Whether a close was requested; if not, `cx` is woken when one is.
+    fn poll_requested(&self, cx: &mut std::task::Context<'_>) -> bool {
+        self.waker.register(cx.waker());
         self.flag.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Completes once a close was requested.
-    fn requested(&self) -> impl std::future::Future<Output = ()> + '_ {
-        futures::future::poll_fn(|cx| {
-            self.waker.register(cx.waker());
-            if self.is_requested() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-        })
     }
 }
 

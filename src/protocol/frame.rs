@@ -134,48 +134,72 @@ impl TryFrom<RawServerFrame> for ServerFrame {
     type Error = String;
 
     fn try_from(r: RawServerFrame) -> Result<Self, String> {
-        fn need<T>(v: Option<T>, kind: &str, field: &str) -> Result<T, String> {
-            v.ok_or_else(|| format!("{kind} frame without {field}"))
+        // Every required field is checked before any is taken, so that an
+        // error returns with the frame whole (one drop, not one per field);
+        // the message is made out of line. Both keep the browser build small.
+        #[inline(never)]
+        #[cold]
+        fn missing(kind: &str, field: &str) -> String {
+            let mut s = String::with_capacity(kind.len() + field.len() + 15);
+            s.push_str(kind);
+            s.push_str(" frame without ");
+            s.push_str(field);
+            s
         }
-        let k = r.kind.as_str();
-        Ok(match k {
-            "welcome" => ServerFrame::Welcome { heartbeat_ms: need(r.heartbeat_ms, k, "heartbeat_ms")? },
-            "subscribed" => ServerFrame::Subscribed {
-                channel: need(r.channel, k, "channel")?,
-                outcome: need(r.outcome, k, "outcome")?,
-                reason: r.reason,
-                head: need(r.head, k, "head")?,
-            },
-            "event" => ServerFrame::Event {
-                channel: need(r.channel, k, "channel")?,
-                id: need(r.id, k, "id")?,
-                event: r.event,
-                data: need(r.data, k, "data")?,
-            },
-            "reset" => ServerFrame::Reset {
-                channel: need(r.channel, k, "channel")?,
-                reason: need(r.reason, k, "reason")?,
-                head: need(r.head, k, "head")?,
-            },
+        macro_rules! need {
+            ($($field:ident),*) => {
+                $(if r.$field.is_none() {
+                    return Err(missing(&r.kind, stringify!($field)));
+                })*
+            };
+        }
+        // After `need!`, these are `Some`: the defaults are never used.
+        let text = |v: Option<String>| v.unwrap_or_default();
+        Ok(match r.kind.as_str() {
+            "welcome" => {
+                need!(heartbeat_ms);
+                ServerFrame::Welcome { heartbeat_ms: r.heartbeat_ms.unwrap_or_default() }
+            }
+            "subscribed" => {
+                need!(channel, outcome, head);
+                ServerFrame::Subscribed {
+                    channel: text(r.channel),
+                    outcome: r.outcome.unwrap_or(Outcome::Reset),
+                    reason: r.reason,
+                    head: text(r.head),
+                }
+            }
+            "event" => {
+                need!(channel, id, data);
+                ServerFrame::Event { channel: text(r.channel), id: text(r.id), event: r.event, data: text(r.data) }
+            }
+            "reset" => {
+                need!(channel, reason, head);
+                ServerFrame::Reset {
+                    channel: text(r.channel),
+                    reason: r.reason.unwrap_or(WireResetReason::UnknownCursor),
+                    head: text(r.head),
+                }
+            }
             "ping" => ServerFrame::Ping,
-            "ack" => ServerFrame::Ack { key: need(r.key, k, "key")?, id: need(r.id, k, "id")? },
-            "error" => ServerFrame::Error {
-                code: need(r.code, k, "code")?,
-                channel: r.channel,
-                key: r.key,
-                message: r.message.unwrap_or_default(),
-            },
-            "presence" => ServerFrame::Presence {
-                channel: need(r.channel, k, "channel")?,
-                action: match need(r.action, k, "action")?.as_str() {
-                    "join" => PresenceAction::Join,
-                    "leave" => PresenceAction::Leave,
+            "ack" => {
+                need!(key, id);
+                ServerFrame::Ack { key: text(r.key), id: text(r.id) }
+            }
+            "error" => {
+                need!(code);
+                ServerFrame::Error { code: text(r.code), channel: r.channel, key: r.key, message: text(r.message) }
+            }
+            "presence" => {
+                need!(channel, action, client_id);
+                let action = match r.action.as_deref() {
+                    Some("join") => PresenceAction::Join,
+                    Some("leave") => PresenceAction::Leave,
                     // An action this version does not know: ignore the frame.
                     _ => return Ok(ServerFrame::Unknown),
-                },
-                client_id: need(r.client_id, k, "client_id")?,
-                data: r.data.unwrap_or_default(),
-            },
+                };
+                ServerFrame::Presence { channel: text(r.channel), action, client_id: text(r.client_id), data: text(r.data) }
+            }
             _ => ServerFrame::Unknown,
         })
     }

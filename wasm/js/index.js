@@ -19,6 +19,59 @@ function toError(e) {
   return new ResubError("unknown", String(e));
 }
 
+const bad = (message) => new ResubError("invalid_argument", message);
+
+/** Milliseconds: a non-negative finite number, or undefined. */
+function ms(options, key) {
+  const v = options[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) throw bad(`${key} must be a non-negative number of milliseconds`);
+  return v;
+}
+
+/** A list of strings without spaces, joined by spaces, or undefined. */
+function list(v, what, check) {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === "string" && x !== "" && !/\s/.test(x) && check(x))) {
+    throw bad(`${what}`);
+  }
+  return v.join(" ");
+}
+
+/** Checks the user's options and hands them to the wasm side in its short form. */
+function wasmOptions(options) {
+  const o = {};
+  const t = list(options.transports, 'transports must be a non-empty array of "ws", "sse", "poll"', (t) =>
+    ["ws", "sse", "poll"].includes(t),
+  );
+  // One letter per transport, in order.
+  if (t !== undefined) o.t = t.split(" ").map((name) => name[0]).join("");
+  const b = options.backoff ?? {};
+  o.bb = ms(b, "baseMs");
+  o.bc = ms(b, "capMs");
+  if (b.factor !== undefined) {
+    if (typeof b.factor !== "number" || !Number.isFinite(b.factor)) throw bad("factor must be a number");
+    o.bf = b.factor;
+  }
+  if (b.maxAttempts !== undefined) {
+    if (typeof b.maxAttempts !== "number" || !(b.maxAttempts >= 1)) throw bad("maxAttempts must be a number, at least 1");
+    o.bm = Math.min(Math.floor(b.maxAttempts), 4294967295);
+  }
+  o.hb = ms(options, "heartbeatTimeoutMs");
+  o.ot = ms(options, "openTimeoutMs");
+  o.ha = ms(options, "healthyAfterMs");
+  o.ph = ms(options, "pollHoldMs");
+  o.up = options.upgradeProbeMs === false ? -1 : ms(options, "upgradeProbeMs");
+  o.el = list(options.endpoints, "endpoints must be a non-empty array of URLs", () => true);
+  if (options.clientId !== undefined) {
+    if (typeof options.clientId !== "string") throw bad("clientId must be a string");
+    o.ci = options.clientId;
+    if (options.presenceData !== undefined && typeof options.presenceData !== "string") throw bad("presenceData must be a string");
+    o.pd = options.presenceData;
+  }
+  return o;
+}
+
 /** A subscription: an async iterable of messages, or a source of callbacks. */
 export class Subscription {
   #inner;
@@ -114,8 +167,9 @@ export class Client {
    * @param {import("./index").ClientOptions} [options]
    */
   constructor(url, options = {}) {
+    const o = wasmOptions(options);
     try {
-      this.#inner = new WasmClient(url, options);
+      this.#inner = new WasmClient(url, o);
     } catch (e) {
       throw toError(e);
     }

@@ -38,16 +38,6 @@ fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
     Reflect::get(obj, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
 }
 
-fn get_ms(obj: &JsValue, key: &str) -> Result<Option<Duration>, JsValue> {
-    match get(obj, key) {
-        None => Ok(None),
-        Some(v) => match v.as_f64() {
-            Some(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(Duration::from_secs_f64(ms / 1000.0))),
-            _ => Err(error_value("invalid_argument", &format!("{key} must be a non-negative number of milliseconds"))),
-        },
-    }
-}
-
 /// `{ code, message }`, which the JavaScript side turns into a `ResubError`.
 fn error_value(code: &str, message: &str) -> JsValue {
     let o = Object::new();
@@ -135,72 +125,70 @@ pub struct WasmClient {
 #[wasm_bindgen]
 impl WasmClient {
     /// `new WasmClient(url, options)`; throws `{code, message}` on bad input.
+    /// `options` is what `index.js` made of the user's options once it
+    /// checked them: short keys, numbers in milliseconds, lists joined by
+    /// spaces (reading that here is much smaller than checking JS objects).
     #[wasm_bindgen(constructor)]
     pub fn new(url: &str, options: JsValue) -> Result<WasmClient, JsValue> {
+        let o = &options;
+        let text = |key| get(o, key).and_then(|v| v.as_string());
+        let num = |key| get(o, key).and_then(|v| v.as_f64());
+        let ms = |key| num(key).map(|n| Duration::from_millis(n as u64));
         let mut b = Client::builder(url);
-        if let Some(list) = get(&options, "transports") {
-            let arr: js_sys::Array = list.dyn_into().map_err(|_| {
-                error_value("invalid_argument", "transports must be an array of \"ws\", \"sse\", \"poll\"")
-            })?;
+        // One letter per transport, in order of preference.
+        if let Some(list) = text("t") {
             let mut ts = Vec::new();
-            for t in arr.iter() {
-                let name = t.as_string().unwrap_or_default();
-                ts.push(name.parse::<Transport>().map_err(|e| error_value("invalid_argument", &e))?);
-            }
-            if ts.is_empty() {
-                return Err(error_value("invalid_argument", "transports must not be empty"));
+            for c in list.bytes() {
+                ts.push(match c {
+                    b'w' => Transport::WebSocket,
+                    b's' => Transport::Sse,
+                    _ => Transport::LongPoll,
+                });
             }
             b = b.transports(&ts);
         }
-        if let Some(bo) = get(&options, "backoff") {
-            let mut backoff = Backoff::default();
-            if let Some(d) = get_ms(&bo, "baseMs")? {
-                backoff.base = d;
-            }
-            if let Some(d) = get_ms(&bo, "capMs")? {
-                backoff.cap = d;
-            }
-            if let Some(f) = get(&bo, "factor").and_then(|v| v.as_f64()) {
-                backoff.factor = f;
-            }
-            if let Some(n) = get(&bo, "maxAttempts").and_then(|v| v.as_f64()) {
-                backoff.max_attempts = Some(n.clamp(1.0, f64::from(u32::MAX)) as u32);
-            }
-            b = b.backoff(backoff);
+        let mut backoff = Backoff::default();
+        if let Some(d) = ms("bb") {
+            backoff.base = d;
         }
-        if let Some(d) = get_ms(&options, "heartbeatTimeoutMs")? {
+        if let Some(d) = ms("bc") {
+            backoff.cap = d;
+        }
+        if let Some(f) = num("bf") {
+            backoff.factor = f;
+        }
+        backoff.max_attempts = num("bm").map(|n| n as u32);
+        b = b.backoff(backoff);
+        if let Some(d) = ms("hb") {
             b = b.heartbeat_timeout(d);
         }
-        if let Some(d) = get_ms(&options, "openTimeoutMs")? {
+        if let Some(d) = ms("ot") {
             b = b.open_timeout(d);
         }
-        if let Some(d) = get_ms(&options, "healthyAfterMs")? {
+        if let Some(d) = ms("ha") {
             b = b.healthy_after(d);
         }
-        if let Some(d) = get_ms(&options, "pollHoldMs")? {
+        if let Some(d) = ms("ph") {
             b = b.poll_hold(d);
         }
-        match get(&options, "upgradeProbeMs") {
-            Some(v) if v.as_bool() == Some(false) => b = b.upgrade_probe(None),
-            _ => {
-                if let Some(d) = get_ms(&options, "upgradeProbeMs")? {
-                    b = b.upgrade_probe(Some(d));
-                }
-            }
+        // A negative number: never probe.
+        if let Some(n) = num("up") {
+            b = b.upgrade_probe((n >= 0.0).then(|| Duration::from_millis(n as u64)));
         }
-        if let Some(list) = get(&options, "endpoints") {
-            let arr: js_sys::Array =
-                list.dyn_into().map_err(|_| error_value("invalid_argument", "endpoints must be an array of URLs"))?;
-            let urls: Vec<String> = arr.iter().filter_map(|u| u.as_string()).collect();
-            if urls.len() != arr.length() as usize {
-                return Err(error_value("invalid_argument", "endpoints must be an array of URLs"));
+        if let Some(list) = text("el") {
+            // No string indexing here: its panic path would bring Unicode
+            // tables into the module.
+            let mut urls: Vec<&str> = Vec::new();
+            let mut rest = list.as_str();
+            while let Some((url, more)) = rest.split_once(' ') {
+                urls.push(url);
+                rest = more;
             }
+            urls.push(rest);
             b = b.endpoints(&urls);
         }
-        if let Some(id) = get(&options, "clientId") {
-            let id = id.as_string().ok_or_else(|| error_value("invalid_argument", "clientId must be a string"))?;
-            let data = get(&options, "presenceData").and_then(|d| d.as_string()).unwrap_or_default();
-            b = b.presence(&id, &data);
+        if let Some(id) = text("ci") {
+            b = b.presence(&id, &text("pd").unwrap_or_default());
         }
         let inner = b.build().map_err(|e| js_error(&e))?;
         Ok(WasmClient { inner })
