@@ -13,7 +13,9 @@
 # ffi (the UniFFI library through its generated Python bindings, and through
 # Kotlin compiled and run on the JVM). It installs what the tiers need when
 # missing: the wasm32 target, the wasm-bindgen CLI at the version in
-# Cargo.lock, Chromium and ChromeDriver from Debian, binaryen, terser and the test
+# Cargo.lock, Chromium, ChromeDriver and redis-server from Debian (the tests
+# that run several fixture nodes start their own redis-server on a free
+# loopback port and stop it after), binaryen, terser and the test
 # packages from npm, pytest from PyPI, JNA from Debian and a Kotlin compiler
 # from PyPI.
 # The last line totals the tests run: "total: N passed, M failed".
@@ -42,11 +44,16 @@ wb_version=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); 
 if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $wb_version" ]; then
   cargo install wasm-bindgen-cli --version "$wb_version"
 fi
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v redis-server >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt_get() { apt-get "$@"; }; else apt_get() { sudo apt-get "$@"; }; fi
   apt_get update -qq
-  DEBIAN_FRONTEND=noninteractive apt_get install -y -qq chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt_get install -y -qq chromium chromium-driver redis-server >/dev/null
+  # The package starts a system-wide server; the tests start their own.
+  if command -v systemctl >/dev/null && systemctl is-active -q redis-server 2>/dev/null; then
+    systemctl stop redis-server || true
+  fi
 fi
+redis-server --version
 command -v node >/dev/null || { echo "node and npm are required for the npm tier"; exit 1; }
 
 # --- lint ------------------------------------------------------------------

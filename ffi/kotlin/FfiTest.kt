@@ -154,6 +154,7 @@ fun finish(client: Client) {
 sealed class Item {
     data class Event(val event: EventMessage) : Item()
     data class Reset(val reason: String) : Item()
+    data class Presence(val action: String, val clientId: String, val data: String) : Item()
     data class Error(val code: String) : Item()
     object End : Item() {
         override fun toString() = "End"
@@ -170,6 +171,10 @@ open class Collector : SubscriptionListener {
 
     override fun onReset(channel: String, reason: String, head: String) {
         items.put(Item.Reset(reason))
+    }
+
+    override fun onPresence(channel: String, action: String, clientId: String, data: String) {
+        items.put(Item.Presence(action, clientId, data))
     }
 
     override fun onError(code: String, message: String) {
@@ -403,6 +408,35 @@ fun closingFromInsideTheListenerIsSafe(server: String) {
     }
 }
 
+fun aSecondEndpointTakesOverAndPresenceIsReported(server: String) {
+    resetFaults(server)
+    // Nothing listens on this port: the client must move on to `server`.
+    val dead = ServerSocket(0, 1, InetAddress.getLoopbackAddress()).use { "http://127.0.0.1:${it.localPort}" }
+    val cfg = config(dead, listOf(TransportKind.WS)).copy(
+        endpoints = listOf(server),
+        clientId = "kt",
+        presenceData = "{\"lang\":\"kotlin\"}",
+    )
+    val client = Client(cfg)
+    try {
+        val states = States()
+        val watch = client.onState(states)
+        val ch = channel("presence")
+        val got = Collector()
+        val sub = client.subscribe(ch, null, got)
+        val connected = states.until("Connected") { it is State.Connected } as State.Connected
+        ensure(connected.endpoint == server) { "connected to ${connected.endpoint}, not $server" }
+        val joined = got.next()
+        ensure(joined == Item.Presence("join", "kt", "{\"lang\":\"kotlin\"}")) { "expected its own join, got $joined" }
+        val members = runBlocking { withTimeout(TimeUnit.SECONDS.toMillis(WAIT_SECONDS)) { client.presence(ch) } }
+        ensure(members.map { it.clientId to it.data } == listOf("kt" to "{\"lang\":\"kotlin\"}")) { "members: $members" }
+        sub.close()
+        watch.close()
+    } finally {
+        finish(client)
+    }
+}
+
 // ------------------------------------------------------------------- main
 
 fun main() {
@@ -416,6 +450,7 @@ fun main() {
         "publish from a coroutine returns the id the listener sees" to ::publishFromACoroutine,
         "a listener that throws does not stop delivery" to ::aThrowingListenerDoesNotStopDelivery,
         "closing from inside the listener is safe" to ::closingFromInsideTheListenerIsSafe,
+        "a second endpoint takes over and presence is reported" to ::aSecondEndpointTakesOverAndPresenceIsReported,
     )
     var passed = 0
     var failed = 0

@@ -87,6 +87,9 @@ class Collector(SubscriptionListener):
     def on_reset(self, channel, reason, head):
         self.items.put(("reset", reason))
 
+    def on_presence(self, channel, action, client_id, data):
+        self.items.put(("presence", (action, client_id, data)))
+
     def on_error(self, code, message):
         self.items.put(("error", code))
 
@@ -257,6 +260,35 @@ def test_closing_from_inside_the_listener_is_safe(server):
     closed = states.until(lambda s: isinstance(s, State.CLOSED))
     assert closed.error is None, "closed by the application, not by an error"
     watch.cancel()
+
+
+def free_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_second_endpoint_takes_over_and_presence_is_reported(server):
+    reset_faults(server)
+    dead = free_url()  # nothing listens there
+    cfg = config(dead, [TransportKind.WS])
+    cfg.endpoints = [server]
+    cfg.client_id = "py"
+    cfg.presence_data = '{"lang":"python"}'
+    client = Client(cfg)
+    states = States()
+    watch = client.on_state(states)
+    ch = channel("presence")
+    got = Collector()
+    sub = client.subscribe(ch, None, got)
+    connected = states.until(lambda s: isinstance(s, State.CONNECTED))
+    assert connected.endpoint == server, "moved on from the endpoint that refused"
+    assert got.next() == ("presence", ("join", "py", '{"lang":"python"}'))
+    members = asyncio.run(client.presence(ch))
+    assert [(m.client_id, m.data) for m in members] == [("py", '{"lang":"python"}')]
+    watch.cancel()
+    sub.cancel()
+    client.shutdown()
 
 
 def test_bindings_are_generated_for_kotlin_and_swift():
