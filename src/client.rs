@@ -13,6 +13,8 @@ use crate::core::{Backoff, Config, Input, Session};
 use crate::driver::platform::ConnectOptions;
 use crate::driver::{Command, CommandSender, Shared, StateHub, command_queue};
 use crate::protocol::{EventId, validate_channel};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::store::CursorStore;
 use crate::{ConnectionState, Error, Instant, Message, Stats, Transport};
 
 /// Batches (of up to 64 messages)
@@ -29,6 +31,10 @@ pub struct ClientBuilder {
     seed: Option<u64>,
     headers: Vec<(String, String)>,
     roots: Vec<Vec<u8>>,
+    #[cfg(not(target_arch = "wasm32"))]
+    store: Option<Arc<dyn CursorStore>>,
+    #[cfg(not(target_arch = "wasm32"))]
+    token: Option<Arc<dyn crate::auth::TokenProvider>>,
 }
 
 impl ClientBuilder {
@@ -60,9 +66,19 @@ impl ClientBuilder {
         self
     }
 
-    /// Most publishes that may wait for a connection or an ack (default 1024).
+    /// Most publishes that may wait in the outbox for a connection or an ack
+    /// (default 1024). When it is full, `publish` fails at once with
+    /// [`Error::PublishQueueFull`].
     pub fn max_pending_publishes(mut self, n: usize) -> Self {
         self.config.max_pending_publishes = n;
+        self
+    }
+
+    /// Most bytes (data and event types) the outbox may hold (default
+    /// 4 MiB). When a publish would pass it, it fails at once with
+    /// [`Error::PublishQueueFull`].
+    pub fn max_pending_publish_bytes(mut self, n: usize) -> Self {
+        self.config.max_pending_publish_bytes = n;
         self
     }
 
@@ -100,6 +116,25 @@ impl ClientBuilder {
         self
     }
 
+    /// Asks `provider` for a token before every connection (and HTTP
+    /// publish), sent as `Authorization: Bearer <token>`; a refused token is
+    /// retried with a fresh one, three refusals in a row stop the client with
+    /// [`Error::Unauthorized`]. See [the `auth` module](crate::auth).
+    ///
+    /// ```no_run
+    /// # fn f() -> Result<(), resub::Error> {
+    /// let client = resub::Client::builder("https://rt.example.com")
+    ///     .token_provider(|| async { Ok::<_, resub::Error>("fresh-token".to_owned()) })
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn token_provider(mut self, provider: impl crate::auth::TokenProvider) -> Self {
+        self.token = Some(Arc::new(provider));
+        self.config.refresh_auth = true;
+        self
+    }
+
     /// Sends `Authorization: Bearer <token>` when connecting.
     pub fn token(self, token: &str) -> Self {
         self.header("authorization", &format!("Bearer {token}"))
@@ -132,6 +167,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Keeps each subscription's cursor in `store` ([`FileStore`](crate::FileStore)
+    /// to survive a restart, [`MemoryStore`](crate::MemoryStore), or your
+    /// own): [`Client::subscribe`] then resumes after the stored cursor, and
+    /// the cursor is saved as each event is handed to the application. See
+    /// [the `store` module](crate::store).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn cursor_store(mut self, store: impl CursorStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
     /// Trusts this DER-encoded root certificate for `https`/`wss`, besides the
     /// webpki roots.
     pub fn add_root_certificate(mut self, der: Vec<u8>) -> Self {
@@ -151,7 +197,12 @@ impl ClientBuilder {
             Some(s) => s,
             None => getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15),
         };
-        let opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes)?;
+        #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
+        let mut opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes)?;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            opts.token = self.token.clone();
+        }
         let session = Session::new(self.config, &self.url, seed, Instant::now())?;
         let first = session.transport();
         let endpoint = session.endpoint_url().to_owned();
@@ -176,6 +227,8 @@ impl ClientBuilder {
                 #[cfg(not(target_arch = "wasm32"))]
                 http,
                 endpoint,
+                #[cfg(not(target_arch = "wasm32"))]
+                store: self.store,
             }),
         })
     }
@@ -191,6 +244,8 @@ struct Inner {
     /// The first server, for such requests before any state names one.
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     endpoint: String,
+    #[cfg(not(target_arch = "wasm32"))]
+    store: Option<Arc<dyn CursorStore>>,
 }
 
 /// A connection to a resub server, shared by any number of subscriptions.
@@ -212,11 +267,31 @@ impl Client {
     /// Starts configuring a client for the server at `url` (`http://host:port`
     /// or `https://…`; the endpoints are derived as PROTOCOL.md says).
     pub fn builder(url: &str) -> ClientBuilder {
-        ClientBuilder { url: url.to_owned(), config: Config::default(), seed: None, headers: vec![], roots: vec![] }
+        ClientBuilder {
+            url: url.to_owned(),
+            config: Config::default(),
+            seed: None,
+            headers: vec![],
+            roots: vec![],
+            #[cfg(not(target_arch = "wasm32"))]
+            store: None,
+            #[cfg(not(target_arch = "wasm32"))]
+            token: None,
+        }
     }
 
-    /// Subscribes to `channel`, starting with live events.
+    /// Subscribes to `channel`, starting with live events, or, with a
+    /// [cursor store](ClientBuilder::cursor_store) that has a cursor for it,
+    /// after that cursor.
     pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(store) = &self.inner.store {
+            validate_channel(channel)?;
+            if let Some(cursor) = store.load(channel)? {
+                let from = cursor.parse::<EventId>()?;
+                return self.subscribe_inner(channel, Some(from)).await;
+            }
+        }
         self.subscribe_inner(channel, None).await
     }
 
@@ -241,6 +316,10 @@ impl Client {
             rx,
             buf: Default::default(),
             commands: self.inner.commands.clone(),
+            #[cfg(not(target_arch = "wasm32"))]
+            store: self.inner.store.clone(),
+            #[cfg(not(target_arch = "wasm32"))]
+            failed: false,
         })
     }
 
@@ -355,6 +434,12 @@ pub struct Subscription {
     /// The rest of the last batch received.
     buf: std::collections::VecDeque<Result<Message, Error>>,
     commands: CommandSender,
+    /// Where the cursor is saved as events are handed out.
+    #[cfg(not(target_arch = "wasm32"))]
+    store: Option<Arc<dyn CursorStore>>,
+    /// The store failed: the stream has ended.
+    #[cfg(not(target_arch = "wasm32"))]
+    failed: bool,
 }
 
 impl Subscription {
@@ -369,7 +454,16 @@ impl Stream for Subscription {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
+            #[cfg(not(target_arch = "wasm32"))]
+            if self.failed {
+                return Poll::Ready(None);
+            }
             if let Some(message) = self.buf.pop_front() {
+                #[cfg(not(target_arch = "wasm32"))]
+                if let Err(e) = self.save_cursor(&message) {
+                    self.failed = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
                 return Poll::Ready(Some(message));
             }
             match self.rx.poll_next_unpin(cx) {
@@ -378,6 +472,24 @@ impl Stream for Subscription {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+impl Subscription {
+    /// Saves the position `message` moves the subscription to, before the
+    /// application sees it.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn save_cursor(&self, message: &Result<Message, Error>) -> Result<(), Error> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let cursor = match message {
+            Ok(Message::Event(e)) => &e.id,
+            Ok(Message::Reset { head, .. }) => head,
+            _ => return Ok(()),
+        };
+        store.save(&self.channel, cursor).map_err(|e| {
+            tracing::error!(channel = %self.channel, %e, "cannot save the cursor; the subscription ends");
+            Error::Store(e)
+        })
     }
 }
 

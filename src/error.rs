@@ -75,14 +75,26 @@ pub enum Error {
     /// `text/event-stream`.
     #[error("not an event stream: {0}")]
     UnexpectedContentType(String),
-    /// Too many publishes are waiting for a connection or an ack.
-    #[error("publish queue full ({0} waiting)")]
-    PublishQueueFull(usize),
+    /// The publish outbox is full: too many publishes, or too many bytes of
+    /// them, are waiting for a connection or an ack. Nothing was queued;
+    /// publish again once some are acknowledged.
+    #[error("publish outbox full ({waiting} waiting, {bytes} bytes)")]
+    PublishQueueFull {
+        /// Publishes waiting.
+        waiting: usize,
+        /// Their data and event types, in bytes.
+        bytes: usize,
+    },
     /// A request could not be completed now (the server was unreachable,
     /// answered `5xx`, or answered something unexpected); trying again later
     /// may succeed.
     #[error("request failed: {0}")]
     Unavailable(String),
+    /// The cursor store failed: a cursor could not be loaded at subscribe,
+    /// or saved as an event was handed out (the subscription then ends,
+    /// before that event; its stored cursor is still the previous one).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// The client id (or its presence data) given for presence cannot be
     /// used: an id is 1–128 characters from `A-Z a-z 0-9 _ . : -`, the data
     /// at most 1024 bytes.
@@ -113,13 +125,14 @@ impl Error {
             Error::Parse(_) => "invalid_argument",
             Error::InvalidUrl { .. } => "invalid_url",
             Error::PublishRejected { .. } => "publish_rejected",
-            Error::PublishQueueFull(_) => "publish_queue_full",
+            Error::PublishQueueFull { .. } => "publish_queue_full",
             Error::EndOfStream => "end_of_stream",
             Error::HttpStatus { .. } => "http_status",
             Error::UnexpectedContentType(_) => "unexpected_content_type",
             Error::FrameTooLarge { .. } => "frame_too_large",
             Error::InvalidClientId(_) => "invalid_client_id",
             Error::Unavailable(_) => "unavailable",
+            Error::Store(_) => "cursor_store",
         }
     }
 }

@@ -30,9 +30,12 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod auth;
 pub mod core;
 mod error;
 pub mod protocol;
+pub mod store;
 
 mod client;
 mod driver;
@@ -49,6 +52,9 @@ pub use core::{
     Stats, Transport,
 };
 pub use error::Error;
+#[cfg(not(target_arch = "wasm32"))]
+pub use store::FileStore;
+pub use store::{CursorStore, MemoryStore, StoreError};
 
 /// The instant type used throughout: `std::time::Instant` on native targets,
 /// a `performance.now()`-based one in the browser.

@@ -133,6 +133,59 @@ pub struct ClientConfig {
     pub client_id: Option<String>,
     /// Presence data shown with the client id (at most 1024 bytes).
     pub presence_data: Option<String>,
+    /// Keep cursors in this directory (one small file per channel, written
+    /// atomically), so that `subscribe` without `from` resumes after the
+    /// last event a previous run took; e.g. the app's files directory.
+    pub cursor_dir: Option<String>,
+}
+
+/// A cursor store the app implements (a database, preferences): one event id
+/// per channel. Pass it to `Client.withCursorStore`.
+#[uniffi::export(callback_interface)]
+pub trait CursorStore: Send + Sync {
+    /// The cursor saved for `channel`, if any.
+    fn load(&self, channel: String) -> Result<Option<String>, ListenerError>;
+    /// Replaces the cursor of `channel`; called before each event is handed
+    /// to the listener.
+    fn save(&self, channel: String, cursor: String) -> Result<(), ListenerError>;
+}
+
+/// Gives the client a token before each connection (an app's login
+/// session). Called on a background thread; it may block (refresh over the
+/// network). A refused token is asked for again; three refusals in a row
+/// stop the client with `unauthorized`.
+#[uniffi::export(callback_interface)]
+pub trait TokenProvider: Send + Sync {
+    /// The token to send now, as `Authorization: Bearer <token>`.
+    fn token(&self) -> Result<String, ListenerError>;
+}
+
+/// The app's token provider, as the client uses it.
+struct ForeignTokens(Arc<dyn TokenProvider>);
+
+impl resub::auth::TokenProvider for ForeignTokens {
+    fn token(&self) -> resub::auth::TokenFuture {
+        let provider = self.0.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || provider.token())
+                .await
+                .map_err(|e| resub::Error::Unavailable(e.to_string()))?
+                .map_err(|e| resub::Error::Unavailable(format!("token provider: {e}")))
+        })
+    }
+}
+
+/// The app's store, as the client uses it.
+struct ForeignStore(Box<dyn CursorStore>);
+
+impl resub::CursorStore for ForeignStore {
+    fn load(&self, channel: &str) -> Result<Option<String>, resub::StoreError> {
+        self.0.load(channel.to_owned()).map_err(|e| resub::StoreError::Io(e.to_string()))
+    }
+
+    fn save(&self, channel: &str, cursor: &str) -> Result<(), resub::StoreError> {
+        self.0.save(channel.to_owned(), cursor.to_owned()).map_err(|e| resub::StoreError::Io(e.to_string()))
+    }
 }
 
 /// The defaults for a server at `url`.
@@ -155,6 +208,7 @@ pub fn default_config(url: String) -> ClientConfig {
         endpoints: Vec::new(),
         client_id: None,
         presence_data: None,
+        cursor_dir: None,
     }
 }
 
@@ -318,11 +372,12 @@ pub struct Client {
     inner: resub::Client,
 }
 
-#[uniffi::export]
 impl Client {
-    /// Starts a client; it connects at once and reconnects by itself.
-    #[uniffi::constructor]
-    pub fn new(config: ClientConfig) -> Result<Arc<Self>, ResubError> {
+    fn build(
+        config: ClientConfig,
+        store: Option<Box<dyn CursorStore>>,
+        tokens: Option<Box<dyn TokenProvider>>,
+    ) -> Result<Arc<Self>, ResubError> {
         let mut b = resub::Client::builder(&config.url)
             .transports(&config.transports.iter().map(|t| Transport::from(*t)).collect::<Vec<_>>())
             .backoff(Backoff {
@@ -341,8 +396,20 @@ impl Client {
         if let Some(token) = &config.token {
             b = b.token(token);
         }
+        if let Some(tokens) = tokens {
+            b = b.token_provider(ForeignTokens(Arc::from(tokens)));
+        }
         if !config.endpoints.is_empty() {
             b = b.endpoints(&config.endpoints);
+        }
+        match (store, &config.cursor_dir) {
+            (Some(store), _) => b = b.cursor_store(ForeignStore(store)),
+            (None, Some(dir)) => {
+                let store = resub::FileStore::new(dir)
+                    .map_err(|e| resub::Error::Store(resub::StoreError::Io(format!("{dir}: {e}"))))?;
+                b = b.cursor_store(store);
+            }
+            (None, None) => {}
         }
         if let Some(id) = &config.client_id {
             b = b.presence(id, config.presence_data.as_deref().unwrap_or(""));
@@ -351,6 +418,27 @@ impl Client {
         // the host calls from.
         let _guard = runtime().enter();
         Ok(Arc::new(Client { inner: b.build()? }))
+    }
+}
+
+#[uniffi::export]
+impl Client {
+    /// Starts a client; it connects at once and reconnects by itself.
+    #[uniffi::constructor]
+    pub fn new(config: ClientConfig) -> Result<Arc<Self>, ResubError> {
+        Self::build(config, None, None)
+    }
+
+    /// Starts a client that keeps its cursors in the app's `store` (instead
+    /// of `cursor_dir`) and asks `tokens` for a token before each connection
+    /// (instead of the fixed `token`); either may be absent.
+    #[uniffi::constructor]
+    pub fn with_callbacks(
+        config: ClientConfig,
+        store: Option<Box<dyn CursorStore>>,
+        tokens: Option<Box<dyn TokenProvider>>,
+    ) -> Result<Arc<Self>, ResubError> {
+        Self::build(config, store, tokens)
     }
 
     /// Subscribes to `channel`, live or after the event id `from`. Messages
@@ -503,7 +591,7 @@ mod tests {
             resub::Error::AlreadySubscribed("c".into()),
             resub::Error::InvalidUrl { url: "x".into(), why: "no scheme" },
             resub::Error::PublishRejected { code: "413".into(), message: "too large".into() },
-            resub::Error::PublishQueueFull(3),
+            resub::Error::PublishQueueFull { waiting: 3, bytes: 30 },
             resub::Error::EndOfStream,
             resub::Error::HttpStatus { status: 500 },
             resub::Error::UnexpectedContentType("text/html".into()),

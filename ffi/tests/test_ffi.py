@@ -14,10 +14,12 @@ import pytest
 
 from resub_ffi import (
     Client,
+    CursorStore,
     ResubError,
     State,
     StateListener,
     SubscriptionListener,
+    TokenProvider,
     TransportKind,
     default_config,
 )
@@ -57,6 +59,7 @@ def reset_faults(server):
     for t in ("websocket", "sse", "poll"):
         post(f"{server}/control/{t}?enabled=true")
     post(f"{server}/control/auth?reject=false")
+    post(f"{server}/control/tokens")
 
 
 def channel(name):
@@ -289,6 +292,94 @@ def test_a_second_endpoint_takes_over_and_presence_is_reported(server):
     watch.cancel()
     sub.cancel()
     client.shutdown()
+
+
+class DictStore(CursorStore):
+    def __init__(self):
+        self.cursors = {}
+
+    def load(self, channel):
+        return self.cursors.get(channel)
+
+    def save(self, channel, cursor):
+        self.cursors[channel] = cursor
+
+
+def test_an_app_cursor_store_resumes_a_new_client_where_the_last_stopped(server):
+    reset_faults(server)
+    ch = channel("store")
+    store = DictStore()
+    store.cursors[ch] = publish(server, ch, "0")
+    ids = [publish(server, ch, str(i)) for i in range(1, 4)]
+    client = Client.with_callbacks(config(server), store, None)
+    got = Collector()
+    sub = client.subscribe(ch, None, got)  # no `from`: the store decides
+    assert got.datas(3) == ["1", "2", "3"]
+    assert store.cursors[ch] == ids[-1], "saved as each event was handed over"
+    sub.cancel()
+    client.shutdown()
+    publish(server, ch, "4")
+    again = Client.with_callbacks(config(server), store, None)
+    got = Collector()
+    sub = again.subscribe(ch, None, got)
+    assert got.datas(1) == ["4"], "a new client starts after what the last one took"
+    sub.cancel()
+    again.shutdown()
+
+
+def test_a_cursor_dir_keeps_cursors_in_files(server, tmp_path):
+    reset_faults(server)
+    ch = channel("dir")
+    start = publish(server, ch, "0")
+    (tmp_path / f"{ch}.cursor").write_text(start)
+    publish(server, ch, "1")
+    cfg = config(server)
+    cfg.cursor_dir = str(tmp_path)
+    client = Client(cfg)
+    got = Collector()
+    sub = client.subscribe(ch, None, got)
+    assert got.datas(1) == ["1"]
+    sub.cancel()
+    client.shutdown()
+    assert (tmp_path / f"{ch}.cursor").read_text() != start
+
+
+class QueueTokens(TokenProvider):
+    def __init__(self, *tokens):
+        self.queue = list(tokens)
+        self.last = None
+        self.calls = 0
+
+    def token(self):
+        self.calls += 1
+        if self.queue:
+            self.last = self.queue.pop(0)
+        return self.last
+
+
+def test_a_token_provider_is_asked_again_after_a_refusal(server):
+    reset_faults(server)
+    post(f"{server}/control/tokens?accept=t1")
+    try:
+        ch = channel("tokens")
+        start = publish(server, ch, "0")
+        tokens = QueueTokens("t1")
+        client = Client.with_callbacks(config(server, [TransportKind.WS]), None, tokens)
+        got = Collector()
+        sub = client.subscribe(ch, start, got)
+        publish(server, ch, "1")
+        assert got.datas(1) == ["1"]
+        # The server moves to t2; the provider's next token is stale, then t2.
+        post(f"{server}/control/tokens?accept=t2")
+        tokens.queue = ["t1", "t2"]
+        post(f"{server}/control/drop")
+        publish(server, ch, "2")
+        assert got.datas(1) == ["2"], "nothing lost across the refresh"
+        assert tokens.calls >= 3
+        sub.cancel()
+        client.shutdown()
+    finally:
+        post(f"{server}/control/tokens")
 
 
 def test_bindings_are_generated_for_kotlin_and_swift():

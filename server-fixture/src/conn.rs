@@ -163,6 +163,10 @@ async fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message
                 return reply(id, tx, &frame);
             }
             let frame = match shared.publish(&channel, Some(&key), event.as_deref(), &data).await {
+                Ok(_) if shared.take_drop_ack() => {
+                    debug!(conn = id, %key, "publish applied; its ack is lost with the connection");
+                    return false;
+                }
                 Ok(event_id) => ServerFrame::Ack { key, id: event_id },
                 Err(err @ crate::FixtureError::Redis(_)) => {
                     error_frame("unavailable", Some(&channel), Some(&key), err.to_string())

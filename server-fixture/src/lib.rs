@@ -504,6 +504,23 @@ impl Fixture {
         self.shared.head(channel).await
     }
 
+    /// Applies the next `count` publishes (over WebSocket or HTTP) without
+    /// answering them: the WebSocket connection, or the HTTP request, is
+    /// dropped instead of acknowledging, as when an ack is lost. As
+    /// `POST /control/drop-acks?count=N`.
+    pub fn drop_next_acks(&self, count: u32) {
+        self.shared.set_drop_acks(count);
+    }
+
+    /// Accepts on `/ws`, `/sse` and `/poll` only requests whose bearer token
+    /// (`Authorization: Bearer T`, or `access_token=T` in the query) is one
+    /// of `tokens`, answering the others `401`; `None` accepts any (the
+    /// default). As `POST /control/tokens?accept=T1,T2` (none: any). Open
+    /// connections are not touched.
+    pub fn set_tokens(&self, tokens: Option<&[&str]>) {
+        self.shared.set_tokens(tokens.map(|t| t.iter().map(|s| (*s).to_owned()).collect()));
+    }
+
     /// Answers handshakes on `/ws`, `/sse` and `/poll` with
     /// `401 Unauthorized` while `on`, as `POST /control/auth`.
     pub fn set_reject_auth(&self, on: bool) {

@@ -60,6 +60,8 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/control/truncate/{channel}", post(control_truncate))
         .route("/control/epoch/{channel}", post(control_epoch))
         .route("/control/auth", post(control_auth))
+        .route("/control/tokens", post(control_tokens))
+        .route("/control/drop-acks", post(control_drop_acks))
         .route("/control/stats", get(control_stats))
         .route("/control/chaos", post(control_chaos_start).get(control_chaos_report));
     if let Some(dir) = &shared.cfg.static_dir {
@@ -117,6 +119,16 @@ fn unavailable(err: &FixtureError) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, "1")], err.to_string()).into_response()
 }
 
+/// The bearer token of a request: `Authorization: Bearer T`, else the
+/// `access_token` query parameter (where a browser cannot set headers).
+fn token(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if let Some(t) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
+        return Some(t.to_owned());
+    }
+    let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
+    params.into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
+}
+
 /// The `client_id` and `presence` query parameters: who the connection is,
 /// for presence. Without `client_id` the connection takes no part in it.
 fn client_info(uri: &Uri) -> Result<Option<ClientInfo>, String> {
@@ -146,11 +158,12 @@ fn client_info(uri: &Uri) -> Result<Option<ClientInfo>, String> {
 async fn websocket(
     State(shared): State<AppState>,
     uri: Uri,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let client = client_info(&uri);
     let upgrade_error = upgrade.as_ref().err().map(|r| r.status().as_u16()).or(client.as_ref().err().map(|_| 400));
-    if let Some(refused) = shared.admit(Transport::WebSocket, upgrade_error) {
+    if let Some(refused) = shared.admit(Transport::WebSocket, upgrade_error, token(&uri, &headers).as_deref()) {
         return refusal(refused);
     }
     let client = match client {
@@ -213,7 +226,9 @@ async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Re
     let last_event_id = headers.get(&LAST_EVENT_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let parsed =
         parse_channels(&uri, last_event_id.as_deref(), false).and_then(|request| Ok((request, client_info(&uri)?)));
-    if let Some(refused) = shared.admit(Transport::Sse, parsed.as_ref().err().map(|_| 400)) {
+    if let Some(refused) =
+        shared.admit(Transport::Sse, parsed.as_ref().err().map(|_| 400), token(&uri, &headers).as_deref())
+    {
         return refusal(refused);
     }
     let (request, client) = match parsed {
@@ -240,9 +255,11 @@ async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Re
         .into_response()
 }
 
-async fn poll(State(shared): State<AppState>, uri: Uri) -> Response {
+async fn poll(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let parsed = parse_channels(&uri, None, true).and_then(|request| Ok((request, client_info(&uri)?)));
-    if let Some(refused) = shared.admit(Transport::Poll, parsed.as_ref().err().map(|_| 400)) {
+    if let Some(refused) =
+        shared.admit(Transport::Poll, parsed.as_ref().err().map(|_| 400), token(&uri, &headers).as_deref())
+    {
         return refusal(refused);
     }
     let (request, client) = match parsed {
@@ -287,6 +304,7 @@ async fn publish(
         return bad_request("the body must be UTF-8");
     };
     match shared.publish(&channel, key, query.event.as_deref().filter(|e| !e.is_empty()), data).await {
+        Ok(_) if shared.take_drop_ack() => aborted(),
         Ok(id) => Json(json!({ "id": id })).into_response(),
         Err(err @ FixtureError::Redis(_)) => unavailable(&err),
         Err(err) => bad_request(err.to_string()),
@@ -388,6 +406,32 @@ struct AuthQuery {
 async fn control_auth(State(shared): State<AppState>, Query(query): Query<AuthQuery>) -> Response {
     shared.set_reject_auth(query.reject);
     Json(json!({ "reject": query.reject })).into_response()
+}
+
+#[derive(Deserialize)]
+struct CountQuery {
+    count: u32,
+}
+
+async fn control_drop_acks(State(shared): State<AppState>, Query(query): Query<CountQuery>) -> Response {
+    shared.set_drop_acks(query.count);
+    Json(json!({ "drop_acks": query.count })).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokensQuery {
+    /// Comma-separated tokens to accept; absent or empty: any.
+    accept: Option<String>,
+}
+
+async fn control_tokens(State(shared): State<AppState>, Query(query): Query<TokensQuery>) -> Response {
+    let tokens: Option<HashSet<String>> = query
+        .accept
+        .filter(|a| !a.is_empty())
+        .map(|a| a.split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect());
+    let count = tokens.as_ref().map(HashSet::len);
+    shared.set_tokens(tokens);
+    Json(json!({ "tokens": count })).into_response()
 }
 
 #[derive(Serialize)]

@@ -198,6 +198,12 @@ struct State {
     disabled: HashSet<Transport>,
     unavailable: Option<Unavailable>,
     reject_auth: bool,
+    /// When set, only these bearer tokens are accepted on `/ws`, `/sse` and
+    /// `/poll`.
+    tokens: Option<HashSet<String>>,
+    /// Publishes still to apply without answering (the connection or request
+    /// is dropped instead): a lost acknowledgement.
+    drop_acks: u32,
     accepted: HashMap<Transport, u64>,
     refused: u64,
     slow_drops: u64,
@@ -951,6 +957,24 @@ impl Shared {
         info!("handshakes no longer answered 503");
     }
 
+    pub(crate) fn set_drop_acks(&self, count: u32) {
+        info!(count, "publishes to apply without an answer");
+        self.lock().drop_acks = count;
+    }
+
+    /// Whether this publish's answer is to be lost (counts it).
+    pub(crate) fn take_drop_ack(&self) -> bool {
+        let mut st = self.lock();
+        let due = st.drop_acks > 0;
+        st.drop_acks = st.drop_acks.saturating_sub(1);
+        due
+    }
+
+    pub(crate) fn set_tokens(&self, tokens: Option<HashSet<String>>) {
+        info!(tokens = ?tokens.as_ref().map(HashSet::len), "accepted tokens");
+        self.lock().tokens = tokens;
+    }
+
     pub(crate) fn set_reject_auth(&self, on: bool) {
         self.lock().reject_auth = on;
         info!(reject = on, "handshake authentication");
@@ -1138,7 +1162,12 @@ impl Shared {
     /// `request_error` is the status of an invalid request (not an upgrade,
     /// bad query parameters). Returns the fault refusing it, if any; a refusal
     /// by a fault takes precedence over an invalid request.
-    pub(crate) fn admit(&self, transport: Transport, request_error: Option<u16>) -> Option<Refusal> {
+    pub(crate) fn admit(
+        &self,
+        transport: Transport,
+        request_error: Option<u16>,
+        token: Option<&str>,
+    ) -> Option<Refusal> {
         let mut st = self.lock();
         let refusal = if st.disabled.contains(&transport) {
             Some(Refusal::Disabled(transport))
@@ -1151,7 +1180,7 @@ impl Shared {
                 }
             }
             Some(Refusal::Unavailable(retry_after))
-        } else if st.reject_auth {
+        } else if st.reject_auth || st.tokens.as_ref().is_some_and(|ok| !token.is_some_and(|t| ok.contains(t))) {
             Some(Refusal::Unauthorized)
         } else {
             None

@@ -399,8 +399,12 @@ pub struct Config {
     /// Silence longer than this closes the connection. `None`: twice the
     /// interval the server states in its welcome.
     pub heartbeat_timeout: Option<Duration>,
-    /// Most publishes that may wait for a connection or an ack at once.
+    /// Most publishes that may wait for a connection or an ack at once (the
+    /// outbox).
     pub max_pending_publishes: usize,
+    /// Most bytes (data and event types) the waiting publishes may hold
+    /// together. A single publish larger than this is refused too.
+    pub max_pending_publish_bytes: usize,
     /// Largest frame accepted from the server, in bytes; larger frames are a
     /// protocol error.
     pub max_frame_bytes: usize,
@@ -430,7 +434,15 @@ pub struct Config {
     /// Data shown with the client id in presence (at most 1024 bytes;
     /// often JSON).
     pub presence_data: Option<String>,
+    /// Credentials are fetched afresh for every connection (a token
+    /// provider): a `401` or close code `4401` is retried with new ones,
+    /// up to [`AUTH_REFUSALS`] refusals in a row, instead of stopping at once.
+    pub refresh_auth: bool,
 }
+
+/// With [`Config::refresh_auth`], how many refusals (`401`, `4401`) in a row
+/// stop the session with [`Error::Unauthorized`].
+pub const AUTH_REFUSALS: u32 = 3;
 
 impl Default for Config {
     fn default() -> Self {
@@ -440,6 +452,7 @@ impl Default for Config {
             open_timeout: Duration::from_secs(10),
             heartbeat_timeout: None,
             max_pending_publishes: 1024,
+            max_pending_publish_bytes: 4 << 20,
             max_frame_bytes: 1 << 20,
             transports: Transport::ALL.to_vec(),
             upgrade_probe: Some(Duration::from_secs(60)),
@@ -448,6 +461,7 @@ impl Default for Config {
             endpoints: Vec::new(),
             client_id: None,
             presence_data: None,
+            refresh_auth: false,
         }
     }
 }

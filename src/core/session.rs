@@ -279,6 +279,8 @@ enum Decision {
     },
     /// This transport is not available here: try the next one.
     Fallback,
+    /// The credentials were refused: try again with fresh ones.
+    RefreshAuth,
     Stop(Error),
 }
 
@@ -323,8 +325,12 @@ pub struct Session {
     next_probe: usize,
     /// The host says it has no network: no attempts until it is back.
     offline: bool,
+    /// Credentials refused in a row (with `refresh_auth`).
+    auth_refusals: u32,
     subs: ChannelMap<Sub>,
     publishes: VecDeque<PendingPublish>,
+    /// The bytes (data and event types) of `publishes`.
+    publish_bytes: usize,
     out: VecDeque<Output>,
     timers: TimerTable,
     stats: Stats,
@@ -379,8 +385,10 @@ impl Session {
             probe: None,
             next_probe: 0,
             offline: false,
+            auth_refusals: 0,
             subs: ChannelMap::default(),
             publishes: VecDeque::new(),
+            publish_bytes: 0,
             out: VecDeque::new(),
             timers: TimerTable::default(),
             stats: Stats::default(),
@@ -459,9 +467,13 @@ impl Session {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        if self.publishes.len() >= self.config.max_pending_publishes {
-            return Err(Error::PublishQueueFull(self.publishes.len()));
+        let bytes = data.len() + event.as_ref().map_or(0, String::len);
+        if self.publishes.len() >= self.config.max_pending_publishes
+            || self.publish_bytes + bytes > self.config.max_pending_publish_bytes
+        {
+            return Err(Error::PublishQueueFull { waiting: self.publishes.len(), bytes: self.publish_bytes });
         }
+        self.publish_bytes += bytes;
         let key = format!("{:016x}-{}", self.key_prefix, self.next_key);
         self.next_key += 1;
         self.publishes.push_back(PendingPublish {
@@ -647,7 +659,11 @@ impl Session {
             url.push('&');
         }
         if transport == Transport::LongPoll {
-            url.push_str(&format!("timeout_ms={}", self.config.poll_hold.as_millis() as u64));
+            // The first poll of a link is answered at once (it carries the
+            // welcome that makes the link, which publishes wait for); the
+            // next ones are held.
+            let hold = if self.linked_since.is_some() { self.config.poll_hold.as_millis() as u64 } else { 0 };
+            url.push_str(&format!("timeout_ms={hold}"));
         } else {
             url.pop();
         }
@@ -753,6 +769,13 @@ impl Session {
         self.send(conn, &frame);
     }
 
+    /// Removes the waiting publish at `i` (an index from `position`).
+    fn take_publish(&mut self, i: usize) -> PendingPublish {
+        let p = self.publishes.remove(i).expect("index from position");
+        self.publish_bytes -= p.data.len() + p.event.as_ref().map_or(0, String::len);
+        p
+    }
+
     fn post_publish(&mut self, i: usize) {
         let p = &mut self.publishes[i];
         if p.in_flight {
@@ -793,7 +816,7 @@ impl Session {
                 return;
             }
         };
-        let p = self.publishes.remove(i).expect("index from position");
+        let p = self.take_publish(i);
         self.out.push_back(Output::PublishDone { token: p.token, result });
     }
 
@@ -859,7 +882,7 @@ impl Session {
             ServerFrame::Ping => {}
             ServerFrame::Ack { key, id } => {
                 if let Some(i) = self.publishes.iter().position(|p| p.key == key) {
-                    let p = self.publishes.remove(i).expect("index from position");
+                    let p = self.take_publish(i);
                     self.out.push_back(Output::PublishDone { token: p.token, result: Ok(id) });
                 }
             }
@@ -891,6 +914,7 @@ impl Session {
         };
         *welcomed = true;
         let heartbeat = *heartbeat;
+        self.auth_refusals = 0;
         self.timers.stop(Timer::Open);
         self.timers.set(Timer::Heartbeat, now + heartbeat);
         if self.linked_since.is_some() {
@@ -1016,7 +1040,7 @@ impl Session {
     fn on_error(&mut self, code: String, channel: Option<String>, key: Option<String>, message: String, now: Instant) {
         if let Some(key) = key {
             if let Some(i) = self.publishes.iter().position(|p| p.key == key) {
-                let p = self.publishes.remove(i).expect("index from position");
+                let p = self.take_publish(i);
                 let result = Err(Error::PublishRejected { code, message });
                 self.out.push_back(Output::PublishDone { token: p.token, result });
             }
@@ -1071,7 +1095,7 @@ impl Session {
             TransportError::Status { status, retry_after } => {
                 let refused = DisconnectReason::Refused { status };
                 match status {
-                    401 => (refused, Decision::Stop(Error::Unauthorized)),
+                    401 => (refused, self.auth_decision()),
                     400 => (refused, Decision::Stop(Error::BadRequest(format!("HTTP {status} on connect")))),
                     204 if self.transport() == Transport::Sse => {
                         (refused, Decision::Stop(Error::BadRequest("the server has nothing to stream (204)".into())))
@@ -1086,7 +1110,7 @@ impl Session {
             TransportError::Closed { code, reason } => {
                 let decision = match code {
                     4400 => Decision::Stop(Error::BadRequest(reason.clone())),
-                    4401 => Decision::Stop(Error::Unauthorized),
+                    4401 => self.auth_decision(),
                     4429 | 4503 => {
                         let hint = parse_seconds(reason.trim()).map(|d| d.min(MAX_HINT));
                         return (DisconnectReason::Unavailable { retry_after: hint }, Decision::Retry { hint });
@@ -1095,6 +1119,17 @@ impl Session {
                 };
                 (DisconnectReason::ServerClosed { code, reason }, decision)
             }
+        }
+    }
+
+    /// Credentials refused: final without a way to get new ones; with one,
+    /// retried (with fresh credentials) until refused [`AUTH_REFUSALS`]
+    /// times in a row.
+    fn auth_decision(&self) -> Decision {
+        if self.config.refresh_auth && self.auth_refusals + 1 < super::AUTH_REFUSALS {
+            Decision::RefreshAuth
+        } else {
+            Decision::Stop(Error::Unauthorized)
         }
     }
 
@@ -1126,6 +1161,11 @@ impl Session {
             Decision::Retry { hint } => {
                 self.rotate(&reason);
                 hint
+            }
+            Decision::RefreshAuth => {
+                self.auth_refusals += 1;
+                tracing::info!(refusals = self.auth_refusals, "credentials refused; retrying with fresh ones");
+                None
             }
             Decision::Fallback => {
                 if self.current + 1 < self.config.transports.len() {
@@ -1291,6 +1331,7 @@ impl Session {
                 self.out.push_back(Output::SubscriptionEnded { channel, error: sub_error.clone() });
             }
         }
+        self.publish_bytes = 0;
         for p in std::mem::take(&mut self.publishes) {
             self.out.push_back(Output::PublishDone { token: p.token, result: Err(sub_error.clone()) });
         }

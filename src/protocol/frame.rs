@@ -198,7 +198,12 @@ impl TryFrom<RawServerFrame> for ServerFrame {
                     // An action this version does not know: ignore the frame.
                     _ => return Ok(ServerFrame::Unknown),
                 };
-                ServerFrame::Presence { channel: text(r.channel), action, client_id: text(r.client_id), data: text(r.data) }
+                ServerFrame::Presence {
+                    channel: text(r.channel),
+                    action,
+                    client_id: text(r.client_id),
+                    data: text(r.data),
+                }
             }
             _ => ServerFrame::Unknown,
         })

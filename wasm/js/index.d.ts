@@ -40,6 +40,29 @@ export interface ClientOptions {
   clientId?: string;
   /** Data shown with `clientId` in presence (at most 1024 bytes, often JSON). */
   presenceData?: string;
+  /**
+   * Keep each subscription's cursor, so that `subscribe(channel)` after a page
+   * reload resumes where the page left off: "localStorage", or your own store.
+   * The cursor is saved before the application sees each message.
+   */
+  cursors?: "localStorage" | CursorStore;
+  /** Most publishes waiting for a connection or an ack (default 1024); beyond, publish rejects with "publish_queue_full". */
+  maxPendingPublishes?: number;
+  /** Most bytes of waiting publishes (default 4 MiB). */
+  maxPendingPublishBytes?: number;
+  /**
+   * A bearer token: sent as `Authorization` on fetch (long polling, publishes)
+   * and as `access_token` in the URL of WebSocket and EventSource connections,
+   * which cannot carry headers. URLs end up in server and proxy logs: prefer
+   * short-lived tokens.
+   */
+  token?: string;
+}
+
+/** Where cursors are kept: one event id per channel. */
+export interface CursorStore {
+  load(channel: string): string | null | undefined;
+  save(channel: string, cursor: string): void;
 }
 
 /** One event, with `data` exactly as published. */

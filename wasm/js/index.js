@@ -38,6 +38,23 @@ function list(v, what, check) {
   return v.join(" ");
 }
 
+/**
+ * The `cursors` option: `"localStorage"` (keys `resub:<url>:<channel>`), or
+ * an object with `load(channel)` and `save(channel, cursor)`; null without it.
+ */
+function cursorStore(option, url) {
+  if (option === undefined || option === null) return null;
+  if (option === "localStorage") {
+    const key = (channel) => `resub:${url}:${channel}`;
+    return {
+      load: (channel) => localStorage.getItem(key(channel)),
+      save: (channel, cursor) => localStorage.setItem(key(channel), cursor),
+    };
+  }
+  if (typeof option.load === "function" && typeof option.save === "function") return option;
+  throw bad('cursors must be "localStorage" or an object with load(channel) and save(channel, cursor)');
+}
+
 /** Checks the user's options and hands them to the wasm side in its short form. */
 function wasmOptions(options) {
   const o = {};
@@ -63,6 +80,19 @@ function wasmOptions(options) {
   o.ph = ms(options, "pollHoldMs");
   o.up = options.upgradeProbeMs === false ? -1 : ms(options, "upgradeProbeMs");
   o.el = list(options.endpoints, "endpoints must be a non-empty array of URLs", () => true);
+  for (const [key, short] of [
+    ["maxPendingPublishes", "mp"],
+    ["maxPendingPublishBytes", "mb"],
+  ]) {
+    const v = options[key];
+    if (v === undefined) continue;
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0) throw bad(`${key} must be a non-negative integer`);
+    o[short] = v;
+  }
+  if (options.token !== undefined) {
+    if (typeof options.token !== "string" || options.token === "") throw bad("token must be a non-empty string");
+    o.tk = options.token;
+  }
   if (options.clientId !== undefined) {
     if (typeof options.clientId !== "string") throw bad("clientId must be a string");
     o.ci = options.clientId;
@@ -76,12 +106,14 @@ function wasmOptions(options) {
 export class Subscription {
   #inner;
   #channel;
+  #store;
   #listeners = { event: [], reset: [], presence: [], error: [], end: [] };
   #pumping = false;
 
-  constructor(inner, channel) {
+  constructor(inner, channel, store) {
     this.#inner = inner;
     this.#channel = channel;
+    this.#store = store;
   }
 
   /** The channel subscribed to. */
@@ -97,7 +129,19 @@ export class Subscription {
     } catch (e) {
       throw toError(e);
     }
-    return value === undefined ? { done: true, value: undefined } : { done: false, value };
+    if (value === undefined) return { done: true, value: undefined };
+    // The position is saved before the application sees the message, so
+    // that a reload neither repeats nor skips it.
+    const cursor = "id" in value ? value.id : "reset" in value ? value.head : undefined;
+    if (this.#store && cursor !== undefined) {
+      try {
+        this.#store.save(this.#channel, cursor);
+      } catch (e) {
+        this.close();
+        throw new ResubError("cursor_store", `cannot save the cursor: ${e}`);
+      }
+    }
+    return { done: false, value };
   }
 
   /** Called when a `for await` loop is left early: ends the subscription. */
@@ -161,6 +205,7 @@ export class Client {
   #inner;
   #stateListeners = new Set();
   #endpoint;
+  #store;
 
   /**
    * @param {string} url the server's base URL, `http(s)://host:port`
@@ -168,6 +213,7 @@ export class Client {
    */
   constructor(url, options = {}) {
     const o = wasmOptions(options);
+    this.#store = cursorStore(options.cursors, url);
     try {
       this.#inner = new WasmClient(url, o);
     } catch (e) {
@@ -187,9 +233,20 @@ export class Client {
     });
   }
 
-  /** Subscribes to `channel`, live or after the event id `options.from`. */
+  /**
+   * Subscribes to `channel`, after the event id `options.from`, else after
+   * the cursor the `cursors` store keeps for it, else live.
+   */
   subscribe(channel, options = {}) {
-    return new Subscription(this.#inner.subscribe(channel, options.from ?? undefined), channel);
+    let from = options.from ?? undefined;
+    if (from === undefined && this.#store) {
+      try {
+        from = this.#store.load(channel) ?? undefined;
+      } catch (e) {
+        throw new ResubError("cursor_store", `cannot load the cursor: ${e}`);
+      }
+    }
+    return new Subscription(this.#inner.subscribe(channel, from), channel, this.#store);
   }
 
   /** Publishes; resolves to the event id. */

@@ -187,6 +187,15 @@ impl WasmClient {
             urls.push(rest);
             b = b.endpoints(&urls);
         }
+        if let Some(n) = num("mp") {
+            b = b.max_pending_publishes(n as usize);
+        }
+        if let Some(n) = num("mb") {
+            b = b.max_pending_publish_bytes(n as usize);
+        }
+        if let Some(token) = text("tk") {
+            b = b.token(&token);
+        }
         if let Some(id) = text("ci") {
             b = b.presence(&id, &text("pd").unwrap_or_default());
         }

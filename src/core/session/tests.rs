@@ -451,7 +451,38 @@ fn publish_queue_is_bounded() {
     let mut r = Rig::with(cfg);
     r.s.publish(1, "c", None, "a".into()).unwrap();
     r.s.publish(2, "c", None, "b".into()).unwrap();
-    assert_eq!(r.s.publish(3, "c", None, "c".into()), Err(Error::PublishQueueFull(2)));
+    assert_eq!(r.s.publish(3, "c", None, "c".into()), Err(Error::PublishQueueFull { waiting: 2, bytes: 2 }));
+}
+
+#[test]
+fn the_outbox_is_bounded_in_bytes_and_frees_them_on_ack() {
+    let mut cfg = config();
+    cfg.max_pending_publish_bytes = 10;
+    let mut r = Rig::with(cfg);
+    r.s.publish(1, "c", Some("ev".into()), "123".into()).unwrap(); // 5 bytes with its type
+    r.s.publish(2, "c", None, "12345".into()).unwrap(); // 10 in all
+    let full = r.s.publish(3, "c", None, "1".into());
+    assert_eq!(full, Err(Error::PublishQueueFull { waiting: 2, bytes: 10 }));
+    assert_eq!(full.unwrap_err().code(), "publish_queue_full");
+    assert!(r.s.publish(4, "c", None, "x".repeat(11)).is_err(), "one publish over the limit is refused");
+    // Acks make room, byte for byte.
+    r.open();
+    let keys: Vec<String> = r
+        .sent
+        .iter()
+        .filter_map(|(_, f)| match f {
+            ClientFrame::Publish { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys.len(), 2);
+    r.recv(encode_server(&ServerFrame::Ack { key: keys[0].clone(), id: "e-1".into() }));
+    r.s.publish(5, "c", None, "12345".into()).unwrap();
+    assert!(r.s.publish(6, "c", None, "1".into()).is_err(), "10 bytes wait again");
+    // Closing fails what waits and empties the outbox.
+    r.s.close();
+    r.drain();
+    assert_eq!(r.published.iter().filter(|(_, res)| res == &Err(Error::Closed)).count(), 2);
 }
 
 #[test]
@@ -992,7 +1023,11 @@ fn long_polling_polls_again_at_once_with_the_new_cursor() {
     r.s.subscribe("c", None, r.now).unwrap();
     // A subscribe before the first answer reopens the poll with the channel in it.
     r.advance_to_timeout();
-    assert_eq!(r.urls.last().unwrap().1, "http://example.test:80/poll?channel=c&timeout_ms=25000");
+    assert_eq!(
+        r.urls.last().unwrap().1,
+        "http://example.test:80/poll?channel=c&timeout_ms=0",
+        "the first poll of a link is answered at once"
+    );
     let conn = r.conn();
     r.input(Input::Opened { conn });
     r.recv(batch(&[

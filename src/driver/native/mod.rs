@@ -21,6 +21,8 @@ use crate::protocol::sse::{SseError, SseItem, SseParser};
 #[derive(Clone)]
 pub(crate) struct ConnectOptions {
     pub headers: Vec<(String, String)>,
+    /// Asked for a token before each request, when set.
+    pub token: Option<Arc<dyn crate::auth::TokenProvider>>,
     pub tls: Arc<rustls::ClientConfig>,
     /// The HTTP client, made on first use: a client that stays on WebSocket
     /// never pays for one.
@@ -37,7 +39,7 @@ impl ConnectOptions {
     ) -> Result<Self, crate::Error> {
         let tls = tls_config(roots)?;
         header_map(headers)?;
-        Ok(Self { headers: headers.to_vec(), tls, http: Arc::default(), max_frame_bytes })
+        Ok(Self { headers: headers.to_vec(), token: None, tls, http: Arc::default(), max_frame_bytes })
     }
 
     /// The HTTP client for the SSE and long-polling transports and HTTP
@@ -51,6 +53,28 @@ impl ConnectOptions {
                 reqwest::Client::new()
             })
         })
+    }
+}
+
+/// How long a token provider may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `Authorization` value for a request made now, from the token
+/// provider (`None` without one: the fixed headers carry any credentials).
+/// A provider that fails or hangs counts as refused credentials.
+async fn bearer(opts: &ConnectOptions) -> Result<Option<String>, TransportError> {
+    let Some(provider) = &opts.token else { return Ok(None) };
+    let refused = TransportError::Status { status: 401, retry_after: None };
+    match tokio::time::timeout(TOKEN_TIMEOUT, provider.token()).await {
+        Ok(Ok(token)) => Ok(Some(format!("Bearer {token}"))),
+        Ok(Err(e)) => {
+            tracing::warn!(%e, "the token provider failed");
+            Err(refused)
+        }
+        Err(_) => {
+            tracing::warn!("the token provider did not answer within 10 s");
+            Err(refused)
+        }
     }
 }
 
@@ -115,7 +139,11 @@ pub(crate) fn connect(
 pub(crate) async fn presence(url: &str, opts: &ConnectOptions) -> Result<Vec<crate::Member>, crate::Error> {
     use crate::Error;
     let failed = |e: reqwest::Error| Error::Unavailable(e.to_string());
-    let mut resp = opts.http().get(url).send().await.map_err(failed)?;
+    let mut req = opts.http().get(url);
+    if let Some(auth) = bearer(opts).await.map_err(|_| Error::Unauthorized)? {
+        req = req.header("authorization", auth);
+    }
+    let mut resp = req.send().await.map_err(failed)?;
     let status = resp.status().as_u16();
     let limit = opts.max_frame_bytes.saturating_mul(crate::core::POLL_BATCH_FACTOR);
     let mut body = Vec::new();
@@ -151,17 +179,19 @@ pub(crate) async fn presence(url: &str, opts: &ConnectOptions) -> Result<Vec<cra
 }
 
 pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions, mut events: EventSender) {
-    let http = opts.http().clone();
+    let opts = opts.clone();
     tokio::spawn(async move {
         let result = async {
-            let resp = http
+            let mut req = opts
+                .http()
                 .post(&url)
                 .header("idempotency-key", &key)
-                .header("content-type", "text/plain; charset=utf-8")
-                .body(data)
-                .send()
-                .await
-                .map_err(|e| PostError::Failed(e.to_string()))?;
+                .header("content-type", "text/plain; charset=utf-8");
+            // No token now: not applied, posted again later like a failed request.
+            if let Some(auth) = bearer(&opts).await.map_err(|_| PostError::Failed("no token".into()))? {
+                req = req.header("authorization", auth);
+            }
+            let resp = req.body(data).send().await.map_err(|e| PostError::Failed(e.to_string()))?;
             let status = resp.status().as_u16();
             let body = resp.text().await.map_err(|e| PostError::Failed(e.to_string()))?;
             if status != 200 {
@@ -191,6 +221,9 @@ async fn open_http(
     let mut req = opts.http().get(url).header("accept", accept).header("cache-control", "no-cache");
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id);
+    }
+    if let Some(auth) = bearer(opts).await? {
+        req = req.header("authorization", auth);
     }
     let resp = req.send().await;
     let resp = resp.map_err(http_error)?;
@@ -466,6 +499,16 @@ async fn run_websocket(
             return TransportError::Connect(format!("invalid header {name:?}"));
         };
         request.headers_mut().insert(name, value);
+    }
+    match bearer(opts).await {
+        Ok(Some(auth)) => match HeaderValue::from_str(&auth) {
+            Ok(v) => {
+                request.headers_mut().insert(tungstenite::http::header::AUTHORIZATION, v);
+            }
+            Err(_) => return TransportError::Status { status: 401, retry_after: None },
+        },
+        Ok(None) => {}
+        Err(e) => return e,
     }
     // A small read buffer: an idle connection holds it for its lifetime
     // (tungstenite's default is 128 KiB); reads of a busy one simply loop.
