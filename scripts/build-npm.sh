@@ -32,7 +32,7 @@ wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
 "$wasm_opt" --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   --zero-filled-memory --low-memory-unused \
-  -Oz --flatten --rereloop -Oz -Oz \
+  -Oz --gufa --flatten --rereloop -Oz --flatten --rereloop -Oz -Oz \
   "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
 rm -f "$out/resub_wasm.d.ts" "$out/resub_wasm_bg.wasm.d.ts"
 node scripts/shorten-names.mjs "$out/resub_wasm_bg.wasm" "$out/resub_wasm.js"

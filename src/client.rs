@@ -135,9 +135,17 @@ impl ClientBuilder {
         self
     }
 
-    /// Sends `Authorization: Bearer <token>` when connecting.
-    pub fn token(self, token: &str) -> Self {
-        self.header("authorization", &format!("Bearer {token}"))
+    /// Sends `Authorization: Bearer <token>` when connecting (in the
+    /// browser, which cannot set headers on a WebSocket or an EventSource,
+    /// those carry it in their URL as `access_token`).
+    pub fn token(#[allow(unused_mut)] mut self, token: &str) -> Self {
+        #[cfg(target_arch = "wasm32")]
+        {
+            self.config.access_token = Some(token.to_owned());
+        }
+        let mut value = String::from("Bearer ");
+        value.push_str(token);
+        self.header("authorization", &value)
     }
 
     /// Adds a header to every connection request.

@@ -60,10 +60,12 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    #[cfg(not(target_arch = "wasm32"))]
     /// An SSE server answered 204 No Content: it has nothing to stream, and
     /// asks not to reconnect.
     #[error("the server has nothing to stream (HTTP 204)")]
     EndOfStream,
+    #[cfg(not(target_arch = "wasm32"))]
     /// A plain SSE server answered with a status other than 200, which the
     /// SSE specification treats as final.
     #[error("the server answered HTTP {status}")]
@@ -71,6 +73,7 @@ pub enum Error {
         /// The status.
         status: u16,
     },
+    #[cfg(not(target_arch = "wasm32"))]
     /// A plain SSE server answered with a content type other than
     /// `text/event-stream`.
     #[error("not an event stream: {0}")]
@@ -85,6 +88,7 @@ pub enum Error {
         /// Their data and event types, in bytes.
         bytes: usize,
     },
+    #[cfg(not(target_arch = "wasm32"))]
     /// A request could not be completed now (the server was unreachable,
     /// answered `5xx`, or answered something unexpected); trying again later
     /// may succeed.
@@ -93,6 +97,7 @@ pub enum Error {
     /// The cursor store failed: a cursor could not be loaded at subscribe,
     /// or saved as an event was handed out (the subscription then ends,
     /// before that event; its stored cursor is still the previous one).
+    #[cfg(not(target_arch = "wasm32"))]
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// The client id (or its presence data) given for presence cannot be
@@ -126,12 +131,17 @@ impl Error {
             Error::InvalidUrl { .. } => "invalid_url",
             Error::PublishRejected { .. } => "publish_rejected",
             Error::PublishQueueFull { .. } => "publish_queue_full",
+            #[cfg(not(target_arch = "wasm32"))]
             Error::EndOfStream => "end_of_stream",
+            #[cfg(not(target_arch = "wasm32"))]
             Error::HttpStatus { .. } => "http_status",
+            #[cfg(not(target_arch = "wasm32"))]
             Error::UnexpectedContentType(_) => "unexpected_content_type",
             Error::FrameTooLarge { .. } => "frame_too_large",
             Error::InvalidClientId(_) => "invalid_client_id",
+            #[cfg(not(target_arch = "wasm32"))]
             Error::Unavailable(_) => "unavailable",
+            #[cfg(not(target_arch = "wasm32"))]
             Error::Store(_) => "cursor_store",
         }
     }

@@ -35,6 +35,8 @@ pub mod auth;
 pub mod core;
 mod error;
 pub mod protocol;
+// In the browser the npm package keeps cursors itself (localStorage).
+#[cfg(not(target_arch = "wasm32"))]
 pub mod store;
 
 mod client;
@@ -43,6 +45,7 @@ mod driver;
 mod plain;
 
 pub use client::{Client, ClientBuilder, States, Subscription};
+#[cfg(not(target_arch = "wasm32"))]
 pub use core::plain::PlainEvent;
 #[cfg(not(target_arch = "wasm32"))]
 pub use plain::{PlainSse, PlainSseBuilder};
@@ -53,8 +56,7 @@ pub use core::{
 };
 pub use error::Error;
 #[cfg(not(target_arch = "wasm32"))]
-pub use store::FileStore;
-pub use store::{CursorStore, MemoryStore, StoreError};
+pub use store::{CursorStore, FileStore, MemoryStore, StoreError};
 
 /// The instant type used throughout: `std::time::Instant` on native targets,
 /// a `performance.now()`-based one in the browser.

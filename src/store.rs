@@ -23,7 +23,7 @@ pub enum StoreError {
     #[error("cursor store I/O failed: {0}")]
     Io(String),
     /// What the store holds for the channel is not an event id.
-    #[error("the stored cursor for '{channel}' is not an event id: {found:?}")]
+    #[error("the stored cursor for '{channel}' is not an event id: '{found}'")]
     Corrupt {
         /// The channel.
         channel: String,

@@ -17,6 +17,8 @@
 
 mod backoff;
 mod channels;
+// Plain SSE is a native client only (a page has its own EventSource).
+#[cfg(not(target_arch = "wasm32"))]
 pub mod plain;
 mod session;
 
@@ -434,6 +436,10 @@ pub struct Config {
     /// Data shown with the client id in presence (at most 1024 bytes;
     /// often JSON).
     pub presence_data: Option<String>,
+    /// A token to put in the WebSocket and SSE URLs as `access_token`, for
+    /// platforms that cannot send an `Authorization` header on those (a
+    /// browser). URLs end up in logs: prefer short-lived tokens.
+    pub access_token: Option<String>,
     /// Credentials are fetched afresh for every connection (a token
     /// provider): a `401` or close code `4401` is retried with new ones,
     /// up to [`AUTH_REFUSALS`] refusals in a row, instead of stopping at once.
@@ -462,6 +468,7 @@ impl Default for Config {
             client_id: None,
             presence_data: None,
             refresh_auth: false,
+            access_token: None,
         }
     }
 }

@@ -1398,14 +1398,23 @@ fn encode(frame: &ClientFrame) -> String {
     frame.to_json()
 }
 
-/// The identity part of every connection URL (`client_id=…&presence=…`),
-/// empty without a client id.
+/// The query every WebSocket and SSE URL carries: `access_token=…` where
+/// headers cannot carry it, then the identity (`client_id=…&presence=…`);
+/// empty without either.
 fn identity_query(config: &Config) -> Result<String, Error> {
+    let mut query = String::new();
+    if let Some(token) = &config.access_token {
+        query.push_str("access_token=");
+        query.push_str(&percent_encode(token));
+    }
     let Some(id) = &config.client_id else {
-        return Ok(String::new());
+        return Ok(query);
     };
+    if !query.is_empty() {
+        query.push('&');
+    }
     validate_channel(id).map_err(|_| Error::InvalidClientId(id.clone()))?;
-    let mut query = String::from("client_id=");
+    query.push_str("client_id=");
     query.push_str(id);
     if let Some(data) = &config.presence_data {
         if data.len() > MAX_PRESENCE_DATA {

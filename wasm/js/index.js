@@ -21,21 +21,34 @@ function toError(e) {
 
 const bad = (message) => new ResubError("invalid_argument", message);
 
-/** Milliseconds: a non-negative finite number, or undefined. */
-function ms(options, key) {
-  const v = options[key];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < 0) throw bad(`${key} must be a non-negative number of milliseconds`);
-  return v;
-}
-
 /** A list of strings without spaces, joined by spaces, or undefined. */
 function list(v, what, check) {
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === "string" && x !== "" && !/\s/.test(x) && check(x))) {
-    throw bad(`${what}`);
-  }
+  if (v == null) return undefined;
+  if (!Array.isArray(v) || !v.length || !v.every((x) => typeof x == "string" && x && !/\s/.test(x) && check(x))) throw bad(what);
   return v.join(" ");
+}
+
+/** What each kind of option must be, for the message when it is not. */
+const KINDS = {
+  ms: "a non-negative number of milliseconds",
+  int: "a non-negative integer",
+  num: "a finite number",
+  str: "a non-empty string",
+  text: "a string",
+};
+
+/** Checks `src[key]` for each `[key, kind]`; the values, in order (undefined when absent). */
+function take(src, table) {
+  return table.map(([key, kind]) => {
+    const v = src[key];
+    if (v == null) return undefined;
+    const ok =
+      kind == "str" || kind == "text"
+        ? typeof v == "string" && (kind == "text" || v)
+        : typeof v == "number" && Number.isFinite(v) && (kind == "num" || (v >= 0 && (kind != "int" || Number.isInteger(v))));
+    if (!ok) throw bad(`${key} must be ${KINDS[kind]}`);
+    return v;
+  });
 }
 
 /**
@@ -55,51 +68,38 @@ function cursorStore(option, url) {
   throw bad('cursors must be "localStorage" or an object with load(channel) and save(channel, cursor)');
 }
 
-/** Checks the user's options and hands them to the wasm side in its short form. */
+/**
+ * Checks the user's options and hands them to the wasm side as an array, in
+ * the order `WasmClient::new` reads them.
+ */
 function wasmOptions(options) {
-  const o = {};
   const t = list(options.transports, 'transports must be a non-empty array of "ws", "sse", "poll"', (t) =>
     ["ws", "sse", "poll"].includes(t),
   );
-  // One letter per transport, in order.
-  if (t !== undefined) o.t = t.split(" ").map((name) => name[0]).join("");
-  const b = options.backoff ?? {};
-  o.bb = ms(b, "baseMs");
-  o.bc = ms(b, "capMs");
-  if (b.factor !== undefined) {
-    if (typeof b.factor !== "number" || !Number.isFinite(b.factor)) throw bad("factor must be a number");
-    o.bf = b.factor;
-  }
-  if (b.maxAttempts !== undefined) {
-    if (typeof b.maxAttempts !== "number" || !(b.maxAttempts >= 1)) throw bad("maxAttempts must be a number, at least 1");
-    o.bm = Math.min(Math.floor(b.maxAttempts), 4294967295);
-  }
-  o.hb = ms(options, "heartbeatTimeoutMs");
-  o.ot = ms(options, "openTimeoutMs");
-  o.ha = ms(options, "healthyAfterMs");
-  o.ph = ms(options, "pollHoldMs");
-  o.up = options.upgradeProbeMs === false ? -1 : ms(options, "upgradeProbeMs");
-  o.el = list(options.endpoints, "endpoints must be a non-empty array of URLs", () => true);
-  for (const [key, short] of [
-    ["maxPendingPublishes", "mp"],
-    ["maxPendingPublishBytes", "mb"],
-  ]) {
-    const v = options[key];
-    if (v === undefined) continue;
-    if (typeof v !== "number" || !Number.isInteger(v) || v < 0) throw bad(`${key} must be a non-negative integer`);
-    o[short] = v;
-  }
-  if (options.token !== undefined) {
-    if (typeof options.token !== "string" || options.token === "") throw bad("token must be a non-empty string");
-    o.tk = options.token;
-  }
-  if (options.clientId !== undefined) {
-    if (typeof options.clientId !== "string") throw bad("clientId must be a string");
-    o.ci = options.clientId;
-    if (options.presenceData !== undefined && typeof options.presenceData !== "string") throw bad("presenceData must be a string");
-    o.pd = options.presenceData;
-  }
-  return o;
+  const probe = options.upgradeProbeMs;
+  return [
+    // One letter per transport, in order.
+    t && t.split(" ").map((name) => name[0]).join(""),
+    ...take(options.backoff ?? {}, [
+      ["baseMs", "ms"],
+      ["capMs", "ms"],
+      ["factor", "num"],
+      ["maxAttempts", "int"],
+    ]),
+    ...take(options, [
+      ["heartbeatTimeoutMs", "ms"],
+      ["openTimeoutMs", "ms"],
+      ["healthyAfterMs", "ms"],
+      ["pollHoldMs", "ms"],
+      ["maxPendingPublishes", "int"],
+      ["maxPendingPublishBytes", "int"],
+      ["token", "str"],
+      ["clientId", "text"],
+      ["presenceData", "text"],
+    ]),
+    probe === false ? -1 : take(options, [["upgradeProbeMs", "ms"]])[0],
+    list(options.endpoints, "endpoints must be a non-empty array of URLs", () => true),
+  ];
 }
 
 /** A subscription: an async iterable of messages, or a source of callbacks. */
@@ -263,25 +263,18 @@ export class Client {
    * id, asked of the server in use with `GET /presence/{channel}`.
    */
   async presence(channel) {
-    let resp;
+    let res, body;
     try {
-      resp = await fetch(`${this.#endpoint}/presence/${encodeURIComponent(channel)}`, { cache: "no-store" });
+      res = await fetch(`${this.#endpoint}/presence/${encodeURIComponent(channel)}`, { cache: "no-store" });
+      body = res.status == 200 ? await res.json() : await res.text();
     } catch (e) {
       throw new ResubError("unavailable", String(e));
     }
-    const text = await resp.text();
-    if (resp.status === 401) throw new ResubError("unauthorized", text);
-    if (resp.status >= 400 && resp.status < 500 && resp.status !== 408 && resp.status !== 429) {
-      throw new ResubError("bad_request", `HTTP ${resp.status}: ${text.slice(0, 200)}`);
+    const s = res.status;
+    if (s != 200 || !Array.isArray(body?.members)) {
+      const code = s == 401 ? "unauthorized" : s >= 400 && s < 500 && s != 408 && s != 429 ? "bad_request" : "unavailable";
+      throw new ResubError(code, `HTTP ${s}: ${String(body).slice(0, 200)}`);
     }
-    if (resp.status !== 200) throw new ResubError("unavailable", `HTTP ${resp.status}`);
-    let body;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      throw new ResubError("unavailable", "unexpected presence answer");
-    }
-    if (!body || !Array.isArray(body.members)) throw new ResubError("unavailable", "unexpected presence answer");
     return body.members.map((m) => ({ clientId: String(m.client_id), data: String(m.data ?? "") }));
   }
 

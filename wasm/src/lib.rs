@@ -34,10 +34,6 @@ fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(obj, &JsValue::from_str(key), &value.into());
 }
 
-fn get(obj: &JsValue, key: &str) -> Option<JsValue> {
-    Reflect::get(obj, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
-}
-
 /// `{ code, message }`, which the JavaScript side turns into a `ResubError`.
 fn error_value(code: &str, message: &str) -> JsValue {
     let o = Object::new();
@@ -125,18 +121,19 @@ pub struct WasmClient {
 #[wasm_bindgen]
 impl WasmClient {
     /// `new WasmClient(url, options)`; throws `{code, message}` on bad input.
-    /// `options` is what `index.js` made of the user's options once it
-    /// checked them: short keys, numbers in milliseconds, lists joined by
-    /// spaces (reading that here is much smaller than checking JS objects).
+    /// `options` is the array `index.js` made of the user's options once it
+    /// checked them (`wasmOptions`): numbers in milliseconds, lists joined by
+    /// spaces, `undefined` for what is not set. Reading that by position is
+    /// much smaller here than reading and checking JS objects.
     #[wasm_bindgen(constructor)]
-    pub fn new(url: &str, options: JsValue) -> Result<WasmClient, JsValue> {
-        let o = &options;
-        let text = |key| get(o, key).and_then(|v| v.as_string());
-        let num = |key| get(o, key).and_then(|v| v.as_f64());
-        let ms = |key| num(key).map(|n| Duration::from_millis(n as u64));
+    pub fn new(url: &str, options: js_sys::Array) -> Result<WasmClient, JsValue> {
+        let at = |i| Some(options.get(i)).filter(|v| !v.is_undefined() && !v.is_null());
+        let text = |i| at(i).and_then(|v| v.as_string());
+        let num = |i| at(i).and_then(|v| v.as_f64());
+        let ms = |i| num(i).map(|n| Duration::from_millis(n as u64));
         let mut b = Client::builder(url);
         // One letter per transport, in order of preference.
-        if let Some(list) = text("t") {
+        if let Some(list) = text(0) {
             let mut ts = Vec::new();
             for c in list.bytes() {
                 ts.push(match c {
@@ -148,34 +145,46 @@ impl WasmClient {
             b = b.transports(&ts);
         }
         let mut backoff = Backoff::default();
-        if let Some(d) = ms("bb") {
+        if let Some(d) = ms(1) {
             backoff.base = d;
         }
-        if let Some(d) = ms("bc") {
+        if let Some(d) = ms(2) {
             backoff.cap = d;
         }
-        if let Some(f) = num("bf") {
+        if let Some(f) = num(3) {
             backoff.factor = f;
         }
-        backoff.max_attempts = num("bm").map(|n| n as u32);
+        backoff.max_attempts = num(4).map(|n| n as u32);
         b = b.backoff(backoff);
-        if let Some(d) = ms("hb") {
+        if let Some(d) = ms(5) {
             b = b.heartbeat_timeout(d);
         }
-        if let Some(d) = ms("ot") {
+        if let Some(d) = ms(6) {
             b = b.open_timeout(d);
         }
-        if let Some(d) = ms("ha") {
+        if let Some(d) = ms(7) {
             b = b.healthy_after(d);
         }
-        if let Some(d) = ms("ph") {
+        if let Some(d) = ms(8) {
             b = b.poll_hold(d);
         }
+        if let Some(n) = num(9) {
+            b = b.max_pending_publishes(n as usize);
+        }
+        if let Some(n) = num(10) {
+            b = b.max_pending_publish_bytes(n as usize);
+        }
+        if let Some(token) = text(11) {
+            b = b.token(&token);
+        }
+        if let Some(id) = text(12) {
+            b = b.presence(&id, &text(13).unwrap_or_default());
+        }
         // A negative number: never probe.
-        if let Some(n) = num("up") {
+        if let Some(n) = num(14) {
             b = b.upgrade_probe((n >= 0.0).then(|| Duration::from_millis(n as u64)));
         }
-        if let Some(list) = text("el") {
+        if let Some(list) = text(15) {
             // No string indexing here: its panic path would bring Unicode
             // tables into the module.
             let mut urls: Vec<&str> = Vec::new();
@@ -186,18 +195,6 @@ impl WasmClient {
             }
             urls.push(rest);
             b = b.endpoints(&urls);
-        }
-        if let Some(n) = num("mp") {
-            b = b.max_pending_publishes(n as usize);
-        }
-        if let Some(n) = num("mb") {
-            b = b.max_pending_publish_bytes(n as usize);
-        }
-        if let Some(token) = text("tk") {
-            b = b.token(&token);
-        }
-        if let Some(id) = text("ci") {
-            b = b.presence(&id, &text("pd").unwrap_or_default());
         }
         let inner = b.build().map_err(|e| js_error(&e))?;
         Ok(WasmClient { inner })

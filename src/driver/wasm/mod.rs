@@ -41,9 +41,6 @@ extern "C" {
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectOptions {
     headers: Vec<(String, String)>,
-    /// The bearer token of an `Authorization` header, which a WebSocket or an
-    /// EventSource cannot send: it goes in their URL as `access_token`.
-    token: Option<String>,
 }
 
 impl ConnectOptions {
@@ -54,12 +51,7 @@ impl ConnectOptions {
         _roots: &[Vec<u8>],
         _max_frame_bytes: usize,
     ) -> Result<Self, Error> {
-        let token = headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-            .and_then(|(_, value)| value.strip_prefix("Bearer "))
-            .map(|t| String::from(js_sys::encode_uri_component(t)));
-        Ok(Self { headers: headers.to_vec(), token })
+        Ok(Self { headers: headers.to_vec() })
     }
 }
 
@@ -278,17 +270,9 @@ pub(crate) fn connect(
     opts: &ConnectOptions,
     events: EventSender,
 ) -> ConnHandle {
-    // A browser cannot set headers on these two: the token rides in the URL.
-    let with_token = |url: String| match &opts.token {
-        Some(token) => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}access_token={token}")
-        }
-        None => url,
-    };
     match transport {
-        Transport::WebSocket => websocket(conn, &with_token(url), events),
-        Transport::Sse => event_source(conn, &with_token(url), events),
+        Transport::WebSocket => websocket(conn, &url, events),
+        Transport::Sse => event_source(conn, &url, events),
         Transport::LongPoll => poll(conn, url, opts, events),
     }
 }
