@@ -121,38 +121,9 @@ fn unavailable(err: &FixtureError) -> Response {
 
 /// The bearer token of a request: `Authorization: Bearer T`, else the
 /// `access_token` query parameter (where a browser cannot set headers).
-fn token(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    if let Some(t) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) {
-        return Some(t.to_owned());
-    }
-    let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
-    params.into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v)
-}
-
-/// The `client_id` and `presence` query parameters: who the connection is,
-/// for presence. Without `client_id` the connection takes no part in it.
-fn client_info(uri: &Uri) -> Result<Option<ClientInfo>, String> {
-    let Query(params) =
-        Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|err| format!("invalid query string: {err}"))?;
-    let mut id = None;
-    let mut data = String::new();
-    for (key, value) in params {
-        match key.as_str() {
-            "client_id" => {
-                validate_channel(&value)
-                    .map_err(|_| format!("invalid client_id {value:?}: 1-128 characters from A-Z a-z 0-9 _ . : -"))?;
-                id = Some(value);
-            }
-            "presence" => {
-                if value.len() > MAX_PRESENCE_DATA {
-                    return Err(format!("presence data over {MAX_PRESENCE_DATA} bytes"));
-                }
-                data = value;
-            }
-            _ => {}
-        }
-    }
-    Ok(id.map(|id| ClientInfo { id, data }))
+fn token<'a>(headers: &'a HeaderMap, request: &'a Result<ConnRequest, String>) -> Option<&'a str> {
+    let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    header.or_else(|| request.as_ref().ok()?.access_token.as_deref())
 }
 
 async fn websocket(
@@ -161,13 +132,13 @@ async fn websocket(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let client = client_info(&uri);
-    let upgrade_error = upgrade.as_ref().err().map(|r| r.status().as_u16()).or(client.as_ref().err().map(|_| 400));
-    if let Some(refused) = shared.admit(Transport::WebSocket, upgrade_error, token(&uri, &headers).as_deref()) {
+    let request = parse_request(&uri, None, false);
+    let upgrade_error = upgrade.as_ref().err().map(|r| r.status().as_u16()).or(request.as_ref().err().map(|_| 400));
+    if let Some(refused) = shared.admit(Transport::WebSocket, upgrade_error, token(&headers, &request)) {
         return refusal(refused);
     }
-    let client = match client {
-        Ok(client) => client,
+    let client = match request {
+        Ok(request) => request.client,
         Err(message) => return bad_request(message),
     };
     match upgrade {
@@ -176,21 +147,31 @@ async fn websocket(
     }
 }
 
-/// The channels (and cursors) of an SSE or poll request, and its
-/// `timeout_ms`.
-struct ChannelRequest {
+/// What the query of a `/ws`, `/sse` or `/poll` request asks for.
+struct ConnRequest {
+    /// The channels and their cursors (SSE and polls).
     channels: Vec<ChannelCursor>,
+    /// How long a poll may be held.
     timeout_ms: Option<u64>,
+    /// Who the connection is, for presence (`client_id`, `presence`);
+    /// without `client_id` it takes no part in it.
+    client: Option<ClientInfo>,
+    /// The `access_token` parameter.
+    access_token: Option<String>,
 }
 
-/// Parses `channel=NAME[@CURSOR]` parameters (and `timeout_ms` for polls).
-/// For a single channel without a cursor, `last_event_id` is its cursor.
-fn parse_channels(uri: &Uri, last_event_id: Option<&str>, with_timeout: bool) -> Result<ChannelRequest, String> {
+/// Parses `channel=NAME[@CURSOR]` parameters (and `timeout_ms` for polls),
+/// `client_id`, `presence` and `access_token`. For a single channel without
+/// a cursor, `last_event_id` is its cursor.
+fn parse_request(uri: &Uri, last_event_id: Option<&str>, with_timeout: bool) -> Result<ConnRequest, String> {
     let Query(params) =
         Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|err| format!("invalid query string: {err}"))?;
     let mut channels: Vec<ChannelCursor> = Vec::new();
     let mut names = HashSet::new();
     let mut timeout_ms = None;
+    let mut client_id = None;
+    let mut data = String::new();
+    let mut access_token = None;
     for (key, value) in params {
         match key.as_str() {
             "channel" => {
@@ -208,7 +189,19 @@ fn parse_channels(uri: &Uri, last_event_id: Option<&str>, with_timeout: bool) ->
                 let ms: i64 = value.parse().map_err(|_| format!("timeout_ms must be an integer, not {value:?}"))?;
                 timeout_ms = Some(u64::try_from(ms).unwrap_or(0).min(POLL_MAX_HOLD_MS));
             }
-            // `access_token` and anything else is accepted and ignored.
+            "client_id" => {
+                validate_channel(&value)
+                    .map_err(|_| format!("invalid client_id {value:?}: 1-128 characters from A-Z a-z 0-9 _ . : -"))?;
+                client_id = Some(value);
+            }
+            "presence" => {
+                if value.len() > MAX_PRESENCE_DATA {
+                    return Err(format!("presence data over {MAX_PRESENCE_DATA} bytes"));
+                }
+                data = value;
+            }
+            "access_token" => access_token = Some(value),
+            // Anything else is accepted and ignored.
             _ => {}
         }
     }
@@ -219,20 +212,18 @@ fn parse_channels(uri: &Uri, last_event_id: Option<&str>, with_timeout: bool) ->
             *cursor = Some(id.to_owned());
         }
     }
-    Ok(ChannelRequest { channels, timeout_ms })
+    let client = client_id.map(|id| ClientInfo { id, data });
+    Ok(ConnRequest { channels, timeout_ms, client, access_token })
 }
 
 async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let last_event_id = headers.get(&LAST_EVENT_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let parsed =
-        parse_channels(&uri, last_event_id.as_deref(), false).and_then(|request| Ok((request, client_info(&uri)?)));
-    if let Some(refused) =
-        shared.admit(Transport::Sse, parsed.as_ref().err().map(|_| 400), token(&uri, &headers).as_deref())
-    {
+    let parsed = parse_request(&uri, last_event_id.as_deref(), false);
+    if let Some(refused) = shared.admit(Transport::Sse, parsed.as_ref().err().map(|_| 400), token(&headers, &parsed)) {
         return refusal(refused);
     }
-    let (request, client) = match parsed {
-        Ok(parsed) => parsed,
+    let request = match parsed {
+        Ok(request) => request,
         Err(message) => return bad_request(message),
     };
     for (channel, _) in &request.channels {
@@ -240,7 +231,7 @@ async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Re
             return unavailable(&err);
         }
     }
-    let Some(registered) = shared.register(Transport::Sse, shared.cfg.max_connection_queue, client) else {
+    let Some(registered) = shared.register(Transport::Sse, shared.cfg.max_connection_queue, request.client) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     };
     let id = registered.registration.id();
@@ -256,14 +247,12 @@ async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Re
 }
 
 async fn poll(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
-    let parsed = parse_channels(&uri, None, true).and_then(|request| Ok((request, client_info(&uri)?)));
-    if let Some(refused) =
-        shared.admit(Transport::Poll, parsed.as_ref().err().map(|_| 400), token(&uri, &headers).as_deref())
-    {
+    let parsed = parse_request(&uri, None, true);
+    if let Some(refused) = shared.admit(Transport::Poll, parsed.as_ref().err().map(|_| 400), token(&headers, &parsed)) {
         return refusal(refused);
     }
-    let (request, client) = match parsed {
-        Ok(parsed) => parsed,
+    let request = match parsed {
+        Ok(request) => request,
         Err(message) => return bad_request(message),
     };
     for (channel, _) in &request.channels {
@@ -273,7 +262,7 @@ async fn poll(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> R
     }
     let hold_ms =
         request.timeout_ms.unwrap_or_else(|| u64::try_from(shared.cfg.poll_hold.as_millis()).unwrap_or(u64::MAX));
-    let answer = match shared.poll_start(&request.channels, hold_ms, hold_ms > 0, client.as_ref()) {
+    let answer = match shared.poll_start(&request.channels, hold_ms, hold_ms > 0, request.client.as_ref()) {
         PollStart::Answer(body) => body,
         PollStart::Hold(registered) => match crate::poll::hold(&shared, registered, &request.channels, hold_ms).await {
             Some(body) => body,

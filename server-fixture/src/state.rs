@@ -445,6 +445,15 @@ impl State {
         self.kill_slow(slow);
     }
 
+    /// Appends, in order, those of `entries` that follow the mirror's head.
+    fn append_following(&mut self, channel: &str, entries: &[Entry], history: usize) {
+        for entry in entries {
+            if self.channels.get(channel).is_some_and(|ch| entry.seq == ch.next_seq) {
+                self.append(channel, entry, history);
+            }
+        }
+    }
+
     /// A mirrored channel starts the epoch `name` of generation `generation`: its
     /// subscribers get a `reset`, as on a single node.
     fn mirror_epoch(&mut self, channel: &str, epoch: &str, generation: u64) {
@@ -485,11 +494,7 @@ impl State {
         let mut ch = Channel::mirrored(snap);
         ch.presence = presence;
         self.channels.insert(channel.to_owned(), ch);
-        for entry in &snap.entries {
-            if self.channels.get(channel).is_some_and(|ch| entry.seq == ch.next_seq) {
-                self.append(channel, entry, history);
-            }
-        }
+        self.append_following(channel, &snap.entries, history);
     }
 
     /// Brings a mirror up to date with a snapshot (events after the mirror's
@@ -520,11 +525,7 @@ impl State {
                 return true;
             }
         }
-        for entry in &snap.entries {
-            if self.channels.get(channel).is_some_and(|ch| entry.seq == ch.next_seq) {
-                self.append(channel, entry, history);
-            }
-        }
+        self.append_following(channel, &snap.entries, history);
         false
     }
 
@@ -575,27 +576,24 @@ impl State {
 
     /// A connection's client joins a channel's local presence.
     fn presence_add(&mut self, channel: &str, client: &ClientInfo) {
-        let Some(ch) = self.channels.get_mut(channel) else {
-            return;
-        };
-        let member = ch.presence.entry(client.id.clone()).or_insert_with(LocalMember::new);
-        let was = member.present(Instant::now());
-        member.refs += 1;
-        member.data.clone_from(&client.data);
-        if !was && !self.clustered {
-            let change = PresenceChange { join: true, client_id: client.id.clone(), data: client.data.clone() };
-            self.deliver_presence(channel, &change);
-        }
+        self.presence_mark(channel, client, |m| m.refs += 1);
     }
 
     /// A long-polling client is present on a channel until `until`.
     fn presence_poll(&mut self, channel: &str, client: &ClientInfo, until: Instant) {
+        self.presence_mark(channel, client, |m| m.poll_until = m.poll_until.max(Some(until)));
+    }
+
+    /// Keeps `client` present on `channel` by `mark` (a connection's
+    /// reference, a poll's lease); on a single node, a join is sent when it
+    /// was not present.
+    fn presence_mark(&mut self, channel: &str, client: &ClientInfo, mark: impl FnOnce(&mut LocalMember)) {
         let Some(ch) = self.channels.get_mut(channel) else {
             return;
         };
         let member = ch.presence.entry(client.id.clone()).or_insert_with(LocalMember::new);
         let was = member.present(Instant::now());
-        member.poll_until = member.poll_until.max(Some(until));
+        mark(member);
         member.data.clone_from(&client.data);
         if !was && !self.clustered {
             let change = PresenceChange { join: true, client_id: client.id.clone(), data: client.data.clone() };
@@ -1236,9 +1234,7 @@ impl Shared {
         }
         if let Some(client) = client {
             for (name, _) in channels {
-                if let Some(m) = st.channels.get_mut(name).and_then(|ch| ch.presence.get_mut(&client.id)) {
-                    m.refs += 1;
-                }
+                st.presence_mark(name, client, |m| m.refs += 1);
             }
         }
         debug!(conn = id, "poll held");

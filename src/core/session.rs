@@ -296,15 +296,14 @@ struct PollBatch {
 #[derive(Debug)]
 pub struct Session {
     config: Config,
-    /// Every server to use: HTTP base and WebSocket URL, in order.
+    /// Every server to use: HTTP base (`http(s)://host[:port][/prefix]`, no
+    /// trailing slash) and WebSocket URL, in order.
     endpoints: Vec<(String, String)>,
     /// The index in `endpoints` of the server in use.
     endpoint: usize,
-    /// `http(s)://host[:port][/prefix]` of the server in use, no trailing slash.
-    base: String,
-    ws_url: String,
-    /// `client_id=…&presence=…` for every connection URL, or empty.
-    identity: String,
+    /// `access_token=…` (in the browser) and `client_id=…&presence=…` for
+    /// every connection URL, or empty.
+    query: String,
     rng: SmallRng,
     key_prefix: u64,
     next_key: u64,
@@ -352,8 +351,7 @@ impl Session {
                 list.push(parsed);
             }
         }
-        let (base, ws_url) = list[0].clone();
-        let identity = identity_query(&config)?;
+        let query = connection_query(&config)?;
         let mut seen = Vec::new();
         config.transports.retain(|t| {
             let new = !seen.contains(t);
@@ -369,9 +367,7 @@ impl Session {
             config,
             endpoints: list,
             endpoint: 0,
-            base,
-            ws_url,
-            identity,
+            query,
             rng,
             key_prefix,
             next_key: 0,
@@ -417,9 +413,14 @@ impl Session {
         matches!(self.conn, Conn::Closed)
     }
 
+    /// The WebSocket URL of the server in use or being tried.
+    fn ws_url(&self) -> &str {
+        &self.endpoints[self.endpoint].1
+    }
+
     /// The base URL of the server in use or being tried.
     pub fn endpoint_url(&self) -> &str {
-        &self.base
+        &self.endpoints[self.endpoint].0
     }
 
     /// The transport in use or being tried.
@@ -639,14 +640,14 @@ impl Session {
     /// HTTP transports.
     fn endpoint(&self, transport: Transport) -> String {
         let path = match transport {
-            Transport::WebSocket if self.identity.is_empty() => return self.ws_url.clone(),
-            Transport::WebSocket => return format!("{}?{}", self.ws_url, self.identity),
+            Transport::WebSocket if self.query.is_empty() => return self.ws_url().to_owned(),
+            Transport::WebSocket => return format!("{}?{}", self.ws_url(), self.query),
             Transport::Sse => "sse",
             Transport::LongPoll => "poll",
         };
-        let mut url = format!("{}/{path}?", self.base);
-        if !self.identity.is_empty() {
-            url.push_str(&self.identity);
+        let mut url = format!("{}/{path}?", self.endpoint_url());
+        if !self.query.is_empty() {
+            url.push_str(&self.query);
             url.push('&');
         }
         for (channel, sub) in self.subs.iter() {
@@ -695,7 +696,7 @@ impl Session {
         tracing::debug!(conn = id.0, %transport, %url, "connecting");
         if announce {
             let attempt = self.failures;
-            let endpoint = self.base.clone();
+            let endpoint = self.endpoint_url().to_owned();
             self.out.push_back(Output::State(ConnectionState::Connecting { transport, attempt, endpoint }));
         }
         self.out.push_back(Output::Connect { conn: id, transport, url });
@@ -782,7 +783,7 @@ impl Session {
             return;
         }
         p.in_flight = true;
-        let mut url = format!("{}/publish/{}", self.base, p.channel);
+        let mut url = format!("{}/publish/{}", self.endpoints[self.endpoint].0, p.channel);
         if let Some(ev) = &p.event {
             url.push_str("?event=");
             url.push_str(&percent_encode(ev));
@@ -927,7 +928,7 @@ impl Session {
         }
         tracing::debug!(conn = conn.0, heartbeat_ms, %transport, "connected");
         let fallback = self.fallback.clone();
-        let endpoint = self.base.clone();
+        let endpoint = self.endpoint_url().to_owned();
         self.out.push_back(Output::State(ConnectionState::Connected { transport, fallback, endpoint }));
         if transport != Transport::WebSocket {
             for i in 0..self.publishes.len() {
@@ -1204,8 +1205,7 @@ impl Session {
         }
         let from = self.endpoint;
         self.endpoint = (self.endpoint + 1) % self.endpoints.len();
-        (self.base, self.ws_url) = self.endpoints[self.endpoint].clone();
-        tracing::info!(from = %self.endpoints[from].0, to = %self.base, %reason, "trying the next server");
+        tracing::info!(from = %self.endpoints[from].0, to = %self.endpoint_url(), %reason, "trying the next server");
     }
 
     fn schedule_retry(&mut self, reason: DisconnectReason, delay: Option<Duration>, now: Instant) {
@@ -1401,7 +1401,7 @@ fn encode(frame: &ClientFrame) -> String {
 /// The query every WebSocket and SSE URL carries: `access_token=…` where
 /// headers cannot carry it, then the identity (`client_id=…&presence=…`);
 /// empty without either.
-fn identity_query(config: &Config) -> Result<String, Error> {
+fn connection_query(config: &Config) -> Result<String, Error> {
     let mut query = String::new();
     if let Some(token) = &config.access_token {
         query.push_str("access_token=");
