@@ -14,7 +14,9 @@ use resub::{Instant, Message};
 fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let mut now = start;
-    let Ok(mut s) = Session::new(Config::default(), "http://fuzz", 1, now) else { return };
+    // An odd first byte: tokens come from the application (`Input::Token`).
+    let config = Config { await_token: data.first().is_some_and(|b| b & 1 == 1), ..Config::default() };
+    let Ok(mut s) = Session::new(config, "http://fuzz", 1, now) else { return };
     let _ = s.subscribe("a", None, now);
     let _ = s.subscribe("b", Some("e-0".parse().unwrap()), now);
     let mut last: HashMap<String, EventId> = HashMap::new();
@@ -22,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let mut chunks = data.split(|b| *b == 0xff);
     while let Some(chunk) = chunks.next() {
         let Some((&op, rest)) = chunk.split_first() else { continue };
-        match op % 7 {
+        match op % 8 {
             0 => s.handle_input(Input::Opened { conn }, now),
             1 => s.handle_input(Input::Received { conn, text: String::from_utf8_lossy(rest).into_owned() }, now),
             2 => s.handle_input(Input::Closed { conn, error: TransportError::Lost("x".into()) }, now),
@@ -36,6 +38,10 @@ fuzz_target!(|data: &[u8]| {
                 s.handle_timeout(now);
             }
             5 => s.handle_input(Input::Activity { conn }, now),
+            6 => {
+                let token = (!rest.is_empty()).then(|| String::from_utf8_lossy(rest).into_owned());
+                s.handle_input(Input::Token(token), now);
+            }
             _ => {
                 let limit = usize::from(rest.first().copied().unwrap_or(0)) << 10;
                 s.handle_input(Input::Closed { conn, error: TransportError::TooLarge { limit } }, now);

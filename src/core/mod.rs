@@ -444,6 +444,13 @@ pub struct Config {
     /// provider): a `401` or close code `4401` is retried with new ones,
     /// up to [`AUTH_REFUSALS`] refusals in a row, instead of stopping at once.
     pub refresh_auth: bool,
+    /// The application hands tokens in with [`Input::Token`] (the browser's
+    /// token provider, asked whenever the connection is down): the session
+    /// makes no connection before the first token, nor after a failure
+    /// until the next one, so every connection starts with a fresh token and
+    /// a refused one is never tried again. Refusals count as with
+    /// `refresh_auth`.
+    pub await_token: bool,
 }
 
 /// With [`Config::refresh_auth`], how many refusals (`401`, `4401`) in a row
@@ -468,6 +475,7 @@ impl Default for Config {
             client_id: None,
             presence_data: None,
             refresh_auth: false,
+            await_token: false,
             access_token: None,
         }
     }

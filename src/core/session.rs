@@ -152,6 +152,10 @@ pub enum Input {
         /// The event id, or how the request failed.
         result: Result<String, PostError>,
     },
+    /// With [`Config::await_token`](super::Config::await_token): a fresh
+    /// token from the application (sent as `access_token` from now on), or
+    /// `None` when it could not get one, which counts as a refusal.
+    Token(Option<String>),
 }
 
 /// How an HTTP publish failed.
@@ -326,6 +330,9 @@ pub struct Session {
     offline: bool,
     /// Credentials refused in a row (with `refresh_auth`).
     auth_refusals: u32,
+    /// With `await_token`: no connection until the application hands in a
+    /// token (at the start, and after every failure).
+    token_wanted: bool,
     subs: ChannelMap<Sub>,
     publishes: VecDeque<PendingPublish>,
     /// The bytes (data and event types) of `publishes`.
@@ -363,6 +370,7 @@ impl Session {
         }
         let mut rng = SmallRng::seed_from_u64(seed);
         let key_prefix = rng.random::<u64>();
+        let config_await = config.await_token;
         let mut s = Self {
             config,
             endpoints: list,
@@ -382,6 +390,7 @@ impl Session {
             next_probe: 0,
             offline: false,
             auth_refusals: 0,
+            token_wanted: config_await,
             subs: ChannelMap::default(),
             publishes: VecDeque::new(),
             publish_bytes: 0,
@@ -560,6 +569,7 @@ impl Session {
                 }
             }
             Input::Offline => self.offline = true,
+            Input::Token(token) => self.on_token(token, now),
             Input::Wake => {
                 if let Conn::Open { id, transport: Transport::WebSocket, welcomed: true, .. } = self.conn {
                     // The server answers a ping at once: a live connection
@@ -672,7 +682,37 @@ impl Session {
     }
 
     fn connect(&mut self, now: Instant) {
+        if self.token_wanted {
+            // Connected again once the application hands in a token.
+            self.conn = Conn::Idle;
+            return;
+        }
         self.open_connection(now, self.linked_since.is_none());
+    }
+
+    /// A token from the application, or its failure to get one.
+    fn on_token(&mut self, token: Option<String>, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        let Some(token) = token else {
+            // Without a token wanted, the one in use stays: it was not refused.
+            if self.token_wanted {
+                tracing::warn!("no token from the application");
+                self.fail(DisconnectReason::Refused { status: 401 }, self.auth_decision(), now);
+            }
+            return;
+        };
+        self.config.access_token = Some(token);
+        // The identity part was checked when the session was made.
+        if let Ok(query) = connection_query(&self.config) {
+            self.query = query;
+        }
+        let waiting = self.token_wanted;
+        self.token_wanted = false;
+        if waiting && matches!(self.conn, Conn::Idle) && !self.offline && !self.timers.is_set(Timer::Reconnect) {
+            self.connect(now);
+        }
     }
 
     /// Starts an attempt; `announce` says whether the application is told
@@ -870,11 +910,15 @@ impl Session {
     }
 
     fn on_frame(&mut self, conn: ConnId, frame: ServerFrame, now: Instant) {
+        let greeted = matches!(self.conn, Conn::Open { welcomed: true, .. });
         match frame {
             ServerFrame::Welcome { heartbeat_ms } => self.on_welcome(conn, heartbeat_ms, now),
-            _ if !matches!(self.conn, Conn::Open { welcomed: true, .. }) => {
-                self.protocol_error("frame before welcome".into(), now)
+            // A refused connection says why (an `error` frame about neither a
+            // channel nor a publish) instead of greeting.
+            ServerFrame::Error { code, channel, key, message } if greeted || channel.is_none() && key.is_none() => {
+                self.on_error(code, channel, key, message, now)
             }
+            _ if !greeted => self.protocol_error("frame before welcome".into(), now),
             ServerFrame::Subscribed { channel, outcome, reason, head } => {
                 self.on_subscribed(channel, outcome, reason, &head, now)
             }
@@ -887,7 +931,6 @@ impl Session {
                     self.out.push_back(Output::PublishDone { token: p.token, result: Ok(id) });
                 }
             }
-            ServerFrame::Error { code, channel, key, message } => self.on_error(code, channel, key, message, now),
             ServerFrame::Presence { channel, action, client_id, data } => {
                 if self.subs.contains_key(&channel) {
                     let member = Member { client_id, data };
@@ -1058,7 +1101,7 @@ impl Session {
             return;
         }
         let decision = match code.as_str() {
-            "unauthorized" => Decision::Stop(Error::Unauthorized),
+            "unauthorized" => self.auth_decision(),
             "bad_request" => Decision::Stop(Error::BadRequest(message.clone())),
             _ => Decision::Retry { hint: None },
         };
@@ -1127,7 +1170,7 @@ impl Session {
     /// retried (with fresh credentials) until refused [`AUTH_REFUSALS`]
     /// times in a row.
     fn auth_decision(&self) -> Decision {
-        if self.config.refresh_auth && self.auth_refusals + 1 < super::AUTH_REFUSALS {
+        if (self.config.refresh_auth || self.config.await_token) && self.auth_refusals + 1 < super::AUTH_REFUSALS {
             Decision::RefreshAuth
         } else {
             Decision::Stop(Error::Unauthorized)
@@ -1136,8 +1179,12 @@ impl Session {
 
     /// The current connection or attempt ended: decide what comes next.
     fn fail(&mut self, reason: DisconnectReason, decision: Decision, now: Instant) {
-        let Some(id) = self.conn.id() else { return };
-        self.out.push_back(Output::Disconnect { conn: id });
+        match self.conn.id() {
+            Some(id) => self.out.push_back(Output::Disconnect { conn: id }),
+            // Without a connection, only getting a token can fail.
+            None if self.token_wanted => {}
+            None => return,
+        }
         let healthy = self.linked_since.is_some_and(|t| now.saturating_duration_since(t) >= self.config.healthy_after);
         let failed = self.transport();
         self.linked_since = None;
@@ -1157,6 +1204,8 @@ impl Session {
             self.failures = 0;
         }
         self.failures = self.failures.saturating_add(1);
+        // Application tokens: the next attempt waits for a fresh one.
+        self.token_wanted = self.config.await_token;
         let hint = match decision {
             Decision::Stop(e) => return self.terminate(Some(e)),
             Decision::Retry { hint } => {

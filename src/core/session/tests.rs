@@ -283,6 +283,110 @@ fn unauthorized_stops_without_retrying() {
     assert_eq!(r.s.subscribe("d", None, r.now), Err(Error::Closed));
 }
 
+fn app_tokens() -> Rig {
+    Rig::with(Config { await_token: true, ..config() })
+}
+
+#[test]
+fn app_token_is_awaited_before_the_first_connection() {
+    let mut r = app_tokens();
+    r.s.subscribe("c", None, r.now).unwrap();
+    assert!(r.connects.is_empty(), "no connection without a token");
+    assert_eq!(r.s.poll_timeout(), None, "nothing to do but wait for the token");
+    r.input(Input::Token(Some("t 1".into())));
+    assert_eq!(r.connects.len(), 1);
+    assert_eq!(r.urls[0].1, "ws://example.test:80/ws?access_token=t%201");
+}
+
+#[test]
+fn refused_app_token_is_replaced_before_the_next_attempt() {
+    let mut r = app_tokens();
+    r.s.subscribe("c", None, r.now).unwrap();
+    r.input(Input::Token(Some("t1".into())));
+    r.open();
+    r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
+    r.recv(event("c", "ep-1", "1"));
+    r.close(TransportError::Closed { code: 4401, reason: "token expired".into() });
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { .. }));
+    r.advance_to_timeout();
+    assert_eq!(r.connects.len(), 1, "the refused token is not tried again");
+    r.input(Input::Token(Some("t2".into())));
+    assert_eq!(r.connects.len(), 2);
+    assert!(r.urls[1].1.ends_with("?access_token=t2"));
+    r.open();
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else { panic!() };
+    assert_eq!(cursor.as_deref(), Some("ep-1"), "the cursor survives the refusal");
+}
+
+#[test]
+fn app_token_handed_in_early_still_waits_for_the_backoff() {
+    let mut r = app_tokens();
+    r.input(Input::Token(Some("t1".into())));
+    r.close(TransportError::Status { status: 401, retry_after: None });
+    let ConnectionState::Disconnected { retry_at, .. } = r.last_state().clone() else { panic!() };
+    r.input(Input::Token(Some("t2".into())));
+    assert_eq!(r.connects.len(), 1, "a refusal is followed by the usual backoff");
+    r.advance_to_timeout();
+    assert_eq!(r.now, retry_at);
+    assert_eq!(r.connects.len(), 2);
+    assert!(r.urls[1].1.ends_with("?access_token=t2"));
+}
+
+#[test]
+fn three_refusals_of_app_tokens_stop_the_client() {
+    let mut r = app_tokens();
+    r.input(Input::Token(Some("t1".into())));
+    // In-band refusals, as a server tells a browser: close code, error frame, status.
+    r.close(TransportError::Closed { code: 4401, reason: String::new() });
+    r.advance_to_timeout();
+    r.input(Input::Token(Some("t2".into())));
+    r.input(Input::Opened { conn: r.conn() });
+    r.recv(encode_server(&ServerFrame::Error {
+        code: "unauthorized".into(),
+        channel: None,
+        key: None,
+        message: "bad token".into(),
+    }));
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { .. }));
+    r.advance_to_timeout();
+    r.input(Input::Token(Some("t3".into())));
+    assert_eq!(r.connects.len(), 3);
+    r.close(TransportError::Status { status: 401, retry_after: None });
+    assert_eq!(r.last_state(), &ConnectionState::Closed { error: Some(Error::Unauthorized) });
+}
+
+#[test]
+fn failing_to_get_an_app_token_counts_as_a_refusal() {
+    let mut r = app_tokens();
+    r.input(Input::Token(None));
+    let ConnectionState::Disconnected { reason, .. } = r.last_state().clone() else { panic!() };
+    assert_eq!(reason, DisconnectReason::Refused { status: 401 });
+    r.advance_to_timeout();
+    assert!(r.connects.is_empty());
+    r.input(Input::Token(None));
+    r.input(Input::Token(None));
+    assert_eq!(r.last_state(), &ConnectionState::Closed { error: Some(Error::Unauthorized) });
+    assert!(r.connects.is_empty());
+}
+
+#[test]
+fn every_reconnection_waits_for_a_fresh_app_token() {
+    let mut r = app_tokens();
+    r.input(Input::Token(Some("t1".into())));
+    r.open();
+    r.input(Input::Token(Some("t2".into())));
+    // A failed refresh leaves the token in use alone.
+    r.input(Input::Token(None));
+    assert!(r.disconnects.is_empty(), "a new token does not cut a working connection");
+    assert!(matches!(r.last_state(), ConnectionState::Connected { .. }));
+    r.close(TransportError::Lost("reset".into()));
+    r.advance_to_timeout();
+    assert_eq!(r.connects.len(), 1, "the next connection waits for a token asked after the drop");
+    r.input(Input::Token(Some("t3".into())));
+    assert_eq!(r.connects.len(), 2);
+    assert!(r.urls[1].1.ends_with("?access_token=t3"));
+}
+
 #[test]
 fn tls_failure_is_not_retried() {
     let mut r = Rig::new();
