@@ -9,8 +9,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
@@ -126,6 +126,14 @@ fn token<'a>(headers: &'a HeaderMap, request: &'a Result<ConnRequest, String>) -
     header.or_else(|| request.as_ref().ok()?.access_token.as_deref())
 }
 
+/// Whether refused credentials are told in band (close code `4401` on a
+/// WebSocket, an `error` frame on SSE) rather than as `401`: when the token
+/// came in the query, as a browser sends it, since a browser hides the
+/// status of a refused WebSocket upgrade or EventSource (PROTOCOL.md §6).
+fn in_band(headers: &HeaderMap, request: &Result<ConnRequest, String>) -> bool {
+    !headers.contains_key(AUTHORIZATION) && request.as_ref().is_ok_and(|r| r.access_token.is_some())
+}
+
 async fn websocket(
     State(shared): State<AppState>,
     uri: Uri,
@@ -135,6 +143,12 @@ async fn websocket(
     let request = parse_request(&uri, None, false);
     let upgrade_error = upgrade.as_ref().err().map(|r| r.status().as_u16()).or(request.as_ref().err().map(|_| 400));
     if let Some(refused) = shared.admit(Transport::WebSocket, upgrade_error, token(&headers, &request)) {
+        if let (Refusal::Unauthorized, true, Ok(upgrade)) = (refused, in_band(&headers, &request), upgrade) {
+            return upgrade.on_upgrade(|mut ws| async move {
+                let reason = "the token was refused".into();
+                let _ = ws.send(Message::Close(Some(CloseFrame { code: 4401, reason }))).await;
+            });
+        }
         return refusal(refused);
     }
     let client = match request {
@@ -220,6 +234,17 @@ async fn sse(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> Re
     let last_event_id = headers.get(&LAST_EVENT_ID).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let parsed = parse_request(&uri, last_event_id.as_deref(), false);
     if let Some(refused) = shared.admit(Transport::Sse, parsed.as_ref().err().map(|_| 400), token(&headers, &parsed)) {
+        if matches!(refused, Refusal::Unauthorized) && in_band(&headers, &parsed) {
+            let frame = resub::protocol::ServerFrame::Error {
+                code: "unauthorized".into(),
+                channel: None,
+                key: None,
+                message: "the token was refused".into(),
+            };
+            let mut body = Vec::new();
+            crate::sse::write_event(&crate::state::encode(&frame), &mut body);
+            return ([(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")], body).into_response();
+        }
         return refusal(refused);
     }
     let request = match parsed {

@@ -337,6 +337,38 @@ async fn refused_handshakes_get_403_503_and_401() {
 }
 
 #[tokio::test]
+async fn refused_query_tokens_are_told_in_band_and_header_tokens_with_401() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let fx = quiet_fixture().await;
+    fx.set_tokens(Some(&["good"]));
+    let open = |url: String, header: Option<&str>| {
+        let mut request = url.into_client_request().unwrap();
+        if let Some(h) = header {
+            request.headers_mut().insert("authorization", h.parse().unwrap());
+        }
+        async move { timeout(WAIT, tokio_tungstenite::connect_async(request)).await.expect("handshake timed out") }
+    };
+    // As a browser sends it, in the query: the upgrade succeeds and the close
+    // code says why, since a browser never sees the status of a refused upgrade.
+    let (mut ws, _) = open(format!("{}?access_token=bad", ws_url(fx.addr())), None).await.expect("upgraded");
+    let msg = timeout(WAIT, ws.next()).await.expect("a close frame in time").expect("a message").expect("read");
+    let Message::Close(Some(close)) = msg else { panic!("expected a close frame, got {msg:?}") };
+    assert_eq!(u16::from(close.code), 4401);
+    // In a header: a plain 401.
+    match open(ws_url(fx.addr()), Some("Bearer bad")).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 401),
+        other => panic!("expected HTTP 401, got {other:?}"),
+    }
+    // The accepted token, either way.
+    let (mut ws, _) = open(format!("{}?access_token=good", ws_url(fx.addr())), None).await.expect("upgraded");
+    assert!(matches!(recv(&mut ws).await, ServerFrame::Welcome { .. }));
+    let (mut ws, _) = open(ws_url(fx.addr()), Some("Bearer good")).await.expect("upgraded");
+    assert!(matches!(recv(&mut ws).await, ServerFrame::Welcome { .. }));
+    let statuses: Vec<u16> = fx.stats().handshakes.iter().map(|h| h.status).collect();
+    assert_eq!(statuses, [401, 401, 101, 101], "both refusals are counted as refusals");
+}
+
+#[tokio::test]
 async fn drop_closes_connections_without_a_close_frame() {
     let fx = quiet_fixture().await;
     let mut a = connect(fx.addr()).await;

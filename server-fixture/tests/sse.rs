@@ -192,6 +192,36 @@ async fn sse_refusals_and_bad_requests() {
 }
 
 #[tokio::test]
+async fn sse_refuses_a_query_token_with_an_error_frame() {
+    let fx = quiet_fixture().await;
+    fx.set_tokens(Some(&["good"]));
+    // A browser's EventSource hides a 401: the refusal comes as a frame.
+    let mut sse = SseClient::open(fx.addr(), "/sse?channel=c&access_token=bad", &[]).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.header("content-type"), Some("text/event-stream"));
+    let frame = sse.next_block().await.frame();
+    assert_eq!(
+        frame,
+        ServerFrame::Error {
+            code: "unauthorized".into(),
+            channel: None,
+            key: None,
+            message: "the token was refused".into()
+        }
+    );
+    assert_eq!(
+        get(fx.addr(), "/sse?channel=c&access_token=bad").await.body.matches("data: ").count(),
+        1,
+        "and nothing else"
+    );
+    let reply = http(fx.addr(), "GET", "/sse?channel=c", &[("authorization", "Bearer bad")], b"").await;
+    assert_eq!(reply.status, 401);
+    let mut sse = SseClient::open(fx.addr(), "/sse?channel=c&access_token=good", &[]).await;
+    assert_eq!(sse.status, 200);
+    assert!(matches!(sse.next_event().await.frame(), ServerFrame::Welcome { .. }));
+}
+
+#[tokio::test]
 async fn sse_drop_ends_streams_abruptly() {
     let fx = quiet_fixture().await;
     let mut a = SseClient::open(fx.addr(), "/sse?channel=c", &[]).await;
