@@ -19,7 +19,13 @@ if [ ! -x "$wasm_opt" ] || [ ! -x "$terser" ]; then
   mkdir -p .tools
   npm install --silent --no-audit --no-fund --prefix .tools binaryen@132 terser@5.51.2 >/dev/null
 fi
-cargo build --profile wasm-release --target wasm32-unknown-unknown -p resub-wasm
+# Panic locations name their source files: short names instead of this
+# machine's paths (about 1 KB gzip; the same on every machine).
+remap="--remap-path-prefix=$(rustc --print sysroot)/lib/rustlib/src/rust=r --remap-path-prefix=$PWD=."
+for d in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
+  remap="$remap --remap-path-prefix=${d%/}=c"
+done
+RUSTFLAGS="${RUSTFLAGS:-} $remap" cargo build --profile wasm-release --target wasm32-unknown-unknown -p resub-wasm
 rm -rf "$out"
 mkdir -p "$out"
 wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
@@ -28,11 +34,13 @@ wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
 # would also turn on binaryen's compact imports, which browsers do not load.
 # Facts binaryen may rely on: the module's own memory starts zeroed, and
 # nothing lives in its first 1 KiB (rustc puts the stack first, data above
-# 1 MiB). A flatten/rereloop pass between two -Oz rounds finds more to fold.
+# 1 MiB). Functions that differ only in constants are merged before anything
+# is inlined; a flatten/rereloop pass between two -Oz rounds finds more to
+# fold; the producers section names the tools, which no runtime reads.
 "$wasm_opt" --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \
   --zero-filled-memory --low-memory-unused \
-  -Oz --gufa --flatten --rereloop -Oz --flatten --rereloop -Oz -Oz \
+  --merge-similar-functions -Oz --gufa --flatten --rereloop -Oz --flatten --rereloop -Oz -Oz --strip-producers \
   "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
 rm -f "$out/resub_wasm.d.ts" "$out/resub_wasm_bg.wasm.d.ts"
 node scripts/shorten-names.mjs "$out/resub_wasm_bg.wasm" "$out/resub_wasm.js"

@@ -7,7 +7,8 @@
 // once in the glue; those names weigh kilobytes even after gzip. The glue is
 // the only user of the names, so renaming both sides changes nothing else.
 // Every rename is checked: a name must appear in the glue exactly where this
-// script expects it, or the script fails and the build stops.
+// script expects it, or the script fails and the build stops. It also drops
+// the export of `initSync`, which the package does not use.
 import { readFileSync, writeFileSync } from "node:fs";
 
 const [wasmPath, gluePath] = process.argv.slice(2);
@@ -139,5 +140,10 @@ for (const [module, to] of modules) {
   if (count(new RegExp(escape(key), "g")) !== 1) fail(`import module ${key} is not named once in the glue`);
   glue = glue.replace(key, JSON.stringify(to));
 }
+// The package loads the module asynchronously only (index.js, through the
+// default export): without its export, the minifier drops `initSync`.
+const exportLine = "export { initSync, __wbg_init as default };";
+if (count(new RegExp(escape(exportLine), "g")) !== 1) fail("the glue's export line is not as expected");
+glue = glue.replace(exportLine, "export { __wbg_init as default };");
 writeFileSync(wasmPath, Buffer.concat(parts));
 writeFileSync(gluePath, glue);
