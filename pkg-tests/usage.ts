@@ -14,6 +14,7 @@ import {
   type PresenceMessage,
   type ResetMessage,
   type Stats,
+  type TokenProvider,
   type Transport,
 } from "resub";
 
@@ -33,6 +34,19 @@ const options: ClientOptions = {
   clientId: "user-42",
   presenceData: JSON.stringify({ name: "Ada" }),
 };
+
+// A token provider: asked at the start and whenever the connection is down.
+const fetchToken: TokenProvider = async () => {
+  const res = await fetch("/api/realtime-token", { credentials: "include" });
+  return (await res.json()).token as string;
+};
+const withProvider: ClientOptions = { token: fetchToken };
+const withFixedToken: ClientOptions = { token: "a-short-lived-token" };
+void withProvider;
+void withFixedToken;
+// @ts-expect-error: a provider returns a token, not an object.
+const wrongProvider: ClientOptions = { token: () => ({ token: "x" }) };
+void wrongProvider;
 
 // @ts-expect-error: only "ws", "sse" and "poll" are transports.
 const wrongTransport: ClientOptions = { transports: ["http"] };

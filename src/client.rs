@@ -135,6 +135,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Takes its tokens from the application, handed in with
+    /// [`Client::set_token`] (the npm package's `token` function): the
+    /// client makes no connection before the first token, and after a
+    /// refusal (`401`, close code `4401`, an `unauthorized` error frame) none
+    /// until the next, so a refused token is never tried again. Three
+    /// refusals in a row, or failures to get a token, stop the client with
+    /// [`Error::Unauthorized`].
+    #[cfg(target_arch = "wasm32")]
+    pub fn await_token(mut self) -> Self {
+        self.config.await_token = true;
+        self
+    }
+
     /// Sends `Authorization: Bearer <token>` when connecting (in the
     /// browser, which cannot set headers on a WebSocket or an EventSource,
     /// those carry it in their URL as `access_token`).
@@ -392,6 +405,15 @@ impl Client {
     pub fn network_available(&self, online: bool) {
         let input = if online { Input::Online } else { Input::Offline };
         let _ = self.command(Command::Signal(input));
+    }
+
+    /// Hands in a fresh token (see [`ClientBuilder::await_token`]), used
+    /// from the next connection or request on; `None` says the application
+    /// could not get one, which counts as a refusal when the client is
+    /// waiting for a token, and changes nothing otherwise.
+    #[cfg(target_arch = "wasm32")]
+    pub fn set_token(&self, token: Option<String>) {
+        let _ = self.command(Command::Signal(Input::Token(token)));
     }
 
     /// Tells the client the host has reason to doubt the connection (an app

@@ -1,11 +1,13 @@
 // The installed `resub` package in Chromium: the publish outbox (bounded,
 // a typed error when full, everything applied once after a reconnect) and
-// bearer tokens, which ride in the URL where the browser cannot set a header.
+// bearer tokens, fixed or from a provider, which ride in the URL where the
+// browser cannot set a header.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
   FIXTURE_URL,
   enableAllTransports,
+  dropAll,
   finishCollect,
   openPage,
   publish,
@@ -80,9 +82,9 @@ for (const transport of ["ws", "sse", "poll"]) {
       const { messages, error } = await finishCollect(page, "token", 20_000);
       assert.equal(error, null);
       assert.deepEqual(messages.map((m) => m.data), ["1"]);
-      // A browser hides the status of a WebSocket or EventSource that fails
-      // to open, so only a fetch (long polling) can see the 401 and stop.
-      if (transport !== "poll") return;
+      // A wrong token stops the client on every transport: the fixture tells
+      // a browser in band (close code 4401, an `error` frame) what it would
+      // otherwise hide behind a failed WebSocket or EventSource.
       const refused = await page.evaluate(
         async ({ url, channel, transport }) => {
           const client = new window.resub.Client(url, { transports: [transport], token: "wrong", upgradeProbeMs: false });
@@ -102,3 +104,70 @@ for (const transport of ["ws", "sse", "poll"]) {
     }
   });
 }
+
+for (const transport of ["ws", "sse", "poll"]) {
+  test(`a token provider on ${transport}: asked again after a drop, a refused token replaced, nothing lost`, { timeout: 40_000 }, async () => {
+    await fetch(`${FIXTURE_URL}/control/tokens?accept=t1`, { method: "POST" });
+    try {
+      const channel = uniqueChannel(`provider-${transport}`);
+      const start = await publish(channel, "0");
+      await page.evaluate(
+        ({ url, channel, from, transport }) => {
+          // t1, then t1 once more (by then expired), then t2.
+          const queue = ["t1", "t1", "t2"];
+          window.asked = [];
+          const token = async () => {
+            const t = queue.length > 1 ? queue.shift() : queue[0];
+            window.asked.push(t);
+            return t;
+          };
+          const options = { transports: [transport], token, upgradeProbeMs: false, backoff: { baseMs: 50, capMs: 300 } };
+          window.collect("provider", url, options, channel, from);
+        },
+        { url: FIXTURE_URL, channel, from: start, transport },
+      );
+      await publish(channel, "1");
+      await page.waitForFunction(() => window.runs.provider.messages.length === 1, null, { timeout: 10_000 });
+      // The server now takes only t2, and every connection drops.
+      await fetch(`${FIXTURE_URL}/control/tokens?accept=t2`, { method: "POST" });
+      await dropAll();
+      await publish(channel, "2");
+      await publish(channel, "end");
+      const { messages, states, error } = await finishCollect(page, "provider", 20_000);
+      assert.equal(error, null);
+      assert.deepEqual(messages.map((m) => m.data), ["1", "2"], "each event once, across the refusal");
+      const asked = await page.evaluate(() => window.asked);
+      assert.deepEqual(asked.slice(0, 3), ["t1", "t1", "t2"], "asked at the start, after the drop and after the refusal");
+      const refusals = states.filter((s) => s.state === "disconnected" && /401|unauthorized/.test(s.reason));
+      // One refusal, or two if the drop found no poll held and the stale
+      // token was also refused before the drop was noticed.
+      assert.ok(refusals.length >= 1, JSON.stringify(states));
+    } finally {
+      await fetch(`${FIXTURE_URL}/control/tokens`, { method: "POST" });
+    }
+  });
+}
+
+test("a token provider that keeps failing stops the client with unauthorized, never connecting", { timeout: 30_000 }, async () => {
+  const result = await page.evaluate(async (url) => {
+    let calls = 0;
+    const token = () => {
+      calls++;
+      throw new Error("the identity provider is down");
+    };
+    const client = new window.resub.Client(url, { token, backoff: { baseMs: 20, capMs: 50 } });
+    const states = [];
+    const closed = new Promise((resolve) =>
+      client.onState((s) => {
+        states.push(s.state);
+        if (s.state === "closed") resolve(s);
+      }),
+    );
+    client.subscribe("never");
+    const end = await window.within(15_000, "the client to stop", closed);
+    return { code: end.error?.code, calls, states };
+  }, FIXTURE_URL);
+  assert.equal(result.code, "unauthorized");
+  assert.equal(result.calls, 3, "three failures in a row stop it");
+  assert.deepEqual(result.states, ["disconnected", "disconnected", "closed"], "no connection was tried");
+});

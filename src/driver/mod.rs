@@ -260,6 +260,8 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     opts: ConnectOptions,
 ) {
+    #[cfg(target_arch = "wasm32")]
+    let mut opts = opts;
     let (ev_tx, mut ev_rx) = queues::event_queue();
     let _signals = platform::watch_signals(ev_tx.clone());
     // A connection or two (a probe beside the working one), and a bounded
@@ -376,7 +378,14 @@ pub(crate) async fn run(
                         }
                     }
                 }
-                Some(Command::Signal(input)) => session.handle_input(input, Instant::now()),
+                Some(Command::Signal(input)) => {
+                    // A fresh token goes on fetch requests too.
+                    #[cfg(target_arch = "wasm32")]
+                    if let Input::Token(Some(token)) = &input {
+                        opts.set_token(token);
+                    }
+                    session.handle_input(input, Instant::now())
+                }
                 Some(Command::Close { done }) => {
                     closers.push(done);
                     session.close();

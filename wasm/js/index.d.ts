@@ -51,13 +51,24 @@ export interface ClientOptions {
   /** Most bytes of waiting publishes (default 4 MiB). */
   maxPendingPublishBytes?: number;
   /**
-   * A bearer token: sent as `Authorization` on fetch (long polling, publishes)
-   * and as `access_token` in the URL of WebSocket and EventSource connections,
-   * which cannot carry headers. URLs end up in server and proxy logs: prefer
-   * short-lived tokens.
+   * A bearer token, or a function that returns one (a token provider). It is
+   * sent as `Authorization` on fetch (long polling, publishes, `presence()`)
+   * and as `access_token` in the URL of every connection, since WebSocket and
+   * EventSource cannot carry headers. URLs end up in server and proxy logs:
+   * prefer short-lived tokens.
+   *
+   * A provider is called at the start and each time the connection is down;
+   * the client waits for its answer before connecting again, so a refused
+   * token (`401`, close code `4401`, an `unauthorized` error frame) is never
+   * tried twice and cursors carry over. A provider that throws, returns no
+   * string or takes over 10 s counts as a refusal; three refusals in a row
+   * close the client with the error code "unauthorized".
    */
-  token?: string;
+  token?: string | TokenProvider;
 }
+
+/** Returns a fresh bearer token; see `ClientOptions.token`. */
+export type TokenProvider = () => string | Promise<string>;
 
 /** Where cursors are kept: one event id per channel. */
 export interface CursorStore {

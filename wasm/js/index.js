@@ -93,12 +93,13 @@ function wasmOptions(options) {
       ["pollHoldMs", "ms"],
       ["maxPendingPublishes", "int"],
       ["maxPendingPublishBytes", "int"],
-      ["token", "str"],
       ["clientId", "text"],
       ["presenceData", "text"],
     ]),
     probe === false ? -1 : take(options, [["upgradeProbeMs", "ms"]])[0],
     list(options.endpoints, "endpoints must be a non-empty array of URLs", () => true),
+    // A function: tokens come from it, through setToken.
+    typeof options.token == "function" || take(options, [["token", "str"]])[0],
   ];
 }
 
@@ -206,6 +207,7 @@ export class Client {
   #stateListeners = new Set();
   #endpoint;
   #store;
+  #token;
 
   /**
    * @param {string} url the server's base URL, `http(s)://host:port`
@@ -220,6 +222,29 @@ export class Client {
       throw toError(e);
     }
     this.#endpoint = this.#inner.state().endpoint;
+    const provider = options.token;
+    if (typeof provider == "function") {
+      // Asked at the start and whenever the connection is down, as the
+      // client waits for a fresh token before each new connection; after a
+      // failure to get one, no sooner than the client's backoff.
+      let asking, failed;
+      const ask = async () => {
+        if (asking) return;
+        asking = 1;
+        let token, timer;
+        try {
+          token = await Promise.race([provider(), new Promise((_, no) => (timer = setTimeout(no, 1e4)))]);
+        } catch {}
+        clearTimeout(timer);
+        asking = 0;
+        failed = typeof token != "string" || !token;
+        if (failed) token = undefined;
+        this.#token = token ?? this.#token;
+        this.#inner.setToken(token);
+      };
+      ask();
+      this.#stateListeners.add((s) => s.state == "disconnected" && setTimeout(ask, failed ? s.retryInMs : 0));
+    } else this.#token = provider;
     // One state stream from the core, shared by every onState listener.
     this.#inner.onState((state) => {
       if (state.endpoint) this.#endpoint = state.endpoint;
@@ -265,7 +290,8 @@ export class Client {
   async presence(channel) {
     let res, body;
     try {
-      res = await fetch(`${this.#endpoint}/presence/${encodeURIComponent(channel)}`, { cache: "no-store" });
+      const headers = this.#token ? { authorization: "Bearer " + this.#token } : {};
+      res = await fetch(`${this.#endpoint}/presence/${encodeURIComponent(channel)}`, { cache: "no-store", headers });
       body = res.status == 200 ? await res.json() : await res.text();
     } catch (e) {
       throw new ResubError("unavailable", String(e));

@@ -174,17 +174,14 @@ impl WasmClient {
         if let Some(n) = num(10) {
             b = b.max_pending_publish_bytes(n as usize);
         }
-        if let Some(token) = text(11) {
-            b = b.token(&token);
-        }
-        if let Some(id) = text(12) {
-            b = b.presence(&id, &text(13).unwrap_or_default());
+        if let Some(id) = text(11) {
+            b = b.presence(&id, &text(12).unwrap_or_default());
         }
         // A negative number: never probe.
-        if let Some(n) = num(14) {
+        if let Some(n) = num(13) {
             b = b.upgrade_probe((n >= 0.0).then(|| Duration::from_millis(n as u64)));
         }
-        if let Some(list) = text(15) {
+        if let Some(list) = text(14) {
             // No string indexing here: its panic path would bring Unicode
             // tables into the module.
             let mut urls: Vec<&str> = Vec::new();
@@ -195,6 +192,13 @@ impl WasmClient {
             }
             urls.push(rest);
             b = b.endpoints(&urls);
+        }
+        // A string: that token; `true`: tokens come through `setToken`.
+        if let Some(v) = at(15) {
+            b = match v.as_string() {
+                Some(token) => b.token(&token),
+                None => b.await_token(),
+            };
         }
         let inner = b.build().map_err(|e| js_error(&e))?;
         Ok(WasmClient { inner })
@@ -246,6 +250,13 @@ impl WasmClient {
                 let _ = listener.call1(&JsValue::NULL, &state_value(&s));
             }
         });
+    }
+
+    /// A fresh token from the application's provider, or `undefined` when
+    /// it could not get one.
+    #[wasm_bindgen(js_name = setToken)]
+    pub fn set_token(&self, token: Option<String>) {
+        self.inner.set_token(token);
     }
 
     /// The current state.

@@ -41,6 +41,9 @@ extern "C" {
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectOptions {
     headers: Vec<(String, String)>,
+    /// `Bearer <token>` from the application's newest token, in place of
+    /// any fixed one.
+    bearer: Option<String>,
 }
 
 impl ConnectOptions {
@@ -51,7 +54,15 @@ impl ConnectOptions {
         _roots: &[Vec<u8>],
         _max_frame_bytes: usize,
     ) -> Result<Self, Error> {
-        Ok(Self { headers: headers.to_vec() })
+        Ok(Self { headers: headers.to_vec(), bearer: None })
+    }
+
+    /// Sends `token` as `Authorization: Bearer` on `fetch` requests from now
+    /// on, in place of the one before.
+    pub(crate) fn set_token(&mut self, token: &str) {
+        let mut value = String::from("Bearer ");
+        value.push_str(token);
+        self.bearer = Some(value);
     }
 }
 
@@ -397,7 +408,9 @@ fn request(
         init.set_signal(Some(&abort.signal()));
     }
     let request = Request::new_with_str_and_init(url, &init)?;
-    for (name, value) in opts.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).chain(headers.iter().copied()) {
+    let bearer = opts.bearer.as_deref().map(|b| ("authorization", b));
+    let fixed = opts.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    for (name, value) in fixed.chain(bearer).chain(headers.iter().copied()) {
         request.headers().set(name, value)?;
     }
     Ok(request)
