@@ -15,7 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let mut now = start;
     // An odd first byte: tokens come from the application (`Input::Token`).
-    let config = Config { await_token: data.first().is_some_and(|b| b & 1 == 1), ..Config::default() };
+    let mut config = Config::default();
+    config.await_token = data.first().is_some_and(|b| b & 1 == 1);
     let Ok(mut s) = Session::new(config, "http://fuzz", 1, now) else { return };
     let _ = s.subscribe("a", None, now);
     let _ = s.subscribe("b", Some("e-0".parse().unwrap()), now);
