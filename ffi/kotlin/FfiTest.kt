@@ -15,18 +15,22 @@ import java.util.concurrent.LinkedBlockingQueue
 import java.util.concurrent.ThreadFactory
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.TimeoutException
+import java.util.concurrent.ConcurrentHashMap
+import java.util.concurrent.atomic.AtomicInteger
 import java.util.concurrent.atomic.AtomicReference
 import kotlin.random.Random
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import uniffi.resub_ffi.Client
 import uniffi.resub_ffi.ClientConfig
+import uniffi.resub_ffi.CursorStore
 import uniffi.resub_ffi.EventMessage
 import uniffi.resub_ffi.Handle
 import uniffi.resub_ffi.ResubException
 import uniffi.resub_ffi.State
 import uniffi.resub_ffi.StateListener
 import uniffi.resub_ffi.SubscriptionListener
+import uniffi.resub_ffi.TokenProvider
 import uniffi.resub_ffi.TransportKind
 import uniffi.resub_ffi.defaultConfig
 
@@ -437,6 +441,108 @@ fun aSecondEndpointTakesOverAndPresenceIsReported(server: String) {
     }
 }
 
+/** An app's cursor store: a map, as a database or preferences would be. */
+class MapStore : CursorStore {
+    val cursors = ConcurrentHashMap<String, String>()
+    override fun load(channel: String): String? = cursors[channel]
+    override fun save(channel: String, cursor: String) {
+        cursors[channel] = cursor
+    }
+}
+
+fun anAppCursorStoreResumesANewClientWhereTheLastStopped(server: String) {
+    resetFaults(server)
+    val ch = channel("store")
+    val store = MapStore()
+    store.cursors[ch] = publish(server, ch, "0")
+    val ids = (1..3).map { publish(server, ch, "$it") }
+    val client = Client.withCallbacks(config(server), store, null)
+    try {
+        val got = Collector()
+        val sub = client.subscribe(ch, null, got) // no `from`: the store decides
+        val first = got.datas(3)
+        ensure(first == listOf("1", "2", "3")) { "got $first" }
+        ensure(store.cursors[ch] == ids.last()) { "saved ${store.cursors[ch]}, last id ${ids.last()}" }
+        sub.close()
+    } finally {
+        finish(client)
+    }
+    publish(server, ch, "4")
+    val again = Client.withCallbacks(config(server), store, null)
+    try {
+        val got = Collector()
+        val sub = again.subscribe(ch, null, got)
+        val next = got.datas(1)
+        ensure(next == listOf("4")) { "a new client starts after what the last one took, got $next" }
+        sub.close()
+    } finally {
+        finish(again)
+    }
+}
+
+/** Hands out queued tokens, then keeps the last one. */
+class QueueTokens(vararg tokens: String) : TokenProvider {
+    val queue = LinkedBlockingQueue(tokens.toList())
+    @Volatile var last: String? = null
+    val calls = AtomicInteger()
+    override fun token(): String {
+        calls.incrementAndGet()
+        queue.poll()?.let { last = it }
+        return last ?: error("no token yet")
+    }
+}
+
+fun aTokenProviderIsAskedAgainAfterARefusal(server: String) {
+    resetFaults(server)
+    post("$server/control/tokens?accept=t1")
+    try {
+        val ch = channel("tokens")
+        val start = publish(server, ch, "0")
+        val tokens = QueueTokens("t1")
+        val client = Client.withCallbacks(config(server, listOf(TransportKind.WS)), null, tokens)
+        try {
+            val got = Collector()
+            val sub = client.subscribe(ch, start, got)
+            publish(server, ch, "1")
+            ensure(got.datas(1) == listOf("1")) { "the first event" }
+            // The server moves to t2; the provider's next token is stale, then t2.
+            post("$server/control/tokens?accept=t2")
+            tokens.queue.addAll(listOf("t1", "t2"))
+            post("$server/control/drop")
+            publish(server, ch, "2")
+            val after = got.datas(1)
+            ensure(after == listOf("2")) { "nothing lost across the refresh, got $after" }
+            ensure(tokens.calls.get() >= 3) { "asked ${tokens.calls.get()} times" }
+            sub.close()
+        } finally {
+            finish(client)
+        }
+    } finally {
+        post("$server/control/tokens")
+    }
+}
+
+fun aFailingTokenProviderStopsTheClientWithUnauthorized(server: String) {
+    resetFaults(server)
+    val calls = AtomicInteger()
+    val failing = object : TokenProvider {
+        override fun token(): String {
+            calls.incrementAndGet()
+            throw IllegalStateException("the identity provider is down")
+        }
+    }
+    val cfg = config(server, listOf(TransportKind.WS)).copy(backoffBaseMs = 20uL, backoffCapMs = 50uL)
+    val client = Client.withCallbacks(cfg, null, failing)
+    try {
+        eventually("Closed") { client.state() is State.Closed }
+        val closed = client.state()
+        ensure(closed is State.Closed && closed.error?.code == "unauthorized") { "state: $closed" }
+        ensure(calls.get() == 3) { "three failures in a row stop it, asked ${calls.get()} times" }
+    } finally {
+        finish(client)
+    }
+}
+
 // ------------------------------------------------------------------- main
 
 fun main() {
@@ -451,6 +557,9 @@ fun main() {
         "a listener that throws does not stop delivery" to ::aThrowingListenerDoesNotStopDelivery,
         "closing from inside the listener is safe" to ::closingFromInsideTheListenerIsSafe,
         "a second endpoint takes over and presence is reported" to ::aSecondEndpointTakesOverAndPresenceIsReported,
+        "an app cursor store resumes a new client where the last stopped" to ::anAppCursorStoreResumesANewClientWhereTheLastStopped,
+        "a token provider is asked again after a refusal" to ::aTokenProviderIsAskedAgainAfterARefusal,
+        "a failing token provider stops the client with unauthorized" to ::aFailingTokenProviderStopsTheClientWithUnauthorized,
     )
     var passed = 0
     var failed = 0

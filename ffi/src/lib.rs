@@ -140,7 +140,7 @@ pub struct ClientConfig {
 }
 
 /// A cursor store the app implements (a database, preferences): one event id
-/// per channel. Pass it to `Client.withCursorStore`.
+/// per channel. Pass it to `Client.withCallbacks`.
 #[uniffi::export(callback_interface)]
 pub trait CursorStore: Send + Sync {
     /// The cursor saved for `channel`, if any.

@@ -8,6 +8,7 @@ import queue
 import random
 import socket
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -380,6 +381,28 @@ def test_a_token_provider_is_asked_again_after_a_refusal(server):
         client.shutdown()
     finally:
         post(f"{server}/control/tokens")
+
+
+class FailingTokens(TokenProvider):
+    def __init__(self):
+        self.calls = 0
+
+    def token(self):
+        self.calls += 1
+        raise RuntimeError("the identity provider is down")
+
+
+def test_a_failing_token_provider_stops_the_client_with_unauthorized(server):
+    reset_faults(server)
+    tokens = FailingTokens()
+    client = Client.with_callbacks(config(server, [TransportKind.WS]), None, tokens)
+    deadline = time.monotonic() + 20
+    while not isinstance(client.state(), State.CLOSED):
+        assert time.monotonic() < deadline, f"still {client.state()}"
+        time.sleep(0.02)
+    assert client.state().error.code == "unauthorized"
+    assert tokens.calls == 3, "three failures in a row stop it"
+    client.shutdown()
 
 
 def test_bindings_are_generated_for_kotlin_and_swift():
