@@ -229,6 +229,10 @@ pub struct FixtureStats {
     pub slow_consumer_drops: u64,
     /// Events published (repeated idempotency keys not counted).
     pub events_published: u64,
+    /// With Redis: mirrors of a channel rebuilt because this node fell
+    /// further behind than Redis keeps history (their subscribers were
+    /// dropped, to resume with a typed reset); always 0 without Redis.
+    pub mirror_rebuilds: u64,
     /// The newest [`HANDSHAKE_LOG`] handshake attempts, oldest first.
     pub handshakes: Vec<HandshakeRecord>,
     /// TLS handshakes that failed or timed out (a client that did not trust

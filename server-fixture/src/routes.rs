@@ -460,6 +460,7 @@ struct StatsBody {
     polls_held: usize,
     handshakes_refused: u64,
     slow_consumer_drops: u64,
+    mirror_rebuilds: u64,
     events_published: u64,
     tls_failures: u64,
     handshakes: Vec<HandshakeBody>,
@@ -488,6 +489,7 @@ async fn control_stats(State(shared): State<AppState>) -> Response {
         polls_held: stats.polls_held,
         handshakes_refused: stats.handshakes_refused,
         slow_consumer_drops: stats.slow_consumer_drops,
+        mirror_rebuilds: stats.mirror_rebuilds,
         events_published: stats.events_published,
         tls_failures: stats.tls_failures,
         handshakes: stats

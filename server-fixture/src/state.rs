@@ -207,6 +207,8 @@ struct State {
     accepted: HashMap<Transport, u64>,
     refused: u64,
     slow_drops: u64,
+    /// Mirrors rebuilt because they fell behind Redis' retention.
+    rebuilds: u64,
     published: u64,
     handshakes: VecDeque<HandshakeRecord>,
 }
@@ -481,6 +483,7 @@ impl State {
         let subscribers: Vec<u64> =
             self.channels.get(channel).map(|ch| ch.subscribers.iter().copied().collect()).unwrap_or_default();
         warn!(channel, dropped = subscribers.len(), "mirror fell behind redis; its subscribers resume");
+        self.rebuilds += 1;
         for id in subscribers {
             self.kill(id);
         }
@@ -1267,6 +1270,7 @@ impl Shared {
             polls_held: open(Transport::Poll),
             handshakes_refused: st.refused,
             slow_consumer_drops: st.slow_drops,
+            mirror_rebuilds: st.rebuilds,
             events_published: st.published,
             handshakes: st.handshakes.iter().copied().collect(),
             tls_failures: self.tls_failures.load(Ordering::Relaxed),
