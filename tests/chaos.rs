@@ -7,6 +7,11 @@
 //! across a typed reset, and every reset's reason must match a fault injected
 //! on that channel.
 //!
+//! `cluster_failover` runs the same against two fixture nodes sharing Redis:
+//! the seeded chaos on node A (its truncations and new epochs reach node B
+//! through Redis), seeded abrupt drops on node B, and a client that knows
+//! both and moves between them.
+//!
 //! CI runs a smaller size; the full size (100,000 events, 1,000 faults per
 //! mode) is
 //! `RESUB_CHAOS_EVENTS=100000 RESUB_CHAOS_FAULTS=1000 cargo test --release --test chaos -- --nocapture`.
@@ -14,14 +19,17 @@
 //! second.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::SelectAll;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use resub::core::Backoff;
 use resub::{Client, ConnectionState, Transport};
-use resub_fixture::{ChaosPlan, ChaosReport, FaultKind, Fixture, FixtureConfig};
+use resub_fixture::{ChaosPlan, ChaosReport, FaultKind, Fixture, FixtureConfig, RedisConfig, RedisServer};
 
 mod chaos_check;
 
@@ -52,26 +60,41 @@ fn size(mode: u64) -> Size {
     }
 }
 
+/// Where the client connects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nodes {
+    /// One fixture, keeping history in memory.
+    One,
+    /// Two fixture nodes sharing history on Redis.
+    TwoOnRedis,
+}
+
+const ALL_REFUSALS: [FaultKind; 3] = [FaultKind::RefuseWebsocket, FaultKind::RefuseSse, FaultKind::RefusePoll];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_forced() {
     let kinds = [FaultKind::RefuseWebsocket];
-    chaos("ws", &[Transport::WebSocket], &kinds, size(0)).await;
+    chaos("ws", &[Transport::WebSocket], &kinds, size(0), Nodes::One).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_forced() {
-    chaos("sse", &[Transport::Sse], &[FaultKind::RefuseSse], size(1)).await;
+    chaos("sse", &[Transport::Sse], &[FaultKind::RefuseSse], size(1), Nodes::One).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_polling_forced() {
-    chaos("poll", &[Transport::LongPoll], &[FaultKind::RefusePoll], size(2)).await;
+    chaos("poll", &[Transport::LongPoll], &[FaultKind::RefusePoll], size(2), Nodes::One).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn automatic_fallback() {
-    let refusals = [FaultKind::RefuseWebsocket, FaultKind::RefuseSse, FaultKind::RefusePoll];
-    chaos("auto", &Transport::ALL, &refusals, size(3)).await;
+    chaos("auto", &Transport::ALL, &ALL_REFUSALS, size(3), Nodes::One).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover() {
+    chaos("cluster", &Transport::ALL, &ALL_REFUSALS, size(4), Nodes::TwoOnRedis).await;
 }
 
 /// Connection outages seen on the state stream.
@@ -80,9 +103,11 @@ struct Outages {
     reconnects: u64,
     longest: Duration,
     down_since: Option<Instant>,
+    /// Connections made, per server.
+    per_node: BTreeMap<String, u64>,
 }
 
-async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], size: Size) {
+async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], size: Size, nodes: Nodes) {
     let Size { events, faults, rate, seed } = size;
     let replay = format!(
         "replay: RESUB_CHAOS_SEED={} RESUB_CHAOS_EVENTS={events} RESUB_CHAOS_FAULTS={faults} RESUB_CHAOS_RATE={rate} (mode {mode})",
@@ -90,7 +115,8 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
             "ws" => 0,
             "sse" => 1,
             "poll" => 2,
-            _ => 3,
+            "auto" => 3,
+            _ => 4,
         })
     );
     println!("chaos {mode}: seed {seed}; {replay}");
@@ -101,9 +127,25 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
         poll_hold: Duration::from_millis(500),
         ..FixtureConfig::default()
     };
-    let fx = Fixture::start_with("127.0.0.1:0".parse().unwrap(), cfg).await.unwrap();
+    let redis = match nodes {
+        Nodes::One => None,
+        Nodes::TwoOnRedis => {
+            Some(RedisServer::start().await.expect("redis-server starts (scripts/test.sh installs it)"))
+        }
+    };
+    let cfg = FixtureConfig { redis: redis.as_ref().map(|r| RedisConfig::new(r.url())), ..cfg };
+    let fx = Fixture::start_with("127.0.0.1:0".parse().unwrap(), cfg.clone()).await.unwrap();
+    // Node B: no chaos of its own, but its connections are dropped at seeded
+    // random times, so that the client keeps moving between the nodes.
+    let other = match nodes {
+        Nodes::One => None,
+        Nodes::TwoOnRedis => Some(Arc::new(Fixture::start_with("127.0.0.1:0".parse().unwrap(), cfg).await.unwrap())),
+    };
+    let endpoints: Vec<String> = other.iter().map(|b| b.url()).collect();
+    let endpoints: Vec<&str> = endpoints.iter().map(String::as_str).collect();
     let channels: Vec<String> = (0..CHANNELS).map(|i| format!("chaos.{i}")).collect();
     let client = Client::builder(&fx.url())
+        .endpoints(&endpoints)
         .transports(transports)
         .backoff(Backoff {
             base: Duration::from_millis(5),
@@ -127,7 +169,8 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
             while let Some(s) = states.next().await {
                 let mut o = outages.lock().unwrap();
                 match s {
-                    ConnectionState::Connected { .. } => {
+                    ConnectionState::Connected { endpoint, .. } => {
+                        *o.per_node.entry(endpoint).or_default() += 1;
                         if let Some(since) = o.down_since.take() {
                             o.reconnects += 1;
                             o.longest = o.longest.max(since.elapsed());
@@ -146,7 +189,7 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
     let mut tracks: HashMap<String, Track> = HashMap::new();
     let mut subs = SelectAll::new();
     for ch in &channels {
-        let head = fx.head(ch);
+        let head = fx.head_async(ch).await.unwrap();
         tracks.insert(ch.clone(), Track::new(&head));
         let sub = client.subscribe_from(ch, &head).await.unwrap();
         let name = ch.clone();
@@ -159,6 +202,18 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
     let plan = ChaosPlan { seed, events, faults, channels: channels.clone(), rate, kinds };
     let started = Instant::now();
     fx.start_chaos(plan).unwrap();
+    let node_b_drops = Arc::new(AtomicU64::new(0));
+    let dropping = other.clone().map(|b| {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let drops = node_b_drops.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(20..=300))).await;
+                b.drop_connections();
+                drops.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
     let publishing = Duration::from_secs_f64(events as f64 / f64::from(rate));
     let deadline = publishing * 3 + Duration::from_secs(60);
 
@@ -185,6 +240,10 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
     })
     .await;
     let elapsed = started.elapsed();
+    if let Some(task) = dropping {
+        task.abort();
+    }
+    let node_b_drops = node_b_drops.load(Ordering::Relaxed);
     let report = report.or_else(|| fx.chaos_report()).expect("a chaos report");
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     let mut per_channel: HashMap<(String, String), u64> = HashMap::new();
@@ -198,14 +257,15 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
     let delivered: u64 = tracks.values().map(|t| t.events).sum();
     let resets: u64 = tracks.values().flat_map(|t| t.resets.values()).sum();
     let stats = client.stats();
-    let (reconnects, longest) = {
+    let (reconnects, longest, per_node) = {
         let o = outages.lock().unwrap();
-        (o.reconnects, o.longest)
+        (o.reconnects, o.longest, o.per_node.clone())
     };
     println!(
         "chaos {mode}: {} events published, {delivered} delivered, {} faults {by_kind:?}, {resets} resets, \
          {reconnects} reconnects ({} connections), longest outage {longest:?}, {} duplicates dropped, \
-         publishing {:?}, total {elapsed:?}, seed {seed}",
+         {node_b_drops} drops on node B, connections per node {per_node:?}, publishing {:?}, total {elapsed:?}, \
+         seed {seed}",
         report.published,
         report.faults.len(),
         stats.connections,
@@ -230,6 +290,9 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
         }
     }
     assert_eq!(report.faults.len() as u64, faults, "every fault was injected");
+    if nodes == Nodes::TwoOnRedis {
+        assert_eq!(per_node.len(), 2, "chaos {mode}: the client used both nodes: {per_node:?}\n{replay}");
+    }
     for (ch, t) in &tracks {
         for (kind, n) in &t.resets {
             let injected = per_channel.get(&(ch.clone(), kind.clone())).copied().unwrap_or(0);
