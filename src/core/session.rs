@@ -623,7 +623,7 @@ impl Session {
                     self.fail(DisconnectReason::HeartbeatTimeout, Decision::Retry { hint: None }, now);
                 }
                 Timer::Probe => self.start_probe(now),
-                Timer::ProbeOpen => self.end_probe(now),
+                Timer::ProbeOpen => self.end_probe(false, now),
                 Timer::Reopen => self.reopen(now),
                 Timer::Repost => {
                     if self.linked_since.is_some() && self.transport() != Transport::WebSocket {
@@ -696,8 +696,10 @@ impl Session {
             return;
         }
         let Some(token) = token else {
-            // Without a token wanted, the one in use stays: it was not refused.
-            if self.token_wanted {
+            // Without a token wanted, the one in use stays: it was not
+            // refused. Without a network, getting one was bound to fail: the
+            // application asks again when the network is back.
+            if self.token_wanted && !self.offline {
                 tracing::warn!("no token from the application");
                 self.fail(DisconnectReason::Refused { status: 401 }, self.auth_decision(), now);
             }
@@ -1300,7 +1302,11 @@ impl Session {
             }
             Input::Frames { frames, bytes, .. } if probe.opened => self.on_probe_frames(frames, bytes, now),
             Input::Activity { .. } => {}
-            _ => self.end_probe(now),
+            Input::Closed {
+                error: TransportError::Status { status: 401, .. } | TransportError::Closed { code: 4401, .. },
+                ..
+            } => self.end_probe(true, now),
+            _ => self.end_probe(false, now),
         }
     }
 
@@ -1308,7 +1314,11 @@ impl Session {
     fn on_probe_frames(&mut self, frames: Result<Vec<ServerFrame>, String>, bytes: usize, now: Instant) {
         match frames {
             Ok(f) if matches!(f.first(), Some(ServerFrame::Welcome { .. })) => self.promote_probe(Ok(f), bytes, now),
-            _ => self.end_probe(now),
+            Ok(f) => {
+                let refused = matches!(f.first(), Some(ServerFrame::Error { code, .. }) if code == "unauthorized");
+                self.end_probe(refused, now)
+            }
+            Err(_) => self.end_probe(false, now),
         }
     }
 
@@ -1344,15 +1354,20 @@ impl Session {
     }
 
     /// The probe failed: keep the working connection, try again later (the
-    /// next more preferred transport first, if there is one).
-    fn end_probe(&mut self, now: Instant) {
+    /// next more preferred transport first, if there is one). With tokens
+    /// from the application, a probe whose token was `refused` is not tried
+    /// again on this link: the token is stale, and a fresh one comes with the
+    /// next connection (which probes again).
+    fn end_probe(&mut self, refused: bool, now: Instant) {
         let Some(probe) = self.probe.take() else {
             return;
         };
         self.timers.stop(Timer::ProbeOpen);
         self.out.push_back(Output::Disconnect { conn: probe.id });
         self.next_probe = if probe.index + 1 < self.current { probe.index + 1 } else { 0 };
-        if let Some(every) = self.config.upgrade_probe {
+        if let Some(every) = self.config.upgrade_probe
+            && !(refused && self.config.await_token)
+        {
             self.timers.set(Timer::Probe, now + every);
         }
     }

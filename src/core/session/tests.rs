@@ -370,6 +370,60 @@ fn failing_to_get_an_app_token_counts_as_a_refusal() {
 }
 
 #[test]
+fn failing_to_get_an_app_token_offline_is_not_a_refusal() {
+    let mut r = app_tokens();
+    r.input(Input::Token(Some("t1".into())));
+    r.open();
+    r.input(Input::Offline);
+    r.close(TransportError::Lost("network down".into()));
+    // A provider that fetches its token fails while the network is down.
+    for _ in 0..super::super::AUTH_REFUSALS + 1 {
+        r.input(Input::Token(None));
+    }
+    assert!(!r.s.is_closed(), "not stopped for credentials that were never refused");
+    r.advance_to_timeout();
+    assert_eq!(r.connects.len(), 1);
+    r.input(Input::Online);
+    assert_eq!(r.connects.len(), 1, "back online, still waiting for a token");
+    r.input(Input::Token(Some("t2".into())));
+    assert_eq!(r.connects.len(), 2);
+    assert!(r.urls[1].1.ends_with("?access_token=t2"));
+}
+
+#[test]
+fn a_probe_refused_for_its_app_token_is_not_tried_again_on_that_link() {
+    for refused in [true, false] {
+        let mut r = Rig::with(Config {
+            await_token: true,
+            transports: vec![Transport::WebSocket, Transport::Sse],
+            // Before the heartbeat deadline (twice the welcome's 1 s).
+            upgrade_probe: Some(Duration::from_millis(500)),
+            ..config()
+        });
+        r.input(Input::Token(Some("t1".into())));
+        r.close(TransportError::Status { status: 403, retry_after: None });
+        r.input(Input::Token(Some("t1".into())));
+        r.advance_to_timeout();
+        assert_eq!(r.urls.last().unwrap().0, Transport::Sse, "fell back");
+        r.open();
+        assert!(r.s.timers.is_set(Timer::Probe));
+        r.now = r.s.timers.0[Timer::Probe as usize].unwrap();
+        r.s.handle_timeout(r.now);
+        r.drain();
+        let (transport, _) = r.urls.last().unwrap();
+        assert_eq!(*transport, Transport::WebSocket, "probing");
+        let error = if refused {
+            TransportError::Closed { code: 4401, reason: "expired".into() }
+        } else {
+            TransportError::Connect("refused".into())
+        };
+        r.close(error);
+        assert!(matches!(r.last_state(), ConnectionState::Connected { .. }), "the working link stays");
+        assert_eq!(r.s.timers.is_set(Timer::Probe), !refused, "probe again later unless the token was refused");
+    }
+}
+
+#[test]
 fn every_reconnection_waits_for_a_fresh_app_token() {
     let mut r = app_tokens();
     r.input(Input::Token(Some("t1".into())));
