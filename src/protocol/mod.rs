@@ -85,11 +85,22 @@ fn valid_epoch(epoch: &str) -> bool {
 
 /// The epoch and seq of a well-formed id, without allocating.
 pub(crate) fn split_event_id(s: &str) -> Option<(&str, u64)> {
-    let (epoch, seq) = s.rsplit_once('-')?;
-    if !valid_epoch(epoch) || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+    // By hand: byte search and checked arithmetic are much less code in the
+    // browser build than `rsplit_once` and `parse` (ids are parsed per event).
+    let dash = s.bytes().rposition(|b| b == b'-')?;
+    let (epoch, rest) = s.split_at_checked(dash)?;
+    let digits = rest.get(1..)?;
+    if !valid_epoch(epoch) || digits.is_empty() {
         return None;
     }
-    Some((epoch, seq.parse::<u64>().ok()?))
+    let mut seq: u64 = 0;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        seq = seq.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((epoch, seq))
 }
 
 impl EventId {
@@ -135,6 +146,8 @@ mod tests {
         assert_eq!(id.seq(), 42);
         assert_eq!(id.to_string(), "k3f9a-42");
         assert_eq!("e-0".parse::<EventId>().unwrap().seq(), 0);
+        assert_eq!("e-18446744073709551615".parse::<EventId>().unwrap().seq(), u64::MAX);
+        assert_eq!("e-007".parse::<EventId>().unwrap().to_string(), "e-7");
     }
 
     #[test]
@@ -149,6 +162,8 @@ mod tests {
             "abc--1",
             "abc-+1",
             "abc-18446744073709551616",
+            "abc-１",
+            "abc-1é",
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-1",
         ] {
             assert!(bad.parse::<EventId>().is_err(), "{bad:?} parsed");

@@ -227,7 +227,12 @@ fn decode(text: &str, batch: bool) -> Result<Vec<ServerFrame>, String> {
     }
     let frames: js_sys::Array =
         field(&v, "frames").and_then(|f| f.dyn_into().ok()).ok_or("a poll response without 'frames'")?;
-    frames.iter().map(|f| frame_from_js(&f)).collect()
+    // A plain loop: collecting into a `Result` costs more code.
+    let mut out = Vec::with_capacity(frames.length() as usize);
+    for i in 0..frames.length() {
+        out.push(frame_from_js(&frames.get(i))?);
+    }
+    Ok(out)
 }
 
 fn frames_event(conn: ConnId, text: &str, batch: bool) -> ConnEvent {
