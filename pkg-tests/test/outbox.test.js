@@ -171,3 +171,62 @@ test("a token provider that keeps failing stops the client with unauthorized, ne
   assert.equal(result.calls, 3, "three failures in a row stop it");
   assert.deepEqual(result.states, ["disconnected", "disconnected", "closed"], "no connection was tried");
 });
+
+test("offline, a failing token provider is not a refusal; back online it is asked again and the client resumes", { timeout: 40_000 }, async () => {
+  await fetch(`${FIXTURE_URL}/control/tokens?accept=t1`, { method: "POST" });
+  const context = page.context();
+  try {
+    const channel = uniqueChannel("provider-offline");
+    const start = await publish(channel, "0");
+    await page.evaluate(
+      ({ url, channel, from }) => {
+        window.tokenFailures = 0;
+        // A provider that fetches its token, as an app's would: it fails
+        // while the browser is offline.
+        const token = async () => {
+          try {
+            await fetch(`${url}/control/stats`, { cache: "no-store" });
+          } catch (e) {
+            window.tokenFailures++;
+            throw e;
+          }
+          return "t1";
+        };
+        const options = { transports: ["ws"], token, upgradeProbeMs: false, backoff: { baseMs: 20, capMs: 100 } };
+        window.collect("offline", url, options, channel, from);
+      },
+      { url: FIXTURE_URL, channel, from: start },
+    );
+    await publish(channel, "1");
+    await page.waitForFunction(() => window.runs.offline.messages.length === 1, null, { timeout: 10_000 });
+    await context.setOffline(true);
+    await dropAll();
+    await page.waitForFunction(() => window.tokenFailures >= 1, null, { timeout: 10_000 });
+    await publish(channel, "2");
+    await context.setOffline(false);
+    await publish(channel, "end");
+    const { messages, states, error } = await finishCollect(page, "offline", 20_000);
+    assert.equal(error, null, JSON.stringify(states));
+    assert.deepEqual(messages.map((m) => m.data), ["1", "2"], "resumed from its cursor with a fresh token");
+  } finally {
+    await context.setOffline(false);
+    await fetch(`${FIXTURE_URL}/control/tokens`, { method: "POST" });
+  }
+});
+
+test("a token provider is not asked once the client is closed", { timeout: 20_000 }, async () => {
+  const calls = await page.evaluate(async (url) => {
+    let calls = 0;
+    const client = new window.resub.Client(url, { token: () => (calls++, "t"), backoff: { baseMs: 200, capMs: 200 } });
+    const connected = new Promise((resolve) => client.onState((s) => s.state === "connected" && resolve()));
+    client.subscribe("closing");
+    await window.within(10_000, "connected", connected);
+    const before = calls;
+    await client.close();
+    // An online event asks a running client's provider, synchronously.
+    window.dispatchEvent(new Event("online"));
+    return { before, after: calls };
+  }, FIXTURE_URL);
+  assert.equal(calls.before, 1);
+  assert.equal(calls.after, calls.before, "no ask after close");
+});

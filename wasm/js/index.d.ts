@@ -57,12 +57,14 @@ export interface ClientOptions {
    * EventSource cannot carry headers. URLs end up in server and proxy logs:
    * prefer short-lived tokens.
    *
-   * A provider is called at the start and each time the connection is down;
-   * the client waits for its answer before connecting again, so a refused
-   * token (`401`, close code `4401`, an `unauthorized` error frame) is never
-   * tried twice and cursors carry over. A provider that throws, returns no
-   * string or takes over 10 s counts as a refusal; three refusals in a row
-   * close the client with the error code "unauthorized".
+   * A provider is called at the start, each time the connection is down and
+   * when the network comes back; the client waits for its answer before
+   * connecting again, so a refused token (`401`, close code `4401`, an
+   * `unauthorized` error frame) is never tried twice and cursors carry over.
+   * A provider that throws, returns no string or takes over 10 s counts as a
+   * refusal (not while the browser is offline); three refusals in a row close
+   * the client with the error code "unauthorized". It is not called after the
+   * client closed.
    */
   token?: string | TokenProvider;
 }

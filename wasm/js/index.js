@@ -208,6 +208,7 @@ export class Client {
   #endpoint;
   #store;
   #token;
+  #stop;
 
   /**
    * @param {string} url the server's base URL, `http(s)://host:port`
@@ -224,26 +225,39 @@ export class Client {
     this.#endpoint = this.#inner.state().endpoint;
     const provider = options.token;
     if (typeof provider == "function") {
-      // Asked at the start and whenever the connection is down, as the
-      // client waits for a fresh token before each new connection; after a
-      // failure to get one, no sooner than the client's backoff.
-      let asking, failed;
+      // Asked at the start, whenever the connection is down (the client
+      // waits for a fresh token before each new connection; after a failure
+      // to get one, no sooner than its backoff) and when the network is back.
+      // Only the newest ask's answer is used; none after the client closed.
+      let asks = 0,
+        failed,
+        timer,
+        closed;
       const ask = async () => {
-        if (asking) return;
-        asking = 1;
-        let token, timer;
+        const mine = ++asks;
+        let token, limit;
         try {
-          token = await Promise.race([provider(), new Promise((_, no) => (timer = setTimeout(no, 1e4)))]);
+          token = await Promise.race([provider(), new Promise((_, no) => (limit = setTimeout(no, 1e4)))]);
         } catch {}
-        clearTimeout(timer);
-        asking = 0;
+        clearTimeout(limit);
+        if (mine != asks || closed) return;
         failed = typeof token != "string" || !token;
         if (failed) token = undefined;
-        this.#token = token ?? this.#token;
+        else this.#token = token;
         this.#inner.setToken(token);
       };
       ask();
-      this.#stateListeners.add((s) => s.state == "disconnected" && setTimeout(ask, failed ? s.retryInMs : 0));
+      globalThis.addEventListener?.("online", ask);
+      this.#stop = () => {
+        closed = 1;
+        clearTimeout(timer);
+        globalThis.removeEventListener?.("online", ask);
+      };
+      this.#stateListeners.add((s) => {
+        clearTimeout(timer);
+        if (s.state == "disconnected") timer = setTimeout(ask, failed ? s.retryInMs : 0);
+        if (s.state == "closed") this.#stop();
+      });
     } else this.#token = provider;
     // One state stream from the core, shared by every onState listener.
     this.#inner.onState((state) => {
@@ -326,6 +340,7 @@ export class Client {
 
   /** Closes the connection and ends every subscription. */
   async close() {
+    this.#stop?.();
     await this.#inner.close();
   }
 }
