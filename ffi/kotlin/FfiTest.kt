@@ -505,9 +505,9 @@ fun aTokenProviderIsAskedAgainAfterARefusal(server: String) {
             val sub = client.subscribe(ch, start, got)
             publish(server, ch, "1")
             ensure(got.datas(1) == listOf("1")) { "the first event" }
-            // The server moves to t2; the provider's next token is stale, then t2.
-            post("$server/control/tokens?accept=t2")
+            // The provider's next token is stale, then t2; the server moves to t2.
             tokens.queue.addAll(listOf("t1", "t2"))
+            post("$server/control/tokens?accept=t2")
             post("$server/control/drop")
             publish(server, ch, "2")
             val after = got.datas(1)

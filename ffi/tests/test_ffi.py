@@ -370,9 +370,9 @@ def test_a_token_provider_is_asked_again_after_a_refusal(server):
         sub = client.subscribe(ch, start, got)
         publish(server, ch, "1")
         assert got.datas(1) == ["1"]
-        # The server moves to t2; the provider's next token is stale, then t2.
-        post(f"{server}/control/tokens?accept=t2")
+        # The provider's next token is stale, then t2; the server moves to t2.
         tokens.queue = ["t1", "t2"]
+        post(f"{server}/control/tokens?accept=t2")
         post(f"{server}/control/drop")
         publish(server, ch, "2")
         assert got.datas(1) == ["2"], "nothing lost across the refresh"
