@@ -449,7 +449,10 @@ pub struct Config {
     /// makes no connection before the first token, nor after a failure
     /// until the next one, so every connection starts with a fresh token and
     /// a refused one is never tried again. Refusals count as with
-    /// `refresh_auth`.
+    /// `refresh_auth`; so does a failure to get a token
+    /// (`Input::Token(None)`), except while the host is offline. The
+    /// application should therefore ask for a token at the start, on every
+    /// `Disconnected` state and when the network comes back.
     pub await_token: bool,
 }
 

@@ -565,6 +565,9 @@ impl Session {
                     tracing::debug!("network back: reconnecting now");
                     self.failures = 0;
                     self.timers.stop(Timer::Reconnect);
+                    // With application tokens and none handed in since the
+                    // failure, this waits for one: the application asks for
+                    // a token when the network is back (the npm package does).
                     self.connect(now);
                 }
             }
