@@ -489,11 +489,13 @@ pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions
     });
 }
 
-/// Listens to the page's `online`, `offline` and `visibilitychange` events
-/// and feeds them to the core; stops listening when dropped.
+/// Listens to the `online` and `offline` events of the global scope (a page's
+/// window, or a worker's own scope) and to a page's `visibilitychange`, and
+/// feeds them to the core; stops listening when dropped.
 pub(crate) fn watch_signals(events: EventSender) -> Option<Signals> {
-    let window = web_sys::window()?;
-    let document = window.document()?;
+    let global: web_sys::EventTarget = js_sys::global().unchecked_into();
+    // A worker has no document: no visibility to watch there.
+    let document = web_sys::window().and_then(|w| w.document());
     // A constructor rather than an `Input` to clone: cloning would bring in
     // the clone code of every kind of input.
     let on = |input: fn() -> Input| {
@@ -502,36 +504,41 @@ pub(crate) fn watch_signals(events: EventSender) -> Option<Signals> {
     };
     let online = on(|| Input::Online);
     let offline = on(|| Input::Offline);
-    let visible = {
-        let (events, document) = (events.clone(), document.clone());
-        callback(move |_| {
-            if document.visibility_state() == web_sys::VisibilityState::Visible {
+    let _ = global.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
+    let _ = global.add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref());
+    let visible = document.map(|document| {
+        let events = events.clone();
+        let d = document.clone();
+        let visible = callback(move |_| {
+            if d.visibility_state() == web_sys::VisibilityState::Visible {
                 report(&events, ConnEvent::Signal(Input::Wake));
             }
-        })
-    };
-    let _ = window.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
-    let _ = window.add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref());
-    let _ = document.add_event_listener_with_callback("visibilitychange", visible.as_ref().unchecked_ref());
-    Some(Signals { window, document, online, offline, visible })
+        });
+        let _ = document.add_event_listener_with_callback("visibilitychange", visible.as_ref().unchecked_ref());
+        (document, visible)
+    });
+    Some(Signals { global, online, offline, visible })
 }
 
-/// The page listeners of a running client.
+/// A page event listener.
+type Listener = Closure<dyn FnMut(JsValue)>;
+
+/// The listeners of a running client.
 pub(crate) struct Signals {
-    window: web_sys::Window,
-    document: web_sys::Document,
-    online: Closure<dyn FnMut(JsValue)>,
-    offline: Closure<dyn FnMut(JsValue)>,
-    visible: Closure<dyn FnMut(JsValue)>,
+    global: web_sys::EventTarget,
+    online: Listener,
+    offline: Listener,
+    /// A page's document, and its `visibilitychange` listener.
+    visible: Option<(web_sys::Document, Listener)>,
 }
 
 impl Drop for Signals {
     fn drop(&mut self) {
-        let _ = self.window.remove_event_listener_with_callback("online", self.online.as_ref().unchecked_ref());
-        let _ = self.window.remove_event_listener_with_callback("offline", self.offline.as_ref().unchecked_ref());
-        let _ = self
-            .document
-            .remove_event_listener_with_callback("visibilitychange", self.visible.as_ref().unchecked_ref());
+        let _ = self.global.remove_event_listener_with_callback("online", self.online.as_ref().unchecked_ref());
+        let _ = self.global.remove_event_listener_with_callback("offline", self.offline.as_ref().unchecked_ref());
+        if let Some((document, visible)) = &self.visible {
+            let _ = document.remove_event_listener_with_callback("visibilitychange", visible.as_ref().unchecked_ref());
+        }
     }
 }
 
