@@ -8,6 +8,7 @@ import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { before, after } from "node:test";
 import { chromium } from "playwright-core";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -134,6 +135,23 @@ export async function openPage() {
     await server.close();
     throw e;
   }
+}
+
+/**
+ * One page for all the tests of the calling file: `before` opens it and hands
+ * it to `use`, `after` closes it and then runs `cleanup` (restoring the
+ * fixture), whose failure is ignored.
+ */
+export function pageForTests(use, cleanup) {
+  let browser;
+  before(async () => {
+    browser = await openPage();
+    use(browser.page);
+  });
+  after(async () => {
+    await browser?.close();
+    await cleanup?.().catch(() => {});
+  });
 }
 
 /** Rejects with a message naming `what` unless `promise` settles within `ms`. */

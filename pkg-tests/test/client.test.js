@@ -5,29 +5,20 @@
 // cursor (the id of a marker event published first): a live subscription has
 // no point at which it is known to be registered on the server, so events
 // published right after it could race it.
-import { test, before, after, beforeEach } from "node:test";
+import { test, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import {
   FIXTURE_URL,
   enableAllTransports,
   finishCollect,
-  openPage,
+  pageForTests,
   publish,
   publishAll,
   uniqueChannel,
 } from "../lib/harness.js";
 
-let browser;
 let page;
-
-before(async () => {
-  browser = await openPage();
-  page = browser.page;
-});
-
-after(async () => {
-  await browser?.close();
-});
+pageForTests((p) => (page = p));
 
 beforeEach(async () => {
   await enableAllTransports();

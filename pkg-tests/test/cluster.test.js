@@ -6,19 +6,18 @@
 //
 // Needs redis-server (scripts/test.sh installs it) and the fixture binary
 // (RESUB_FIXTURE_BIN, set by run.sh).
-import { test, before, after } from "node:test";
+import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import net from "node:net";
 import readline from "node:readline";
-import { finishCollect, openPage, uniqueChannel, waitUntil, within } from "../lib/harness.js";
+import { finishCollect, pageForTests, uniqueChannel, waitUntil, within } from "../lib/harness.js";
 
 const FIXTURE_BIN = process.env.RESUB_FIXTURE_BIN;
 /** The nodes' presence TTL. */
 const TTL_MS = 3000;
 
 const children = [];
-let browser;
 let page;
 
 /** A free loopback port. */
@@ -65,16 +64,15 @@ async function startNode(redis, prefix) {
   return { child, url: line.replace(/^listening on /, "") };
 }
 
-before(async () => {
+before(() => {
   if (!FIXTURE_BIN) throw new Error("RESUB_FIXTURE_BIN is not set: run the tests with `bash pkg-tests/run.sh`");
-  browser = await openPage();
-  page = browser.page;
 });
-
-after(async () => {
-  await browser?.close();
-  for (const c of children) c.kill("SIGKILL");
-});
+pageForTests(
+  (p) => (page = p),
+  async () => {
+    for (const c of children) c.kill("SIGKILL");
+  },
+);
 
 async function publishTo(node, channel, data) {
   const res = await fetch(`${node}/publish/${channel}`, { method: "POST", body: data });

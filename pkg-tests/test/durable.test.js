@@ -4,30 +4,21 @@
 // and in order. What the page took before the reload is kept in
 // sessionStorage by the same task that took it, so the reload cannot fall
 // between the two.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   FIXTURE_URL,
   finishCollect,
   installPageHelpers,
-  openPage,
+  pageForTests,
   publish,
   publishAll,
   uniqueChannel,
   waitUntil,
 } from "../lib/harness.js";
 
-let browser;
 let page;
-
-before(async () => {
-  browser = await openPage();
-  page = browser.page;
-});
-
-after(async () => {
-  await browser?.close();
-});
+pageForTests((p) => (page = p));
 
 /** Starts a client with localStorage cursors that records what it takes in sessionStorage. */
 function startDurable(transport, channel) {

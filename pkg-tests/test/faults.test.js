@@ -1,7 +1,7 @@
 // The installed `resub` package in Chromium against the fixture's faults:
 // dropped connections on every transport, and fallback when WebSocket
 // upgrades are refused.
-import { test, before, after, beforeEach } from "node:test";
+import { test, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import {
   FIXTURE_URL,
@@ -9,7 +9,7 @@ import {
   enableAllTransports,
   finishCollect,
   fixtureStats,
-  openPage,
+  pageForTests,
   publish,
   publishAll,
   setTransport,
@@ -17,18 +17,8 @@ import {
   waitUntil,
 } from "../lib/harness.js";
 
-let browser;
 let page;
-
-before(async () => {
-  browser = await openPage();
-  page = browser.page;
-});
-
-after(async () => {
-  await browser?.close();
-  await enableAllTransports().catch(() => {});
-});
+pageForTests((p) => (page = p), enableAllTransports);
 
 beforeEach(async () => {
   await enableAllTransports();

@@ -2,31 +2,23 @@
 // a typed error when full, everything applied once after a reconnect) and
 // bearer tokens, fixed or from a provider, which ride in the URL where the
 // browser cannot set a header.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   FIXTURE_URL,
   enableAllTransports,
   dropAll,
   finishCollect,
-  openPage,
+  pageForTests,
   publish,
   setTransport,
   uniqueChannel,
 } from "../lib/harness.js";
 
-let browser;
 let page;
-
-before(async () => {
-  browser = await openPage();
-  page = browser.page;
-});
-
-after(async () => {
-  await browser?.close();
+pageForTests((p) => (page = p), async () => {
   await enableAllTransports().catch(() => {});
-  await fetch(`${FIXTURE_URL}/control/tokens`, { method: "POST" }).catch(() => {});
+  await fetch(`${FIXTURE_URL}/control/tokens`, { method: "POST" });
 });
 
 test("the outbox holds publishes while disconnected, refuses past its bound, and sends them once on reconnect", { timeout: 60_000 }, async () => {

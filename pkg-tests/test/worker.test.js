@@ -2,21 +2,12 @@
 // (nor `document` or localStorage): subscriptions work on every transport,
 // and the worker's own `online` event reaches the client (a reconnect at
 // once, with the backoff reset), as the page's does.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FIXTURE_URL, openPage, publishAll, publish, uniqueChannel } from "../lib/harness.js";
+import { FIXTURE_URL, pageForTests, publishAll, publish, uniqueChannel } from "../lib/harness.js";
 
-let browser;
 let page;
-
-before(async () => {
-  browser = await openPage();
-  page = browser.page;
-});
-
-after(async () => {
-  await browser?.close();
-});
+pageForTests((p) => (page = p));
 
 /**
  * Runs `body` (the source of an async function of `(Client, args)`) in a
