@@ -23,20 +23,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn start_node(redis: &RedisServer, prefix: &str) -> (tokio::process::Child, SocketAddr) {
     let ttl = TTL.as_millis().to_string();
-    let url = redis.url();
-    common::start_binary(&[
-        "--addr",
-        "127.0.0.1:0",
-        "--heartbeat-ms",
-        "500",
-        "--redis",
-        &url,
-        "--redis-prefix",
-        prefix,
-        "--presence-ttl-ms",
-        &ttl,
-    ])
-    .await
+    common::start_redis_node(redis, prefix, &["--presence-ttl-ms", &ttl]).await
 }
 
 /// Publishes `1`, `2`, … to `channel` on `addr` every 2 ms until `stop`;

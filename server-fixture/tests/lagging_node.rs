@@ -23,21 +23,8 @@ const WHILE_FROZEN: u64 = 190;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn start_node(redis: &RedisServer, prefix: &str) -> (tokio::process::Child, SocketAddr) {
-    let url = redis.url();
     let history = HISTORY.to_string();
-    common::start_binary(&[
-        "--addr",
-        "127.0.0.1:0",
-        "--heartbeat-ms",
-        "500",
-        "--history",
-        &history,
-        "--redis",
-        &url,
-        "--redis-prefix",
-        prefix,
-    ])
-    .await
+    common::start_redis_node(redis, prefix, &["--history", &history]).await
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to the process.

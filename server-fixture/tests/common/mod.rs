@@ -362,6 +362,19 @@ impl SseClient {
     }
 }
 
+/// Starts a fixture node on Redis (heartbeat 500 ms) under `prefix`, with
+/// `more` arguments; see [`start_binary`].
+pub async fn start_redis_node(
+    redis: &resub_fixture::RedisServer,
+    prefix: &str,
+    more: &[&str],
+) -> (tokio::process::Child, SocketAddr) {
+    let url = redis.url();
+    let mut args = vec!["--addr", "127.0.0.1:0", "--heartbeat-ms", "500", "--redis", &url, "--redis-prefix", prefix];
+    args.extend_from_slice(more);
+    start_binary(&args).await
+}
+
 /// Starts the fixture binary with `args` and reads its first line,
 /// `listening on http://ADDR`; the child is killed when dropped.
 pub async fn start_binary(args: &[&str]) -> (tokio::process::Child, SocketAddr) {
