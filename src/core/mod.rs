@@ -17,6 +17,7 @@
 
 mod backoff;
 mod channels;
+mod cursor;
 // Plain SSE is a native client only (a page has its own EventSource).
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plain;

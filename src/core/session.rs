@@ -8,6 +8,7 @@ use rand::{RngExt, SeedableRng};
 #[cfg(feature = "json-decode")]
 use serde::Deserialize;
 
+use super::cursor::{self, Next, Start};
 use super::{
     ChannelMap, Config, ConnectionState, DisconnectReason, Event, Fallback, Member, Message, PresenceEvent,
     ResetReason, Stats, Transport, TransportError,
@@ -250,12 +251,19 @@ struct Probe {
     id: ConnId,
     index: usize,
     opened: bool,
+    /// [`Session::subs_version`] when the probe's URL was made.
+    subs_version: u64,
 }
 
 #[derive(Debug)]
 struct Sub {
     /// The id of the last event delivered (or the position after a reset).
     cursor: Option<EventId>,
+    /// The current connection carries this subscription: its URL lists it
+    /// (SSE, long polling) or a `subscribe` for it was sent (WebSocket).
+    /// Frames about a subscription the connection does not carry are about
+    /// one the application replaced, and are ignored.
+    carried: bool,
     /// The server confirmed the subscription on the current connection.
     confirmed: bool,
     /// Confirmed at least once since the link was established (so that a
@@ -334,6 +342,12 @@ pub struct Session {
     /// token (at the start, and after every failure).
     token_wanted: bool,
     subs: ChannelMap<Sub>,
+    /// Changes with every subscribe and unsubscribe.
+    subs_version: u64,
+    /// On the WebSocket in use: `subscribe` frames sent per channel and not
+    /// answered yet (an application may unsubscribe and subscribe again
+    /// before the first answer comes).
+    unanswered: ChannelMap<u32>,
     publishes: VecDeque<PendingPublish>,
     /// The bytes (data and event types) of `publishes`.
     publish_bytes: usize,
@@ -392,6 +406,8 @@ impl Session {
             auth_refusals: 0,
             token_wanted: config_await,
             subs: ChannelMap::default(),
+            unanswered: ChannelMap::default(),
+            subs_version: 0,
             publishes: VecDeque::new(),
             publish_bytes: 0,
             out: VecDeque::new(),
@@ -446,7 +462,8 @@ impl Session {
         if self.subs.contains_key(channel) {
             return Err(Error::AlreadySubscribed(channel.to_owned()));
         }
-        let sub = Sub { cursor: from, confirmed: false, live: false, replay_until: 0 };
+        let sub = Sub { cursor: from, carried: false, confirmed: false, live: false, replay_until: 0 };
+        self.subs_version += 1;
         self.subs.insert(channel.to_owned(), sub);
         match self.conn {
             Conn::Open { id, transport: Transport::WebSocket, .. } => self.send_subscribe(id, channel),
@@ -460,6 +477,7 @@ impl Session {
         if self.subs.remove(channel).is_none() {
             return;
         }
+        self.subs_version += 1;
         match self.conn {
             Conn::Open { id, transport: Transport::WebSocket, .. } => {
                 self.send(id, &ClientFrame::Unsubscribe { channel: channel.to_owned() });
@@ -726,6 +744,7 @@ impl Session {
         let transport = self.config.transports[self.current];
         let id = self.new_conn_id();
         self.conn = Conn::Opening { id, transport };
+        self.unanswered = ChannelMap::default();
         self.timers.stop(Timer::Heartbeat);
         self.timers.stop(Timer::Reopen);
         let mut open_timeout = self.config.open_timeout;
@@ -736,6 +755,8 @@ impl Session {
         self.timers.set(Timer::Open, now + open_timeout);
         for sub in self.subs.values_mut() {
             sub.confirmed = false;
+            // The URL of an HTTP transport carries every subscription.
+            sub.carried = transport != Transport::WebSocket;
         }
         let url = self.endpoint(transport);
         tracing::debug!(conn = id.0, %transport, %url, "connecting");
@@ -800,7 +821,14 @@ impl Session {
             return;
         };
         sub.confirmed = false;
+        sub.carried = true;
         let cursor = sub.cursor.as_ref().map(EventId::to_string);
+        match self.unanswered.get_mut(channel) {
+            Some(n) => *n += 1,
+            None => {
+                self.unanswered.insert(channel.to_owned(), 1);
+            }
+        }
         self.send(conn, &ClientFrame::Subscribe { channel: channel.to_owned(), cursor });
     }
 
@@ -1001,37 +1029,34 @@ impl Session {
         let Ok(head) = head.parse::<EventId>() else {
             return self.protocol_error(format!("bad head '{head}' for '{channel}'"), now);
         };
-        let Some(sub) = self.subs.get_mut(&channel) else {
-            return; // Unsubscribed meanwhile.
+        if self.stale_answer(&channel) {
+            return; // The answer to a subscribe that a later one replaced.
+        }
+        let Some(sub) = self.subs.get_mut(&channel).filter(|s| s.carried) else {
+            return; // Unsubscribed meanwhile, or subscribed anew since the request.
         };
         let news = !sub.live;
         sub.confirmed = true;
         sub.live = true;
-        let reset = match (outcome, &sub.cursor) {
-            (Outcome::Resumed, Some(cursor)) => {
-                if cursor.epoch() != head.epoch() {
-                    let why = format!("resumed '{channel}' with head {head} of another epoch than {cursor}");
-                    return self.protocol_error(why, now);
-                }
-                if news {
-                    sub.replay_until = head.seq();
-                    let after = cursor.to_string();
-                    let message = Message::Resumed { channel: channel.clone(), after };
-                    self.out.push_back(Output::Deliver { channel, message });
-                }
-                return;
+        let reason = reset_reason(reason.unwrap_or(WireResetReason::UnknownCursor));
+        let after = sub.cursor.as_ref().map(EventId::to_string);
+        let head_seq = head.seq();
+        match cursor::start(&mut sub.cursor, outcome, reason, head) {
+            Start::Quiet => sub.replay_until = 0,
+            // A poll confirms its subscriptions on every answer: only the
+            // first confirmation of a link is news.
+            Start::Resumed if !news => {}
+            Start::Resumed => {
+                // Every event up to the head that follows is a replay.
+                sub.replay_until = head_seq;
+                let after = after.unwrap_or_default();
+                self.out.push_back(Output::Deliver {
+                    channel: channel.clone(),
+                    message: Message::Resumed { channel, after },
+                });
             }
-            (Outcome::Live | Outcome::Resumed, None) => None,
-            // A cursor was asked for and not honoured: the application must know.
-            (Outcome::Live, Some(_)) => Some(ResetReason::UnknownCursor),
-            (Outcome::Reset, _) => Some(reset_reason(reason.unwrap_or(WireResetReason::UnknownCursor))),
-        };
-        sub.replay_until = 0;
-        advance_to(&mut sub.cursor, head.clone());
-        if let Some(reason) = reset {
-            self.stats.resets += 1;
-            let message = Message::Reset { channel: channel.clone(), reason, head: head.to_string() };
-            self.out.push_back(Output::Deliver { channel, message });
+            Start::Reset(reason) => self.deliver_reset(channel, reason),
+            Start::Violation(why) => self.protocol_error(format!("'{channel}': {why}"), now),
         }
     }
 
@@ -1040,27 +1065,29 @@ impl Session {
         let Some((epoch, seq)) = crate::protocol::split_event_id(&id) else {
             return self.protocol_error(format!("bad event id '{id}'"), now);
         };
-        let Some(sub) = self.subs.get_mut(&channel) else {
-            tracing::debug!(%channel, "event for a channel not subscribed; ignored");
+        let Some(sub) = self.subs.get_mut(&channel).filter(|s| s.carried) else {
+            tracing::debug!(%channel, "event for a subscription this connection does not carry; ignored");
             return;
         };
         let Some(cursor) = sub.cursor.as_mut().filter(|_| sub.confirmed) else {
+            if self.unanswered.get(&channel).is_some_and(|n| *n > 0) {
+                // Sent for a subscription being replaced, before the answer
+                // to the new subscribe: the new one resumes from the cursor.
+                return;
+            }
             return self.protocol_error(format!("event on '{channel}' before it was confirmed"), now);
         };
-        if cursor.epoch() != epoch {
-            // Only a reset may move a subscription to a new epoch.
-            let why = format!("event {id} on '{channel}' is not of epoch {}", cursor.epoch());
-            return self.protocol_error(why, now);
+        match cursor::next(cursor, epoch, seq) {
+            Next::Duplicate => {
+                self.stats.duplicates += 1;
+                return;
+            }
+            Next::Gap => {
+                let why = format!("gap on '{channel}': {id} after {cursor}");
+                return self.protocol_error(why, now);
+            }
+            Next::Deliver => cursor.set_seq(seq),
         }
-        if seq <= cursor.seq() {
-            self.stats.duplicates += 1;
-            return;
-        }
-        if seq != cursor.seq() + 1 {
-            let why = format!("gap on '{channel}': {id} after {cursor}");
-            return self.protocol_error(why, now);
-        }
-        cursor.set_seq(seq);
         if seq <= sub.replay_until {
             self.stats.replayed += 1;
         }
@@ -1073,17 +1100,49 @@ impl Session {
         let Ok(head) = head.parse::<EventId>() else {
             return self.protocol_error(format!("bad head '{head}' for '{channel}'"), now);
         };
-        let Some(sub) = self.subs.get_mut(&channel) else {
+        let Some(sub) = self.subs.get_mut(&channel).filter(|s| s.carried) else {
             return;
         };
         if !sub.confirmed {
+            if self.unanswered.get(&channel).is_some_and(|n| *n > 0) {
+                return; // About a subscription being replaced.
+            }
             return self.protocol_error(format!("reset on '{channel}' before it was confirmed"), now);
         }
-        advance_to(&mut sub.cursor, head.clone());
         sub.replay_until = 0;
+        if let Start::Reset(reason) = cursor::start(&mut sub.cursor, Outcome::Reset, reset_reason(reason), head) {
+            self.deliver_reset(channel, reason);
+        }
+    }
+
+    /// Tells the application that `channel` continues after its cursor's new
+    /// position (a reset moved it).
+    fn deliver_reset(&mut self, channel: String, reason: ResetReason) {
+        let Some(sub) = self.subs.get_mut(&channel) else {
+            return;
+        };
+        sub.replay_until = 0;
+        let head = sub.cursor.as_ref().map(EventId::to_string).unwrap_or_default();
         self.stats.resets += 1;
-        let message = Message::Reset { channel: channel.clone(), reason: reset_reason(reason), head: head.to_string() };
+        let message = Message::Reset { channel: channel.clone(), reason, head };
         self.out.push_back(Output::Deliver { channel, message });
+    }
+
+    /// Counts an answer (`subscribed`, or an `error` about the channel) to a
+    /// WebSocket `subscribe`: true when a later `subscribe` for the channel
+    /// is still unanswered, so that this answer is about one it replaced.
+    fn stale_answer(&mut self, channel: &str) -> bool {
+        match self.unanswered.get_mut(channel) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(n) => {
+                *n = 0;
+                false
+            }
+            None => false,
+        }
     }
 
     fn on_error(&mut self, code: String, channel: Option<String>, key: Option<String>, message: String, now: Instant) {
@@ -1096,7 +1155,7 @@ impl Session {
             return;
         }
         if let Some(channel) = channel {
-            if self.subs.remove(&channel).is_some() {
+            if !self.stale_answer(&channel) && self.subs.remove(&channel).is_some() {
                 let error = match code.as_str() {
                     "forbidden" | "unauthorized" => Error::Forbidden { channel: channel.clone(), message },
                     _ => Error::BadRequest(format!("{code}: {message}")),
@@ -1285,7 +1344,7 @@ impl Session {
         let index = self.next_probe.min(self.current - 1);
         let transport = self.config.transports[index];
         let id = self.new_conn_id();
-        self.probe = Some(Probe { id, index, opened: false });
+        self.probe = Some(Probe { id, index, opened: false, subs_version: self.subs_version });
         self.timers.set(Timer::ProbeOpen, now + self.config.open_timeout);
         tracing::debug!(conn = id.0, %transport, "probing a preferred transport");
         let url = self.endpoint(transport);
@@ -1343,9 +1402,13 @@ impl Session {
         self.fallback = self.fallback.take().filter(|_| self.current > 0);
         self.linked_since = None;
         self.conn = Conn::Open { id: probe.id, transport, welcomed: false, heartbeat: self.config.open_timeout };
+        self.unanswered = ChannelMap::default();
+        // The probe's URL listed the subscriptions of the moment it was made.
+        let carried = transport != Transport::WebSocket && probe.subs_version == self.subs_version;
         for sub in self.subs.values_mut() {
             sub.confirmed = false;
             sub.live = false;
+            sub.carried = carried;
         }
         for p in &mut self.publishes {
             p.in_flight = false;
@@ -1353,6 +1416,10 @@ impl Session {
         self.on_frames(probe.id, frames, bytes, now);
         if transport == Transport::WebSocket {
             self.send_all(probe.id);
+        } else if !carried {
+            // Subscriptions changed while the probe was opening: reopen
+            // with the current list.
+            self.schedule_reopen(now);
         }
     }
 
@@ -1403,15 +1470,6 @@ impl Session {
             self.out.push_back(Output::PublishDone { token: p.token, result: Err(sub_error.clone()) });
         }
         self.out.push_back(Output::State(ConnectionState::Closed { error }));
-    }
-}
-
-/// Moves a cursor to `head`, never backwards within an epoch (a reset for an
-/// older request may arrive after newer events were delivered).
-fn advance_to(cursor: &mut Option<EventId>, head: EventId) {
-    match cursor {
-        Some(c) if c.epoch() == head.epoch() && c.seq() > head.seq() => {}
-        _ => *cursor = Some(head),
     }
 }
 

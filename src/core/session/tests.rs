@@ -1604,3 +1604,189 @@ fn presence_changes_reach_the_subscription_without_moving_its_cursor() {
     assert!(matches!(r.last_state(), ConnectionState::Connected { .. }));
     assert_eq!(r.delivered.len(), 3);
 }
+
+// --- resets to any head: the cursor is the reset's head ----------------------
+
+/// The events the rig delivered, by id.
+fn ids(r: &Rig) -> Vec<String> {
+    r.delivered
+        .iter()
+        .filter_map(|m| match m {
+            Message::Event(e) => Some(e.id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn resets(r: &Rig) -> Vec<(ResetReason, String)> {
+    r.delivered
+        .iter()
+        .filter_map(|m| match m {
+            Message::Reset { reason, head, .. } => Some((reason.clone(), head.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cursor_ahead_of_the_head_resets_to_it_and_delivers_what_follows_on_websocket() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", Some("E-999".parse().unwrap()), r.now).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Reset, Some(WireResetReason::UnknownCursor), "E-5"));
+    for i in 6..=8 {
+        r.recv(event("c", &format!("E-{i}"), "x"));
+    }
+    assert_eq!(resets(&r), [(ResetReason::UnknownCursor, "E-5".to_owned())]);
+    assert_eq!(ids(&r), ["E-6", "E-7", "E-8"], "the events after a lower head are new events");
+    // And the next connection resumes from the last of them.
+    r.close(TransportError::Lost("eof".into()));
+    r.advance_to_timeout();
+    r.open();
+    let ClientFrame::Subscribe { cursor, .. } = &r.sent.last().unwrap().1 else { panic!() };
+    assert_eq!(cursor.as_deref(), Some("E-8"));
+}
+
+#[test]
+fn a_cursor_ahead_of_the_head_resets_to_it_and_delivers_what_follows_on_sse() {
+    let mut r = with_transports(&[Transport::Sse]);
+    r.s.subscribe("c", Some("E-999".parse().unwrap()), r.now).unwrap();
+    r.advance_to_timeout(); // the stream reopens with the subscription
+    assert!(r.urls.last().unwrap().1.ends_with("channel=c@E-999"));
+    r.open();
+    r.recv(subscribed("c", Outcome::Reset, Some(WireResetReason::UnknownCursor), "E-5"));
+    r.recv(event("c", "E-6", "x"));
+    r.recv(event("c", "E-7", "x"));
+    assert_eq!(ids(&r), ["E-6", "E-7"]);
+    r.close(TransportError::Lost("eof".into()));
+    r.advance_to_timeout();
+    assert!(r.urls.last().unwrap().1.ends_with("channel=c@E-7"), "{:?}", r.urls.last());
+}
+
+#[test]
+fn a_cursor_ahead_of_the_head_resets_once_on_long_polling_and_polls_from_the_head() {
+    let mut r = with_transports(&[Transport::LongPoll]);
+    r.s.subscribe("c", Some("E-999".parse().unwrap()), r.now).unwrap();
+    r.advance_to_timeout();
+    let conn = r.conn();
+    assert!(r.urls.last().unwrap().1.contains("channel=c@E-999&"));
+    let reset = ServerFrame::Subscribed {
+        channel: "c".into(),
+        outcome: Outcome::Reset,
+        reason: Some(WireResetReason::UnknownCursor),
+        head: "E-5".into(),
+    };
+    r.input(Input::Opened { conn });
+    r.input(Input::Received { conn, text: batch(&[ServerFrame::Welcome { heartbeat_ms: 0 }, reset]) });
+    r.input(Input::Closed { conn, error: TransportError::Completed });
+    assert!(r.urls.last().unwrap().1.contains("channel=c@E-5&"), "the next poll asks after the head: {:?}", r.urls);
+    let conn = r.conn();
+    let frames = [
+        ServerFrame::Welcome { heartbeat_ms: 2000 },
+        sub_frame("c", Outcome::Resumed, "E-7"),
+        ev_frame("c", "E-6"),
+        ev_frame("c", "E-7"),
+    ];
+    r.input(Input::Opened { conn });
+    r.input(Input::Received { conn, text: batch(&frames) });
+    r.input(Input::Closed { conn, error: TransportError::Completed });
+    assert_eq!(ids(&r), ["E-6", "E-7"]);
+    assert_eq!(resets(&r).len(), 1, "the reset is reported once, not on every answer");
+    assert!(r.urls.last().unwrap().1.contains("channel=c@E-7&"));
+}
+
+#[test]
+fn a_live_reset_to_a_lower_head_in_the_same_epoch_delivers_what_follows() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", Some("E-0".parse().unwrap()), r.now).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Resumed, None, "E-4"));
+    for i in 1..=4 {
+        r.recv(event("c", &format!("E-{i}"), "old"));
+    }
+    // A failover lost E-3 and E-4: the new primary's head is E-2.
+    let reset = ServerFrame::Reset {
+        channel: "c".into(),
+        reason: WireResetReason::Other("failover".into()),
+        head: "E-2".into(),
+    };
+    r.recv(encode_server(&reset));
+    r.recv(event("c", "E-3", "new"));
+    r.recv(event("c", "E-4", "new"));
+    assert_eq!(ids(&r), ["E-1", "E-2", "E-3", "E-4", "E-3", "E-4"]);
+    assert_eq!(resets(&r), [(ResetReason::Other("failover".into()), "E-2".to_owned())]);
+    // A reset to the very position the cursor holds is reported too.
+    let same = ServerFrame::Reset { channel: "c".into(), reason: WireResetReason::UnknownCursor, head: "E-4".into() };
+    r.recv(encode_server(&same));
+    r.recv(event("c", "E-5", "new"));
+    assert_eq!(resets(&r).len(), 2);
+    assert_eq!(ids(&r).last().unwrap(), "E-5");
+}
+
+#[test]
+fn a_resumed_answer_below_the_cursor_is_reported_as_a_reset_not_a_silent_loss() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", Some("E-9".parse().unwrap()), r.now).unwrap();
+    r.open();
+    // A server that lost E-6..E-9 and answers `resumed` anyway.
+    r.recv(subscribed("c", Outcome::Resumed, None, "E-5"));
+    r.recv(event("c", "E-6", "x"));
+    assert_eq!(resets(&r), [(ResetReason::UnknownCursor, "E-5".to_owned())]);
+    assert_eq!(ids(&r), ["E-6"]);
+}
+
+#[test]
+fn a_probe_answered_with_a_lower_head_delivers_what_follows() {
+    let mut r = on_sse_after_fallback();
+    r.now += Duration::from_secs(30);
+    r.recv(encode_server(&ServerFrame::Ping));
+    r.advance_to_timeout();
+    let probe = r.conn();
+    assert_eq!(r.urls.last().unwrap().0, Transport::WebSocket);
+    r.input(Input::Opened { conn: probe });
+    r.input(Input::Received { conn: probe, text: welcome(1000) });
+    // The node behind the WebSocket lost ep-2 and ep-3.
+    let text = subscribed("c", Outcome::Reset, Some(WireResetReason::UnknownCursor), "ep-1");
+    r.input(Input::Received { conn: probe, text });
+    r.input(Input::Received { conn: probe, text: event("c", "ep-2", "ep-2'") });
+    assert_eq!(ids(&r), ["ep-1", "ep-2", "ep-3", "ep-2"]);
+    assert_eq!(resets(&r), [(ResetReason::UnknownCursor, "ep-1".to_owned())]);
+}
+
+#[test]
+fn another_endpoint_answering_with_a_lower_head_delivers_what_follows() {
+    let mut r = Rig::with(cluster_config());
+    r.s.subscribe("c", Some("E-0".parse().unwrap()), r.now).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Resumed, None, "E-3"));
+    for i in 1..=3 {
+        r.recv(event("c", &format!("E-{i}"), "x"));
+    }
+    r.close(TransportError::Lost("reset".into()));
+    r.advance_to_timeout();
+    assert_eq!(endpoint_of(r.last_state()), "http://b.test:81");
+    r.open();
+    r.recv(subscribed("c", Outcome::Reset, Some(WireResetReason::UnknownCursor), "E-1"));
+    r.recv(event("c", "E-2", "y"));
+    assert_eq!(ids(&r), ["E-1", "E-2", "E-3", "E-2"]);
+}
+
+#[test]
+fn answers_to_a_replaced_websocket_subscribe_are_ignored() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", Some("E-2".parse().unwrap()), r.now).unwrap();
+    r.open();
+    // Unsubscribed and subscribed again from another cursor before any answer.
+    r.s.unsubscribe("c", r.now);
+    r.s.subscribe("c", Some("E-5".parse().unwrap()), r.now).unwrap();
+    r.drain();
+    // The server answers both subscribes in order; events of the first come between.
+    r.recv(subscribed("c", Outcome::Resumed, None, "E-6"));
+    r.recv(event("c", "E-3", "x"));
+    r.recv(subscribed("c", Outcome::Resumed, None, "E-6"));
+    r.recv(event("c", "E-6", "x"));
+    assert_eq!(ids(&r), ["E-6"]);
+    let resumed: Vec<_> = r.delivered.iter().filter(|m| matches!(m, Message::Resumed { .. })).collect();
+    assert_eq!(resumed, [&Message::Resumed { channel: "c".into(), after: "E-5".into() }]);
+    assert!(r.disconnects.is_empty(), "no reconnect: nothing broke the protocol");
+}
