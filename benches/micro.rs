@@ -19,7 +19,7 @@ mod native {
 
     use criterion::{BatchSize, Criterion, Throughput};
     use resub::Instant;
-    use resub::core::{Config, ConnId, Input, Output, Session};
+    use resub::core::{Config, ConnId, Input, Output, Seeds, Session};
     use resub::protocol::ServerFrame;
     use resub::protocol::sse::{SseItem, SseParser};
 
@@ -85,7 +85,8 @@ mod native {
     /// A session connected over WebSocket and subscribed to "trades" from the
     /// start of the epoch; its connection id.
     fn connected_session(now: Instant) -> (Session, ConnId) {
-        let mut s = Session::new(Config::default(), "http://bench.test", 1, now).expect("session");
+        let mut s =
+            Session::new(Config::default(), "http://bench.test", Seeds { jitter: 1, keys: 1 }, now).expect("session");
         s.subscribe("trades", Some(format!("{EPOCH}-0").parse().expect("id")), now).expect("subscribe");
         let mut conn = None;
         while let Some(o) = s.poll_output() {

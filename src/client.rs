@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::channel::{mpsc, oneshot};
 use futures::{Stream, StreamExt};
 
-use crate::core::{Backoff, Config, Input, Session};
+use crate::core::{Backoff, Config, Input, Seeds, Session};
 use crate::driver::platform::ConnectOptions;
 use crate::driver::{Command, CommandSender, Shared, StateHub, command_queue};
 use crate::protocol::{EventId, validate_channel};
@@ -110,7 +110,9 @@ impl ClientBuilder {
     }
 
     /// Seeds the generator for backoff jitter (default: from the OS), for
-    /// reproducible runs.
+    /// reproducible runs. Idempotency keys do not depend on it: they always
+    /// come from the operating system's randomness, so that clients built
+    /// with the same seed never have their publishes merged.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -214,9 +216,15 @@ impl ClientBuilder {
     /// # Panics
     /// On native targets, when called outside a tokio runtime.
     pub fn build(self) -> Result<Client, Error> {
-        let seed = match self.seed {
-            Some(s) => s,
-            None => getrandom::u64().unwrap_or(0x9e37_79b9_7f4a_7c15),
+        let no_randomness = |e: getrandom::Error| Error::NoRandomness(e.to_string());
+        let mut keys = [0u8; 16];
+        getrandom::fill(&mut keys).map_err(no_randomness)?;
+        let seeds = Seeds {
+            jitter: match self.seed {
+                Some(s) => s,
+                None => getrandom::u64().map_err(no_randomness)?,
+            },
+            keys: u128::from_le_bytes(keys),
         };
         #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
         let mut opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes)?;
@@ -224,7 +232,7 @@ impl ClientBuilder {
         {
             opts.token = self.token.clone();
         }
-        let session = Session::new(self.config, &self.url, seed, Instant::now())?;
+        let session = Session::new(self.config, &self.url, seeds, Instant::now())?;
         let first = session.transport();
         let endpoint = session.endpoint_url().to_owned();
         let shared = Arc::new(Shared {

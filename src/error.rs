@@ -105,6 +105,11 @@ pub enum Error {
     /// at most 1024 bytes.
     #[error("invalid client id for presence: {0}")]
     InvalidClientId(String),
+    /// The platform's random number generator failed, so the client could
+    /// not draw the idempotency keys that keep its publishes apart from
+    /// other clients'.
+    #[error("no randomness from the platform: {0}")]
+    NoRandomness(String),
     /// The server sent a frame larger than the configured limit
     /// (`max_frame_bytes`). Resuming would receive the same frame again, so
     /// the client stops rather than retry forever; raise the limit.
@@ -138,6 +143,7 @@ impl Error {
             #[cfg(not(target_arch = "wasm32"))]
             Error::UnexpectedContentType(_) => "unexpected_content_type",
             Error::FrameTooLarge { .. } => "frame_too_large",
+            Error::NoRandomness(_) => "no_randomness",
             Error::InvalidClientId(_) => "invalid_client_id",
             #[cfg(not(target_arch = "wasm32"))]
             Error::Unavailable(_) => "unavailable",

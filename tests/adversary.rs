@@ -33,7 +33,9 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 
-use resub::core::{Backoff, Config, ConnId, Input, Output, PostError, Session, Transport, TransportError, decode_text};
+use resub::core::{
+    Backoff, Config, ConnId, Input, Output, PostError, Seeds, Session, Transport, TransportError, decode_text,
+};
 use resub::protocol::EventId;
 use resub::{ConnectionState, DisconnectReason, Instant, Message};
 
@@ -295,7 +297,8 @@ impl World {
         if rng.random_bool(0.3) {
             config.endpoints = vec!["http://node2".into()];
         }
-        let session = Session::new(config, "http://node1", seed, now).expect("a valid config");
+        let session = Session::new(config, "http://node1", Seeds { jitter: seed, keys: u128::from(seed) }, now)
+            .expect("a valid config");
         let heartbeat = Duration::from_millis([100, 250, 1000, 3000][rng.random_range(0..4)]);
         let mut chans = BTreeMap::new();
         let mut ids = HashMap::new();

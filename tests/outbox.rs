@@ -100,3 +100,30 @@ async fn a_publish_whose_ack_is_lost_is_sent_again_and_applied_once() {
         c.close().await;
     }
 }
+
+/// Idempotency keys come from the operating system, not from the jitter
+/// seed: two clients built with the same `.seed()` publish with different
+/// keys, so the server applies both clients' publishes instead of acking the
+/// second one's with the first one's ids.
+#[tokio::test]
+async fn clients_built_with_the_same_seed_have_both_their_publishes_applied() {
+    let fx = Fixture::start().await.unwrap();
+    for transport in Transport::ALL {
+        let channel = format!("same-seed-{transport}");
+        let first = client(&fx, transport).seed(7).build().unwrap();
+        let second = client(&fx, transport).seed(7).build().unwrap();
+        let mut ids = Vec::new();
+        for (n, c) in [&first, &second, &first, &second].into_iter().enumerate() {
+            let id = tokio::time::timeout(DEADLINE, c.publish(&channel, format!("p{n}"))).await.unwrap().unwrap();
+            ids.push(id);
+        }
+        let mut distinct = ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "{transport}: every publish got its own event: {ids:?}");
+        let head: resub::protocol::EventId = fx.head(&channel).parse().unwrap();
+        assert_eq!(head.seq(), 4, "{transport}: the server applied all four");
+        first.close().await;
+        second.close().await;
+    }
+}

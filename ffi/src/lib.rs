@@ -598,6 +598,7 @@ mod tests {
             resub::Error::FrameTooLarge { limit: 10 },
             resub::Error::InvalidClientId("a b".into()),
             resub::Error::Unavailable("HTTP 503".into()),
+            resub::Error::NoRandomness("no entropy".into()),
             "bad channel!".parse::<resub::protocol::EventId>().map(|_| ()).unwrap_err().into(),
         ];
         let mut codes = std::collections::BTreeSet::new();
@@ -607,7 +608,7 @@ mod tests {
             assert_eq!(detail, e.to_string());
             codes.insert(code);
         }
-        assert_eq!(codes.len(), 17, "every error has a code of its own");
+        assert_eq!(codes.len(), 18, "every error has a code of its own");
     }
 
     #[test]

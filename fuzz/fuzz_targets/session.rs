@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use resub::core::{Config, ConnId, Input, Output, Session, TransportError};
+use resub::core::{Config, ConnId, Input, Output, Seeds, Session, TransportError};
 use resub::protocol::EventId;
 use resub::{Instant, Message};
 
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     // An odd first byte: tokens come from the application (`Input::Token`).
     let mut config = Config::default();
     config.await_token = data.first().is_some_and(|b| b & 1 == 1);
-    let Ok(mut s) = Session::new(config, "http://fuzz", 1, now) else { return };
+    let Ok(mut s) = Session::new(config, "http://fuzz", Seeds { jitter: 1, keys: 1 }, now) else { return };
     let _ = s.subscribe("a", None, now);
     let _ = s.subscribe("b", Some("e-0".parse().unwrap()), now);
     let mut last: HashMap<String, EventId> = HashMap::new();

@@ -5,8 +5,9 @@
 //! ([`Session::handle_input`], [`Session::handle_timeout`], each with the
 //! current time as an argument) and carries out what it asks for
 //! ([`Session::poll_output`]), waking it again at [`Session::poll_timeout`].
-//! Randomness (backoff jitter, idempotency keys) comes from a generator seeded
-//! at construction. The same inputs at the same times therefore give the same
+//! Randomness comes in at construction ([`Seeds`]): a seed for the backoff
+//! jitter's generator, and the operating system's randomness for the prefix
+//! of idempotency keys. The same inputs at the same times therefore give the same
 //! outputs, which is how the tests drive thousands of fault schedules a second
 //! with simulated time.
 //!
@@ -29,7 +30,7 @@ pub(crate) use channels::ChannelMap;
 pub(crate) use session::decode_frame_into;
 #[cfg(feature = "json-decode")]
 pub use session::decode_text;
-pub use session::{ConnId, Input, Output, POLL_BATCH_FACTOR, PostError, Session};
+pub use session::{ConnId, Input, Output, POLL_BATCH_FACTOR, PostError, Seeds, Session};
 
 use std::fmt;
 use std::time::Duration;

@@ -3,8 +3,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{RngExt, SeedableRng};
 #[cfg(feature = "json-decode")]
 use serde::Deserialize;
 
@@ -27,6 +27,21 @@ const OPEN_FAILURES_BEFORE_FALLBACK: u32 = 3;
 /// A long-poll response carries many frames: it may be this many times
 /// [`Config::max_frame_bytes`].
 pub const POLL_BATCH_FACTOR: usize = 16;
+
+/// The randomness a session is given: the core draws none of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seeds {
+    /// Seeds the generator of reconnect jitter. Tests fix it to make a
+    /// schedule repeatable; clients use the operating system's randomness,
+    /// so that clients told the same thing do not return together.
+    pub jitter: u64,
+    /// Makes this session's idempotency keys its own among every client of
+    /// a server: it must come from the operating system's randomness (or be
+    /// otherwise unique per session), never from `jitter` or a constant. Two
+    /// sessions with the same value would have the server apply the first
+    /// one's publishes and acknowledge the other's without applying them.
+    pub keys: u128,
+}
 
 /// Identifies one connection attempt (one request, for long polling). Inputs
 /// about an attempt the session no longer cares for are ignored.
@@ -317,7 +332,7 @@ pub struct Session {
     /// every connection URL, or empty.
     query: String,
     rng: SmallRng,
-    key_prefix: u64,
+    key_prefix: u128,
     next_key: u64,
     conn: Conn,
     next_conn: u64,
@@ -362,9 +377,9 @@ impl Session {
     ///
     /// `url` is the server's base URL (`http://host:port/prefix`, `https://…`);
     /// the endpoints are derived from it as PROTOCOL.md says. A `ws://` or
-    /// `wss://` URL is used as the WebSocket endpoint as is. `seed` seeds the
-    /// generator used for jitter and idempotency keys.
-    pub fn new(mut config: Config, url: &str, seed: u64, now: Instant) -> Result<Self, Error> {
+    /// `wss://` URL is used as the WebSocket endpoint as is. `seeds` gives
+    /// the jitter generator's seed and the idempotency keys' prefix.
+    pub fn new(mut config: Config, url: &str, seeds: Seeds, now: Instant) -> Result<Self, Error> {
         let mut list: Vec<(String, String)> = Vec::new();
         for u in std::iter::once(url).chain(config.endpoints.iter().map(String::as_str)) {
             let parsed = endpoints(u)?;
@@ -382,8 +397,8 @@ impl Session {
         if config.transports.is_empty() {
             config.transports = Transport::ALL.to_vec();
         }
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let key_prefix = rng.random::<u64>();
+        let rng = SmallRng::seed_from_u64(seeds.jitter);
+        let key_prefix = seeds.keys;
         let config_await = config.await_token;
         let mut s = Self {
             config,
@@ -502,7 +517,7 @@ impl Session {
             return Err(Error::PublishQueueFull { waiting: self.publishes.len(), bytes: self.publish_bytes });
         }
         self.publish_bytes += bytes;
-        let key = format!("{:016x}-{}", self.key_prefix, self.next_key);
+        let key = format!("{:032x}-{}", self.key_prefix, self.next_key);
         self.next_key += 1;
         self.publishes.push_back(PendingPublish {
             token,

@@ -17,6 +17,10 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
+fn seeds(jitter: u64) -> Seeds {
+    Seeds { jitter, keys: u128::from(jitter) << 64 | 0xfeed }
+}
+
 fn config() -> Config {
     Config {
         backoff: Backoff {
@@ -69,7 +73,7 @@ impl Rig {
 
     fn with(cfg: Config) -> Self {
         let now = Instant::now();
-        let s = Session::new(cfg, "http://example.test:80", 1, now).unwrap();
+        let s = Session::new(cfg, "http://example.test:80", seeds(1), now).unwrap();
         let mut r = Rig {
             s,
             now,
@@ -880,7 +884,7 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
     let mut cfg = config();
     cfg.transports = vec![transport];
     cfg.poll_hold = Duration::from_secs(2);
-    let mut s = Session::new(cfg, "http://model", seed, now).unwrap();
+    let mut s = Session::new(cfg, "http://model", seeds(seed), now).unwrap();
     for ch in channels {
         // Start from a random point of the existing history, or live.
         let from = if rng.random_bool(0.5) {
@@ -1528,7 +1532,7 @@ fn publishes_go_to_the_server_in_use() {
 #[test]
 fn a_bad_endpoint_is_refused_at_creation() {
     let cfg = Config { endpoints: vec!["ftp://x".into()], ..config() };
-    let err = Session::new(cfg, "http://a.test", 1, Instant::now()).unwrap_err();
+    let err = Session::new(cfg, "http://a.test", seeds(1), Instant::now()).unwrap_err();
     assert_eq!(err.code(), "invalid_url");
 }
 
@@ -1563,11 +1567,11 @@ fn an_invalid_client_id_or_oversized_data_is_refused() {
         presence_config(&"x".repeat(129), None),
         presence_config("ok", Some(&"d".repeat(MAX_PRESENCE_DATA + 1))),
     ] {
-        let err = Session::new(cfg, "http://a.test", 1, Instant::now()).unwrap_err();
+        let err = Session::new(cfg, "http://a.test", seeds(1), Instant::now()).unwrap_err();
         assert_eq!(err.code(), "invalid_client_id");
     }
     let cfg = presence_config("ok", Some(&"d".repeat(MAX_PRESENCE_DATA)));
-    assert!(Session::new(cfg, "http://a.test", 1, Instant::now()).is_ok());
+    assert!(Session::new(cfg, "http://a.test", seeds(1), Instant::now()).is_ok());
 }
 
 #[test]
