@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 
 use crate::core::{Backoff, Config, Input, Seeds, Session};
 use crate::driver::platform::ConnectOptions;
-use crate::driver::{Command, CommandSender, Shared, StateHub, command_queue};
+use crate::driver::{Command, CommandSender, Outbox, Shared, StateHub, command_queue};
 use crate::protocol::{EventId, validate_channel};
 #[cfg(not(target_arch = "wasm32"))]
 use crate::store::CursorStore;
@@ -226,12 +226,17 @@ impl ClientBuilder {
             },
             keys: u128::from_le_bytes(keys),
         };
+        // A connection holds at most the outbox and a frame's worth of
+        // subscribes and pings queued for sending.
+        let send_queue = self.config.max_pending_publish_bytes.saturating_add(self.config.max_frame_bytes);
         #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
-        let mut opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes)?;
+        let mut opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes, send_queue)?;
         #[cfg(not(target_arch = "wasm32"))]
         {
             opts.token = self.token.clone();
         }
+        let (max_pending, max_pending_bytes) =
+            (self.config.max_pending_publishes, self.config.max_pending_publish_bytes);
         let session = Session::new(self.config, &self.url, seeds, Instant::now())?;
         let first = session.transport();
         let endpoint = session.endpoint_url().to_owned();
@@ -242,6 +247,7 @@ impl ClientBuilder {
                 endpoint: endpoint.clone(),
             }),
             stats: Mutex::new(Stats::default()),
+            outbox: Outbox::new(max_pending, max_pending_bytes),
             closing: Default::default(),
         });
         let (commands, rx) = command_queue();
@@ -369,7 +375,15 @@ impl Client {
         validate_channel(channel)?;
         let (reply, result) = oneshot::channel();
         let event = event.map(str::to_owned);
-        self.command(Command::Publish { channel: channel.to_owned(), event, data: data.into(), reply })?;
+        let data = data.into();
+        // Counted from now, not from when the loop takes the command: a loop
+        // held up by a slow subscription must not queue publishes unbounded.
+        let bytes = data.len() + event.as_ref().map_or(0, String::len);
+        self.inner.shared.outbox.reserve(bytes)?;
+        if let Err(e) = self.command(Command::Publish { channel: channel.to_owned(), event, data, reply }) {
+            self.inner.shared.outbox.release(bytes);
+            return Err(e);
+        }
         result.await.map_err(|_| self.closed_error())?.map_err(|e| self.why(e))
     }
 

@@ -77,7 +77,7 @@ impl PlainSseBuilder {
     /// When called outside a tokio runtime.
     pub fn build(self) -> Result<PlainSse, Error> {
         let seed = self.seed.unwrap_or_else(|| getrandom::u64().unwrap_or(0x2545_f491_4f6c_dd1d));
-        let opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes)?;
+        let opts = ConnectOptions::new(&self.headers, &self.roots, self.config.max_frame_bytes, 0)?;
         let session = PlainSession::new(self.config, &self.url, self.last_event_id, seed, Instant::now())?;
         let endpoint = self.url.clone();
         let shared =

@@ -376,3 +376,52 @@ async fn websocket_paused_reader_is_dropped_then_resumed_without_loss() {
 async fn sse_paused_reader_is_dropped_then_resumed_without_loss() {
     deadline(paused_reader(Transport::Sse)).await;
 }
+
+/// An HTTP publish answered with more than 64 KiB (streamed, with no
+/// `Content-Length`) is not read whole: that attempt fails, the publish goes
+/// again with the same key, and the server applies it once.
+#[wasm_bindgen_test]
+async fn an_oversized_publish_answer_is_not_read_and_the_publish_is_retried_once() {
+    deadline(async {
+        reset_fixture().await;
+        for t in [Transport::Sse, Transport::LongPoll] {
+            let ch = unique("big-answer");
+            let c = client(&[t]);
+            let mut states = c.states();
+            while !matches!(states.next().await, Some(ConnectionState::Connected { .. })) {}
+            let before = get_json("/control/stats").await["publish_requests"].as_u64().unwrap();
+            post("/control/oversize?what=publish&count=1&bytes=8388608", "").await;
+            let id = c.publish(&ch, "x").await.unwrap();
+            assert!(id.ends_with("-1"), "{t}: applied once: {id}");
+            let after = get_json("/control/stats").await["publish_requests"].as_u64().unwrap();
+            assert_eq!(after - before, 2, "{t}: sent again after the oversized answer");
+            c.close().await;
+        }
+    })
+    .await;
+}
+
+/// A poll answer over the client's bound (16 times the frame limit),
+/// streamed with no `Content-Length`, is given up at the bound and stops
+/// the client with `frame_too_large` (resuming would get the same answer).
+#[wasm_bindgen_test]
+async fn an_oversized_poll_answer_stops_the_client_with_frame_too_large() {
+    deadline(async {
+        reset_fixture().await;
+        let c = Client::builder(FIXTURE).transports(&[Transport::LongPoll]).max_frame_bytes(1024).build().unwrap();
+        post("/control/oversize?what=poll&count=1&bytes=4194304", "").await;
+        let mut states = c.states();
+        loop {
+            match states.next().await {
+                Some(ConnectionState::Closed { error: Some(e) }) => {
+                    assert_eq!(e.code(), "frame_too_large", "{e}");
+                    break;
+                }
+                Some(ConnectionState::Closed { error: None }) | None => panic!("closed without the error"),
+                Some(_) => {}
+            }
+        }
+        post("/control/oversize?what=poll&count=0&bytes=0", "").await;
+    })
+    .await;
+}

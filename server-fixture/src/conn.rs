@@ -129,7 +129,11 @@ async fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message
     let frame = match serde_json::from_str::<ClientFrame>(text.as_str()) {
         Ok(frame) => frame,
         Err(err) => {
-            let frame = bad_request(None, None, format!("invalid client frame: {err}"));
+            // PROTOCOL.md §3: the error names the frame's channel and key
+            // when it had them, so that only that subscription or publish fails.
+            let raw = serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap_or_default();
+            let field = |name| raw.get(name).and_then(serde_json::Value::as_str);
+            let frame = bad_request(field("channel"), field("key"), format!("invalid client frame: {err}"));
             return reply(id, tx, &frame);
         }
     };
@@ -171,7 +175,7 @@ async fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message
                 Err(err @ crate::FixtureError::Redis(_)) => {
                     error_frame("unavailable", Some(&channel), Some(&key), err.to_string())
                 }
-                Err(err) => bad_request(None, Some(&key), err.to_string()),
+                Err(err) => bad_request(Some(&channel), Some(&key), err.to_string()),
             };
             reply(id, tx, &frame)
         }

@@ -160,6 +160,8 @@ pub enum FixtureError {
     InvalidPlan(String),
     /// A chaos run is already going.
     Busy,
+    /// A publish's event type or idempotency key breaks PROTOCOL.md §7.4.
+    InvalidPublish(String),
     /// Redis failed or could not be reached.
     Redis(String),
     /// The operation needs Redis I/O: on a node with
@@ -175,6 +177,7 @@ impl fmt::Display for FixtureError {
             }
             Self::InvalidPlan(why) => write!(f, "invalid chaos plan: {why}"),
             Self::Busy => f.write_str("a chaos run is already going"),
+            Self::InvalidPublish(why) => f.write_str(why),
             Self::Redis(why) => write!(f, "redis: {why}"),
             Self::NeedsAsync => f.write_str("this node keeps its channels in redis: use the _async form"),
         }
@@ -229,6 +232,8 @@ pub struct FixtureStats {
     pub slow_consumer_drops: u64,
     /// Events published (repeated idempotency keys not counted).
     pub events_published: u64,
+    /// HTTP publish requests received, repeated idempotency keys included.
+    pub publish_requests: u64,
     /// With Redis: mirrors of a channel rebuilt because this node fell
     /// further behind than Redis keeps history (their subscribers were
     /// dropped, to resume with a typed reset); always 0 without Redis.
@@ -506,6 +511,21 @@ impl Fixture {
     /// [`Fixture::head`] on any node (on Redis, as Redis has it now).
     pub async fn head_async(&self, channel: &str) -> Result<String, FixtureError> {
         self.shared.head(channel).await
+    }
+
+    /// Pads the answers to the next `count` HTTP publishes (applied as
+    /// usual) to `bytes` bytes, streamed with no `Content-Length`: a client
+    /// must not read one over its bound whole. As
+    /// `POST /control/oversize?what=publish&count=N&bytes=B`.
+    pub fn oversize_next_publish_answers(&self, count: u32, bytes: usize) {
+        self.shared.set_oversize(true, count, bytes);
+    }
+
+    /// Pads the next `count` poll answers to `bytes` bytes (streamed, with
+    /// no `Content-Length`): a client must refuse one over its bound
+    /// without reading it whole.
+    pub fn oversize_next_poll_answers(&self, count: u32, bytes: usize) {
+        self.shared.set_oversize(false, count, bytes);
     }
 
     /// Applies the next `count` publishes (over WebSocket or HTTP) without

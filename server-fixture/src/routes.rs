@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -62,6 +63,7 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/control/auth", post(control_auth))
         .route("/control/tokens", post(control_tokens))
         .route("/control/drop-acks", post(control_drop_acks))
+        .route("/control/oversize", post(control_oversize))
         .route("/control/stats", get(control_stats))
         .route("/control/chaos", post(control_chaos_start).get(control_chaos_report));
     if let Some(dir) = &shared.cfg.static_dir {
@@ -82,8 +84,13 @@ async fn javascript_type(mut response: Response) -> Response {
     response
 }
 
+/// `400` with a body shaped like an `error` frame (PROTOCOL.md §7.4).
 fn bad_request(message: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, message.into()).into_response()
+    refused(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn refused(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "code": code, "message": message.into() }))).into_response()
 }
 
 /// The answer to a handshake refused by a fault switch.
@@ -200,8 +207,9 @@ fn parse_request(uri: &Uri, last_event_id: Option<&str>, with_timeout: bool) -> 
                 channels.push((name, cursor));
             }
             "timeout_ms" if with_timeout => {
-                let ms: i64 = value.parse().map_err(|_| format!("timeout_ms must be an integer, not {value:?}"))?;
-                timeout_ms = Some(u64::try_from(ms).unwrap_or(0).min(POLL_MAX_HOLD_MS));
+                let ms: u64 =
+                    value.parse().map_err(|_| format!("timeout_ms must be a non-negative integer, not {value:?}"))?;
+                timeout_ms = Some(ms.min(POLL_MAX_HOLD_MS));
             }
             "client_id" => {
                 validate_channel(&value)
@@ -294,7 +302,27 @@ async fn poll(State(shared): State<AppState>, uri: Uri, headers: HeaderMap) -> R
             None => return aborted(),
         },
     };
+    if let Some(bytes) = shared.take_oversize(false) {
+        // The answer's frames, then a padding field: valid JSON past any bound.
+        let frames = answer.strip_suffix('}').unwrap_or(&answer);
+        return padded(&format!(r#"{frames},"pad":""#), r#""}"#, bytes);
+    }
     ([(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")], answer).into_response()
+}
+
+/// A JSON answer `head` + padding + `tail` of `bytes` bytes in all, streamed
+/// in 64 KiB chunks with no `Content-Length`.
+fn padded(head: &str, tail: &str, bytes: usize) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let pad = bytes.saturating_sub(head.len() + tail.len());
+    let chunks = pad.div_ceil(CHUNK);
+    let body = futures::stream::iter(
+        std::iter::once(Bytes::from(head.to_owned()))
+            .chain((0..chunks).map(move |i| Bytes::from(vec![b'x'; CHUNK.min(pad - i * CHUNK)])))
+            .chain(std::iter::once(Bytes::from(tail.to_owned())))
+            .map(Ok::<_, io::Error>),
+    );
+    ([(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")], Body::from_stream(body)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -307,19 +335,30 @@ async fn publish(
     Path(channel): Path<String>,
     Query(query): Query<PublishQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+            return refused(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("the limit is {MAX_PAYLOAD} bytes"));
+        }
+        Err(rejection) => return bad_request(rejection.body_text()),
+    };
     let key = match headers.get(&IDEMPOTENCY_KEY).map(|v| v.to_str()) {
         None => None,
         Some(Ok(key)) => Some(key),
         Some(Err(_)) => return bad_request("Idempotency-Key must be visible ASCII"),
     };
+    shared.count_publish_request();
     let Ok(data) = std::str::from_utf8(&body) else {
         return bad_request("the body must be UTF-8");
     };
     match shared.publish(&channel, key, query.event.as_deref().filter(|e| !e.is_empty()), data).await {
         Ok(_) if shared.take_drop_ack() => aborted(),
-        Ok(id) => Json(json!({ "id": id })).into_response(),
+        Ok(id) => match shared.take_oversize(true) {
+            Some(bytes) => padded(&format!(r#"{{"id":"{id}","pad":""#), r#""}"#, bytes),
+            None => Json(json!({ "id": id })).into_response(),
+        },
         Err(err @ FixtureError::Redis(_)) => unavailable(&err),
         Err(err) => bad_request(err.to_string()),
     }
@@ -433,6 +472,24 @@ async fn control_drop_acks(State(shared): State<AppState>, Query(query): Query<C
 }
 
 #[derive(Deserialize)]
+struct OversizeQuery {
+    /// `publish` or `poll`.
+    what: String,
+    count: u32,
+    bytes: usize,
+}
+
+async fn control_oversize(State(shared): State<AppState>, Query(q): Query<OversizeQuery>) -> Response {
+    let publish = match q.what.as_str() {
+        "publish" => true,
+        "poll" => false,
+        other => return bad_request(format!("what must be publish or poll, not {other:?}")),
+    };
+    shared.set_oversize(publish, q.count, q.bytes);
+    Json(json!({ "what": q.what, "count": q.count, "bytes": q.bytes })).into_response()
+}
+
+#[derive(Deserialize)]
 struct TokensQuery {
     /// Comma-separated tokens to accept; absent or empty: any.
     accept: Option<String>,
@@ -462,6 +519,7 @@ struct StatsBody {
     slow_consumer_drops: u64,
     mirror_rebuilds: u64,
     events_published: u64,
+    publish_requests: u64,
     tls_failures: u64,
     handshakes: Vec<HandshakeBody>,
 }
@@ -491,6 +549,7 @@ async fn control_stats(State(shared): State<AppState>) -> Response {
         slow_consumer_drops: stats.slow_consumer_drops,
         mirror_rebuilds: stats.mirror_rebuilds,
         events_published: stats.events_published,
+        publish_requests: stats.publish_requests,
         tls_failures: stats.tls_failures,
         handshakes: stats
             .handshakes

@@ -204,6 +204,12 @@ struct State {
     /// Publishes still to apply without answering (the connection or request
     /// is dropped instead): a lost acknowledgement.
     drop_acks: u32,
+    /// Answers still to pad past any client's bound: (count, bytes) for
+    /// HTTP publishes and for polls.
+    oversize_acks: (u32, usize),
+    oversize_polls: (u32, usize),
+    /// HTTP publish requests received (repeated keys included).
+    publish_requests: u64,
     accepted: HashMap<Transport, u64>,
     refused: u64,
     slow_drops: u64,
@@ -373,6 +379,23 @@ impl Channel {
             Ok(id) => (Outcome::Resumed, None, Some(id.seq())),
         }
     }
+}
+
+/// PROTOCOL.md §7.4: an event type is 1-128 bytes without control
+/// characters, a key 1-128 visible ASCII characters.
+fn check_publish(key: Option<&str>, event: Option<&str>) -> Result<(), FixtureError> {
+    if let Some(event) = event {
+        resub::protocol::validate_event_type(event).map_err(|e| FixtureError::InvalidPublish(e.to_string()))?;
+    }
+    if let Some(key) = key
+        && (key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(FixtureError::InvalidPublish(format!(
+            "invalid idempotency key {:?}: 1-128 visible ASCII characters",
+            key.chars().take(140).collect::<String>()
+        )));
+    }
+    Ok(())
 }
 
 fn check_channel(name: &str) -> Result<(), FixtureError> {
@@ -738,6 +761,7 @@ impl Shared {
         event: Option<&str>,
         data: &str,
     ) -> Result<String, FixtureError> {
+        check_publish(key, event)?;
         let Some(store) = &self.store else {
             return self.publish_local(channel, key, event, data);
         };
@@ -961,6 +985,28 @@ impl Shared {
     pub(crate) fn set_drop_acks(&self, count: u32) {
         info!(count, "publishes to apply without an answer");
         self.lock().drop_acks = count;
+    }
+
+    /// Pads the next `count` answers to HTTP publishes (`publish`) or polls
+    /// to `bytes` bytes.
+    pub(crate) fn set_oversize(&self, publish: bool, count: u32, bytes: usize) {
+        info!(publish, count, bytes, "oversized answers");
+        let mut st = self.lock();
+        if publish { st.oversize_acks = (count, bytes) } else { st.oversize_polls = (count, bytes) }
+    }
+
+    /// The size to pad this answer to, if it is to be oversized (counts it).
+    pub(crate) fn take_oversize(&self, publish: bool) -> Option<usize> {
+        let mut st = self.lock();
+        let slot = if publish { &mut st.oversize_acks } else { &mut st.oversize_polls };
+        let due = slot.0 > 0;
+        slot.0 = slot.0.saturating_sub(1);
+        due.then_some(slot.1)
+    }
+
+    /// Counts an HTTP publish request.
+    pub(crate) fn count_publish_request(&self) {
+        self.lock().publish_requests += 1;
     }
 
     /// Whether this publish's answer is to be lost (counts it).
@@ -1272,6 +1318,7 @@ impl Shared {
             slow_consumer_drops: st.slow_drops,
             mirror_rebuilds: st.rebuilds,
             events_published: st.published,
+            publish_requests: st.publish_requests,
             handshakes: st.handshakes.iter().copied().collect(),
             tls_failures: self.tls_failures.load(Ordering::Relaxed),
         }

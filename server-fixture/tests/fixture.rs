@@ -493,7 +493,21 @@ async fn bad_client_frames_get_bad_request_and_keep_the_connection() {
     let publish =
         ClientFrame::Publish { channel: "a/b".to_owned(), key: "k".to_owned(), event: None, data: "x".to_owned() };
     send(&mut ws, &publish).await;
-    assert_eq!(bad_request(recv(&mut ws).await), (None, Some("k".to_owned())));
+    // About the publish (its channel named too): only it fails.
+    assert_eq!(bad_request(recv(&mut ws).await), (Some("a/b".to_owned()), Some("k".to_owned())));
+    // A frame of a known type with a field missing names what it had.
+    ws.send(Message::text(r#"{"type":"publish","channel":"c","key":"k2"}"#)).await.expect("send");
+    assert_eq!(bad_request(recv(&mut ws).await), (Some("c".to_owned()), Some("k2".to_owned())));
+    ws.send(Message::text(r#"{"type":"subscribe","channel":"c","cursor":7}"#)).await.expect("send");
+    assert_eq!(bad_request(recv(&mut ws).await), (Some("c".to_owned()), None));
+    let bad_type = ClientFrame::Publish {
+        channel: "c".to_owned(),
+        key: "k3".to_owned(),
+        event: Some("two\nlines".to_owned()),
+        data: "x".to_owned(),
+    };
+    send(&mut ws, &bad_type).await;
+    assert_eq!(bad_request(recv(&mut ws).await), (Some("c".to_owned()), Some("k3".to_owned())));
 
     subscribe(&mut ws, "ok", None).await;
     assert_eq!(recv_subscribed(&mut ws).await.0, Outcome::Live);
@@ -511,15 +525,67 @@ async fn bad_client_frames_get_bad_request_and_keep_the_connection() {
 #[tokio::test]
 async fn publish_route_validates_its_input() {
     let fx = quiet_fixture().await;
-    assert_eq!(post(fx.addr(), "/publish/a%20b").await.status, 400);
-    let invalid_utf8 = http(fx.addr(), "POST", "/publish/c", &[], &[0xff, 0xfe]).await;
-    assert_eq!(invalid_utf8.status, 400);
+    // PROTOCOL.md §7.4: refusals carry a JSON body shaped like an error frame.
+    let refused = |reply: HttpReply, status: u16, code: &str| {
+        assert_eq!(reply.status, status, "{}", reply.body);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.json()["code"], code, "{}", reply.body);
+        assert!(reply.json()["message"].as_str().is_some_and(|m| !m.is_empty()));
+    };
+    refused(post(fx.addr(), "/publish/a%20b").await, 400, "bad_request");
+    refused(http(fx.addr(), "POST", "/publish/c", &[], &[0xff, 0xfe]).await, 400, "bad_request");
     let too_large = vec![b'x'; resub_fixture::MAX_PAYLOAD + 1];
-    assert_eq!(http(fx.addr(), "POST", "/publish/c", &[], &too_large).await.status, 413);
+    refused(http(fx.addr(), "POST", "/publish/c", &[], &too_large).await, 413, "too_large");
+    for event in ["two%0Alines", &"t".repeat(129)] {
+        refused(post(fx.addr(), &format!("/publish/c?event={event}")).await, 400, "bad_request");
+    }
+    let long_key = "k".repeat(129);
+    for key in [long_key.as_str(), "has space"] {
+        refused(http(fx.addr(), "POST", "/publish/c", &[("idempotency-key", key)], b"x").await, 400, "bad_request");
+    }
     let largest = vec![b'x'; resub_fixture::MAX_PAYLOAD];
     assert_eq!(http(fx.addr(), "POST", "/publish/c", &[], &largest).await.status, 200);
-    assert_eq!(post(fx.addr(), "/control/epoch/a%2Fb").await.status, 400);
-    assert_eq!(fx.stats().events_published, 1);
+    // An empty event type is none; a 128-byte one is allowed.
+    assert_eq!(post(fx.addr(), "/publish/c?event=").await.status, 200);
+    assert_eq!(post(fx.addr(), &format!("/publish/c?event={}", "t".repeat(128))).await.status, 200);
+    refused(post(fx.addr(), "/control/epoch/a%2Fb").await, 400, "bad_request");
+    assert_eq!(fx.stats().events_published, 3);
+}
+
+/// PROTOCOL.md §7.4: a key is kept across a new epoch; it answers with its
+/// first id (of the old epoch) and publishes nothing.
+#[tokio::test]
+async fn an_idempotency_key_survives_a_new_epoch() {
+    let fx = quiet_fixture().await;
+    let first = http(fx.addr(), "POST", "/publish/c", &[("idempotency-key", "k1")], b"x").await.json();
+    fx.new_epoch("c");
+    let again = http(fx.addr(), "POST", "/publish/c", &[("idempotency-key", "k1")], b"x").await.json();
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(fx.head("c").rsplit_once('-').unwrap().1, "0", "nothing published in the new epoch");
+}
+
+/// PROTOCOL.md §4: epochs are compared before sequence numbers, and a
+/// malformed cursor (a leading zero) is `unknown_cursor`.
+#[tokio::test]
+async fn outcomes_compare_epochs_before_sequence_numbers() {
+    let fx = quiet_fixture().await;
+    let head = fx.publish("c", None, "x").unwrap();
+    let epoch = head.rsplit_once('-').unwrap().0;
+    let mut ws = connect(fx.addr()).await;
+    let cases = [
+        ("zz9-999999".to_owned(), WireResetReason::EpochChanged),
+        (format!("{epoch}-999999"), WireResetReason::UnknownCursor),
+        (format!("{epoch}-01"), WireResetReason::UnknownCursor),
+    ];
+    for (cursor, reason) in cases {
+        subscribe(&mut ws, "c", Some(&cursor)).await;
+        match recv(&mut ws).await {
+            ServerFrame::Subscribed { outcome: Outcome::Reset, reason: Some(r), head: h, .. } => {
+                assert_eq!((r, h.as_str()), (reason, head.as_str()), "{cursor}");
+            }
+            other => panic!("{cursor}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -142,8 +142,9 @@ async fn poll_hold_times_out_without_events() {
     assert_eq!(frames(&reply), [welcome(100), subscribed("c", Outcome::Resumed, None, &c)]);
     assert_eq!(fx.stats().polls_held, 0);
 
-    // Negative hold times are clamped to 0 (answer at once), long ones to 60 s.
-    let reply = get(fx.addr(), &format!("/poll?channel=c@{c}&timeout_ms=-5")).await;
+    // A hold of 0 answers at once and says so; long ones are capped at 60 s
+    // (negative ones are bad requests, see below).
+    let reply = get(fx.addr(), &format!("/poll?channel=c@{c}&timeout_ms=0")).await;
     assert_eq!(frames(&reply)[0], welcome(0));
     let reply = get(fx.addr(), "/poll?channel=c&timeout_ms=999999").await;
     assert_eq!(frames(&reply)[0], welcome(60_000));
@@ -175,9 +176,15 @@ async fn poll_refusals_and_bad_requests() {
     let reply = get(fx.addr(), "/poll?timeout_ms=5").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["frames"].as_array().map(Vec::len), Some(1), "the welcome alone");
-    for path in ["/poll?channel=a%2Fb", "/poll?channel=c&channel=c", "/poll?channel=c&timeout_ms=soon"] {
+    for path in [
+        "/poll?channel=a%2Fb",
+        "/poll?channel=c&channel=c",
+        "/poll?channel=c&timeout_ms=soon",
+        "/poll?channel=c&timeout_ms=-1",
+    ] {
         let reply = get(fx.addr(), path).await;
         assert_eq!(reply.status, 400, "{path}");
+        assert_eq!(reply.json()["code"], "bad_request", "{path}");
     }
 
     let reply = post(fx.addr(), "/control/poll?enabled=false").await;
@@ -196,10 +203,10 @@ async fn poll_refusals_and_bad_requests() {
 
     let log: Vec<(&str, u16)> = fx.stats().handshakes.iter().map(|h| (h.transport, h.status)).collect();
     let mut expected = vec![("poll", 200)];
-    expected.extend([("poll", 400); 3]);
+    expected.extend([("poll", 400); 4]);
     expected.extend([("poll", 403), ("poll", 503), ("poll", 401), ("poll", 200)]);
     assert_eq!(log, expected);
-    assert_eq!(fx.stats().handshakes_refused, 6);
+    assert_eq!(fx.stats().handshakes_refused, 7);
 }
 
 #[tokio::test]

@@ -458,6 +458,11 @@ pub struct Config {
     pub await_token: bool,
 }
 
+/// The largest answer to an HTTP publish a driver reads, in bytes (an
+/// answer is an event id or an error message). A longer one fails that
+/// attempt, which is retried with the same idempotency key.
+pub const MAX_POST_ANSWER: usize = 64 * 1024;
+
 /// With [`Config::refresh_auth`], how many refusals (`401`, `4401`) in a row
 /// stop the session with [`Error::Unauthorized`].
 pub const AUTH_REFUSALS: u32 = 3;

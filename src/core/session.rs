@@ -13,7 +13,9 @@ use super::{
     ChannelMap, Config, ConnectionState, DisconnectReason, Event, Fallback, Member, Message, PresenceEvent,
     ResetReason, Stats, Transport, TransportError,
 };
-use crate::protocol::{ClientFrame, EventId, Outcome, ServerFrame, WireResetReason, validate_channel};
+use crate::protocol::{
+    ClientFrame, EventId, Outcome, ServerFrame, WireResetReason, validate_channel, validate_event_type,
+};
 use crate::{Error, Instant};
 
 /// Longest delay a server hint (Retry-After, heartbeat interval) may impose;
@@ -507,6 +509,11 @@ impl Session {
     /// sent again with the same idempotency key, so it is applied once.
     pub fn publish(&mut self, token: u64, channel: &str, event: Option<String>, data: String) -> Result<(), Error> {
         validate_channel(channel)?;
+        // An empty event type is none (`message`), as on the wire.
+        let event = event.filter(|e| !e.is_empty());
+        if let Some(e) = &event {
+            validate_event_type(e)?;
+        }
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -1520,7 +1527,8 @@ fn parse_seconds(s: &str) -> Option<Duration> {
     if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let secs: u64 = whole.parse().ok()?;
+    // Too many seconds to count is "a very long time": the longest hint.
+    let secs: u64 = whole.parse().unwrap_or(u64::MAX);
     let millis = frac.bytes().chain(std::iter::repeat(b'0')).take(3).fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
     Some(Duration::from_secs(secs.min(MAX_HINT.as_secs())) + Duration::from_millis(millis))
 }

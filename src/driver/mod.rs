@@ -228,9 +228,47 @@ impl StateHub {
 pub(crate) struct Shared {
     pub states: StateHub,
     pub stats: Mutex<Stats>,
+    /// Publishes handed to the loop and not settled yet, queued as commands
+    /// or waiting in the session's outbox.
+    pub outbox: Outbox,
     /// Set by `Client::close`: reaches the loop even while it waits for a
     /// subscription that is not being read.
     pub closing: CloseSignal,
+}
+
+/// The publishes of a client not settled yet, bounded in count and bytes
+/// from the moment `publish` is called: a loop waiting for a slow
+/// subscription takes no command, and the publishes made meanwhile must not
+/// pile up in its queue.
+pub(crate) struct Outbox {
+    /// Publishes and their bytes (data and event types).
+    held: Mutex<(usize, usize)>,
+    max: usize,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(max: usize, max_bytes: usize) -> Self {
+        Self { held: Mutex::new((0, 0)), max, max_bytes }
+    }
+
+    /// Makes room for a publish of `bytes`, or says the outbox is full.
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<(), Error> {
+        let mut held = self.held.lock().expect("outbox lock");
+        let (waiting, queued) = *held;
+        if waiting >= self.max || queued.saturating_add(bytes) > self.max_bytes {
+            return Err(Error::PublishQueueFull { waiting, bytes: queued });
+        }
+        *held = (waiting + 1, queued + bytes);
+        Ok(())
+    }
+
+    /// A publish of `bytes` settled (or never reached the session).
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut held = self.held.lock().expect("outbox lock");
+        held.0 = held.0.saturating_sub(1);
+        held.1 = held.1.saturating_sub(bytes);
+    }
 }
 
 /// A one-way "close now" flag with a waker.
@@ -253,6 +291,10 @@ impl CloseSignal {
     }
 }
 
+/// A publish waiting for its result: its token, where the result goes, and
+/// the bytes it holds in the shared outbox.
+type PendingReply = (u64, oneshot::Sender<Result<String, Error>>, usize);
+
 /// Runs a session until it closes.
 pub(crate) async fn run(
     mut session: Session,
@@ -270,7 +312,7 @@ pub(crate) async fn run(
     let mut subs: ChannelMap<SubEntry> = ChannelMap::default();
     // Channels with a batch to send at the end of this turn.
     let mut dirty: Vec<String> = Vec::new();
-    let mut publishes: Vec<(u64, oneshot::Sender<Result<String, Error>>)> = Vec::new();
+    let mut publishes: Vec<PendingReply> = Vec::new();
     let mut closers: Vec<oneshot::Sender<()>> = Vec::new();
     let mut next_token = 0u64;
     let mut sleep = Box::pin(platform::sleep_until(Instant::now()).fuse());
@@ -285,8 +327,13 @@ pub(crate) async fn run(
                 }
                 Output::Post { key, url, data } => platform::post(key, url, data, &opts, ev_tx.clone()),
                 Output::Send { conn, text } => {
-                    if let Some((_, c)) = conns.iter().find(|(id, _)| *id == conn) {
-                        c.send(text);
+                    if let Some((_, c)) = conns.iter().find(|(id, _)| *id == conn)
+                        && !c.send(text)
+                    {
+                        // The peer has stopped reading what is sent.
+                        let why = "send queue full: the server is not reading".into();
+                        tracing::warn!(conn = conn.0, "{why}");
+                        session.handle_input(Input::Closed { conn, error: TransportError::Lost(why) }, Instant::now());
                     }
                 }
                 Output::Disconnect { conn } => {
@@ -320,8 +367,9 @@ pub(crate) async fn run(
                     }
                 }
                 Output::PublishDone { token, result } => {
-                    if let Some(i) = publishes.iter().position(|(t, _)| *t == token) {
-                        let (_, reply) = publishes.swap_remove(i);
+                    if let Some(i) = publishes.iter().position(|(t, ..)| *t == token) {
+                        let (_, reply, bytes) = publishes.swap_remove(i);
+                        shared.outbox.release(bytes);
                         let _ = reply.send(result);
                     }
                 }
@@ -369,11 +417,13 @@ pub(crate) async fn run(
                 Some(Command::Publish { channel, event, data, reply }) => {
                     let token = next_token;
                     next_token += 1;
+                    let bytes = data.len() + event.as_ref().map_or(0, String::len);
                     match session.publish(token, &channel, event, data) {
                         Ok(()) => {
-                            publishes.push((token, reply));
+                            publishes.push((token, reply, bytes));
                         }
                         Err(e) => {
+                            shared.outbox.release(bytes);
                             let _ = reply.send(Err(e));
                         }
                     }

@@ -18,6 +18,9 @@ use std::str::FromStr;
 pub const MAX_CHANNEL_LEN: usize = 128;
 /// The longest epoch the protocol allows, in bytes.
 pub const MAX_EPOCH_LEN: usize = 32;
+/// The largest `seq` an event id may have: 2^63 − 1, so that every
+/// language's signed 64-bit integer holds it.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// Why a string is not a valid channel name or event id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,8 +30,13 @@ pub enum ParseError {
     #[error("invalid channel name '{0}': 1-128 characters from A-Z a-z 0-9 _ . : -")]
     Channel(String),
     /// An event id is not `<epoch>-<seq>`.
-    #[error("invalid event id '{0}': expected <epoch>-<seq>, epoch 1-32 of [A-Za-z0-9], seq a decimal u64")]
+    #[error(
+        "invalid event id '{0}': expected <epoch>-<seq>, epoch 1-32 of [A-Za-z0-9], seq a decimal without leading zeros up to 2^63-1"
+    )]
     EventId(String),
+    /// An event type is empty, over 128 bytes, or has a control character.
+    #[error("invalid event type '{0}': 1-128 bytes without control characters")]
+    EventType(String),
 }
 
 /// Checks a channel name against the protocol's grammar: 1 to 128 bytes of
@@ -41,11 +49,26 @@ pub fn validate_channel(name: &str) -> Result<(), ParseError> {
     if ok { Ok(()) } else { Err(ParseError::Channel(name.to_owned())) }
 }
 
+/// The longest event type the protocol allows, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 128;
+
+/// Checks an event type: 1 to 128 bytes of UTF-8 without control characters
+/// (PROTOCOL.md §7.4).
+pub fn validate_event_type(event: &str) -> Result<(), ParseError> {
+    let ok = !event.is_empty() && event.len() <= MAX_EVENT_TYPE_LEN && !event.chars().any(char::is_control);
+    if ok { Ok(()) } else { Err(ParseError::EventType(event.chars().take(140).collect())) }
+}
+
 /// Reads an HTTP `Retry-After` value given in seconds (the form servers use
 /// for 429 and 503). The HTTP-date form is not honoured: `None`, and the
 /// client's own backoff applies.
 pub fn parse_retry_after(value: &str) -> Option<std::time::Duration> {
-    value.trim().parse::<u64>().ok().map(std::time::Duration::from_secs)
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Too many seconds to count is "a very long time", not "no hint".
+    Some(std::time::Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX)))
 }
 
 /// The id of one event in one channel: a stream epoch and a sequence number.
@@ -62,10 +85,15 @@ pub struct EventId {
 }
 
 impl EventId {
-    /// Builds an id; fails when the epoch is not 1-32 ASCII letters or digits.
+    /// Builds an id; fails when the epoch is not 1-32 ASCII letters or
+    /// digits, or `seq` is above [`MAX_SEQ`].
     pub fn new(epoch: impl Into<String>, seq: u64) -> Result<Self, ParseError> {
         let epoch = epoch.into();
-        if valid_epoch(&epoch) { Ok(Self { epoch, seq }) } else { Err(ParseError::EventId(format!("{epoch}-{seq}"))) }
+        if valid_epoch(&epoch) && seq <= MAX_SEQ {
+            Ok(Self { epoch, seq })
+        } else {
+            Err(ParseError::EventId(format!("{epoch}-{seq}")))
+        }
     }
 
     /// The stream epoch this id belongs to.
@@ -93,6 +121,10 @@ pub(crate) fn split_event_id(s: &str) -> Option<(&str, u64)> {
     if !valid_epoch(epoch) || digits.is_empty() {
         return None;
     }
+    // No leading zeros (`0` itself excepted): one text per id.
+    if digits.len() > 1 && digits.starts_with('0') {
+        return None;
+    }
     let mut seq: u64 = 0;
     for b in digits.bytes() {
         if !b.is_ascii_digit() {
@@ -100,7 +132,7 @@ pub(crate) fn split_event_id(s: &str) -> Option<(&str, u64)> {
         }
         seq = seq.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
     }
-    Some((epoch, seq))
+    (seq <= MAX_SEQ).then_some((epoch, seq))
 }
 
 impl EventId {
@@ -134,9 +166,10 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_only() {
         assert_eq!(parse_retry_after(" 3 "), Some(std::time::Duration::from_secs(3)));
-        for bad in ["", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "99999999999999999999"] {
+        for bad in ["", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT"] {
             assert_eq!(parse_retry_after(bad), None, "{bad:?}");
         }
+        assert_eq!(parse_retry_after("99999999999999999999"), Some(std::time::Duration::from_secs(u64::MAX)));
     }
 
     #[test]
@@ -146,8 +179,25 @@ mod tests {
         assert_eq!(id.seq(), 42);
         assert_eq!(id.to_string(), "k3f9a-42");
         assert_eq!("e-0".parse::<EventId>().unwrap().seq(), 0);
-        assert_eq!("e-18446744073709551615".parse::<EventId>().unwrap().seq(), u64::MAX);
-        assert_eq!("e-007".parse::<EventId>().unwrap().to_string(), "e-7");
+        assert_eq!("e-9223372036854775807".parse::<EventId>().unwrap().seq(), MAX_SEQ);
+    }
+
+    #[test]
+    fn event_ids_have_one_text_and_fit_a_signed_64_bit_integer() {
+        for bad in ["e-007", "e-00", "e-01", "e-9223372036854775808", "e-18446744073709551615"] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad:?} parsed");
+        }
+        assert!(EventId::new("e", MAX_SEQ + 1).is_err());
+    }
+
+    #[test]
+    fn event_types_are_short_printable_text() {
+        for good in ["message", "trade.filled", "é", &"t".repeat(128)] {
+            assert!(validate_event_type(good).is_ok(), "{good:?} rejected");
+        }
+        for bad in ["", "a\nb", "tab\t", "nul\0", "del\u{7f}", &"t".repeat(129)] {
+            assert!(validate_event_type(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -1418,7 +1418,7 @@ fn close_code_hints_parse_as_decimal_seconds() {
     for bad in ["", ".5", "-1", "1e3", "NaN", "inf", "1.2.3", " 1"] {
         assert_eq!(parse_seconds(bad), None, "{bad:?}");
     }
-    assert_eq!(parse_seconds("99999999999999999999"), None);
+    assert_eq!(parse_seconds("99999999999999999999"), Some(MAX_HINT), "too many to count: the longest");
     assert_eq!(parse_seconds("9999999999"), Some(MAX_HINT));
 }
 
@@ -1793,4 +1793,149 @@ fn answers_to_a_replaced_websocket_subscribe_are_ignored() {
     let resumed: Vec<_> = r.delivered.iter().filter(|m| matches!(m, Message::Resumed { .. })).collect();
     assert_eq!(resumed, [&Message::Resumed { channel: "c".into(), after: "E-5".into() }]);
     assert!(r.disconnects.is_empty(), "no reconnect: nothing broke the protocol");
+}
+
+#[test]
+fn event_types_are_checked_at_publish_and_an_empty_one_is_none() {
+    let mut r = Rig::new();
+    r.open();
+    for bad in ["a\nb", &"t".repeat(129)] {
+        let err = r.s.publish(1, "c", Some(bad.to_owned()), "x".into()).unwrap_err();
+        assert_eq!(err.code(), "invalid_argument", "{bad:?}");
+    }
+    r.s.publish(2, "c", Some(String::new()), "x".into()).unwrap();
+    r.drain();
+    let ClientFrame::Publish { event, .. } = &r.sent.last().unwrap().1 else { panic!() };
+    assert_eq!(*event, None);
+}
+
+#[test]
+fn an_event_with_a_malformed_id_is_a_protocol_error() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", Some("E-1".parse().unwrap()), r.now).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Resumed, None, "E-3"));
+    r.recv(event("c", "E-002", "leading zero"));
+    assert!(r.events().is_empty());
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::Protocol(_), .. }));
+}
+
+#[test]
+fn an_error_naming_a_publish_and_its_channel_fails_the_publish_only() {
+    let mut r = Rig::new();
+    r.s.subscribe("c", None, r.now).unwrap();
+    r.open();
+    r.recv(subscribed("c", Outcome::Live, None, "E-0"));
+    r.s.publish(7, "c", None, "x".into()).unwrap();
+    r.drain();
+    let ClientFrame::Publish { key, .. } = &r.sent.last().unwrap().1 else { panic!() };
+    let error = ServerFrame::Error {
+        code: "bad_request".into(),
+        channel: Some("c".into()),
+        key: Some(key.clone()),
+        message: "no".into(),
+    };
+    r.recv(encode_server(&error));
+    assert!(matches!(&r.published[..], [(7, Err(Error::PublishRejected { code, .. }))] if code == "bad_request"));
+    assert!(r.ended.is_empty(), "the subscription goes on");
+    r.recv(event("c", "E-1", "still here"));
+    assert_eq!(r.events(), ["still here"]);
+}
+
+// --- limits at their edges ----------------------------------------------------
+
+/// A ping frame of exactly `len` bytes.
+fn ping_of(len: usize) -> String {
+    let pad = len - r#"{"type":"ping","pad":""}"#.len();
+    format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(pad))
+}
+
+#[test]
+fn a_frame_of_exactly_the_limit_is_accepted_and_one_byte_more_is_not() {
+    let mut cfg = config();
+    cfg.max_frame_bytes = 64;
+    let mut r = Rig::with(cfg.clone());
+    r.open();
+    r.recv(ping_of(64));
+    assert!(matches!(r.last_state(), ConnectionState::Connected { .. }), "{:?}", r.last_state());
+    r.recv(ping_of(65));
+    assert_eq!(*r.last_state(), ConnectionState::Closed { error: Some(Error::FrameTooLarge { limit: 64 }) });
+}
+
+#[test]
+fn a_poll_answer_of_exactly_its_bound_is_accepted_and_one_byte_more_is_not() {
+    let mut cfg = config();
+    cfg.max_frame_bytes = 64;
+    cfg.transports = vec![Transport::LongPoll];
+    let bound = 64 * POLL_BATCH_FACTOR;
+    let answer = |len: usize| {
+        let head = r#"{"frames":[{"type":"welcome","heartbeat_ms":0}],"pad":""#;
+        format!("{head}{}\"}}", "x".repeat(len - head.len() - 2))
+    };
+    let mut r = Rig::with(cfg);
+    let conn = r.conn();
+    r.input(Input::Opened { conn });
+    r.input(Input::Received { conn, text: answer(bound) });
+    assert!(matches!(r.last_state(), ConnectionState::Connected { .. }), "{:?}", r.last_state());
+    r.input(Input::Closed { conn, error: TransportError::Completed });
+    let conn = r.conn();
+    r.input(Input::Opened { conn });
+    r.input(Input::Received { conn, text: answer(bound + 1) });
+    assert_eq!(*r.last_state(), ConnectionState::Closed { error: Some(Error::FrameTooLarge { limit: bound }) });
+}
+
+#[test]
+fn jitter_still_spreads_clients_told_the_same_retry_after() {
+    let mut retry_at = std::collections::BTreeSet::new();
+    let now = Instant::now();
+    for seed in 0..20 {
+        let mut s = Session::new(config(), "http://example.test:80", seeds(seed), now).unwrap();
+        while s.poll_output().is_some() {}
+        let error = TransportError::Status { status: 503, retry_after: Some(Duration::from_secs(3)) };
+        s.handle_input(Input::Closed { conn: ConnId(0), error }, now);
+        let at = std::iter::from_fn(|| s.poll_output())
+            .find_map(|o| match o {
+                Output::State(ConnectionState::Disconnected { retry_at, .. }) => Some(retry_at),
+                _ => None,
+            })
+            .unwrap();
+        assert!(at >= now + Duration::from_secs(3), "never before the hint");
+        retry_at.insert(at);
+    }
+    assert!(retry_at.len() >= 18, "sessions with different seeds return at different instants: {retry_at:?}");
+}
+
+#[test]
+fn a_huge_retry_after_is_clamped_to_an_hour() {
+    for error in [
+        TransportError::Status { status: 503, retry_after: Some(Duration::from_secs(u64::MAX / 4)) },
+        TransportError::Closed { code: 4503, reason: "99999999999999999999".into() },
+    ] {
+        let mut r = Rig::new();
+        let t0 = r.now;
+        r.close(error.clone());
+        let ConnectionState::Disconnected { retry_at, .. } = r.last_state().clone() else { panic!() };
+        assert!(retry_at >= t0 + Duration::from_secs(3600), "{error:?}");
+        assert!(retry_at <= t0 + Duration::from_secs(3600) + Duration::from_millis(100), "{error:?}: clamped");
+    }
+}
+
+#[test]
+fn an_http_publish_answered_429_or_503_is_posted_again_with_the_same_key() {
+    let mut r = with_transports(&[Transport::Sse]);
+    r.open();
+    r.s.publish(1, "c", None, "x".into()).unwrap();
+    r.drain();
+    for status in [429, 503, 408, 500] {
+        let (key, ..) = r.posts.last().unwrap().clone();
+        let posts = r.posts.len();
+        r.input(Input::Posted { key: key.clone(), result: Err(PostError::Status { status, message: "later".into() }) });
+        assert!(r.published.is_empty(), "HTTP {status} does not fail the publish");
+        r.advance_to_timeout();
+        assert_eq!(r.posts.len(), posts + 1, "posted again after HTTP {status}");
+        assert_eq!(r.posts.last().unwrap().0, key, "with the same key");
+    }
+    let (key, ..) = r.posts.last().unwrap().clone();
+    r.input(Input::Posted { key, result: Ok("E-1".into()) });
+    assert_eq!(r.published, [(1, Ok("E-1".to_owned()))]);
 }

@@ -1,6 +1,7 @@
 //! Native I/O: tokio tasks, tokio-tungstenite WebSockets, rustls.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::channel::mpsc as fmpsc;
@@ -28,6 +29,8 @@ pub(crate) struct ConnectOptions {
     /// never pays for one.
     http: Arc<std::sync::OnceLock<reqwest::Client>>,
     pub max_frame_bytes: usize,
+    /// Most bytes a WebSocket connection may hold queued for sending.
+    send_queue_bytes: usize,
 }
 
 impl ConnectOptions {
@@ -36,10 +39,18 @@ impl ConnectOptions {
         headers: &[(String, String)],
         roots: &[Vec<u8>],
         max_frame_bytes: usize,
+        send_queue_bytes: usize,
     ) -> Result<Self, crate::Error> {
         let tls = tls_config(roots)?;
         header_map(headers)?;
-        Ok(Self { headers: headers.to_vec(), token: None, tls, http: Arc::default(), max_frame_bytes })
+        Ok(Self {
+            headers: headers.to_vec(),
+            token: None,
+            tls,
+            http: Arc::default(),
+            max_frame_bytes,
+            send_queue_bytes,
+        })
     }
 
     /// The HTTP client for the SSE and long-polling transports and HTTP
@@ -119,6 +130,7 @@ pub(crate) fn connect(
         Transport::WebSocket => connect_websocket(conn, url, opts, events),
         Transport::Sse | Transport::LongPoll => {
             let (tx, _rx) = mpsc::unbounded_channel();
+            let queue = SendQueue { tx, queued: Arc::default(), limit: 0 };
             let task = tokio::spawn(async move {
                 let error = if transport == Transport::Sse {
                     run_sse(conn, &url, &opts, &mut events).await
@@ -127,7 +139,7 @@ pub(crate) fn connect(
                 };
                 let _ = events.send(ConnEvent::Closed(conn, error)).await;
             });
-            ConnHandle { tx, task, graceful: false }
+            ConnHandle { queue, task, graceful: false }
         }
     }
 }
@@ -191,9 +203,23 @@ pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions
             if let Some(auth) = bearer(&opts).await.map_err(|_| PostError::Failed("no token".into()))? {
                 req = req.header("authorization", auth);
             }
-            let resp = req.body(data).send().await.map_err(|e| PostError::Failed(e.to_string()))?;
+            let mut resp = req.body(data).send().await.map_err(|e| PostError::Failed(e.to_string()))?;
             let status = resp.status().as_u16();
-            let body = resp.text().await.map_err(|e| PostError::Failed(e.to_string()))?;
+            // An answer is an id (or an error message): anything longer is
+            // not read, and the publish is sent again with the same key.
+            // An error's message is cut there.
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| PostError::Failed(e.to_string()))? {
+                if body.len() + chunk.len() > crate::core::MAX_POST_ANSWER {
+                    if status == 200 {
+                        let why = format!("answer over {} bytes", crate::core::MAX_POST_ANSWER);
+                        return Err(PostError::Failed(why));
+                    }
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let body = String::from_utf8_lossy(&body);
             if status != 200 {
                 return Err(PostError::Status { status, message: body.chars().take(200).collect() });
             }
@@ -442,16 +468,34 @@ fn build_tls_config(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>
     Ok(Arc::new(config))
 }
 
-/// A running connection: frames to send go in `tx`; dropping it ends the task.
+/// A running connection: frames to send go in its queue; dropping it ends
+/// the task.
 pub(crate) struct ConnHandle {
-    tx: mpsc::UnboundedSender<String>,
+    queue: SendQueue,
     task: tokio::task::JoinHandle<()>,
     graceful: bool,
 }
 
+/// Frames waiting for a WebSocket connection's writer, bounded in bytes.
+struct SendQueue {
+    tx: mpsc::UnboundedSender<String>,
+    /// Bytes queued and not written yet; the writer takes off what it wrote.
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
 impl ConnHandle {
-    pub(crate) fn send(&self, text: String) {
-        let _ = self.tx.send(text);
+    /// Queues a frame to send. `false` when the queue would go over its
+    /// bound: the peer has stopped reading, and the connection is to be
+    /// given up (what it did not send, the next one sends again).
+    pub(crate) fn send(&self, text: String) -> bool {
+        let q = &self.queue;
+        let len = text.len();
+        if q.queued.fetch_add(len, Ordering::AcqRel) + len > q.limit {
+            return false;
+        }
+        let _ = q.tx.send(text);
+        true
     }
 
     /// Ends the connection with a close handshake instead of cutting it.
@@ -475,11 +519,13 @@ impl Drop for ConnHandle {
 /// Starts a WebSocket connection task that reports to `events`.
 fn connect_websocket(conn: ConnId, url: String, opts: ConnectOptions, mut events: EventSender) -> ConnHandle {
     let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let queue = SendQueue { tx, queued: queued.clone(), limit: opts.send_queue_bytes };
     let task = tokio::spawn(async move {
-        let error = run_websocket(conn, &url, &opts, &mut events, rx).await;
+        let error = run_websocket(conn, &url, &opts, &mut events, rx, &queued).await;
         let _ = events.send(ConnEvent::Closed(conn, error)).await;
     });
-    ConnHandle { tx, task, graceful: false }
+    ConnHandle { queue, task, graceful: false }
 }
 
 async fn run_websocket(
@@ -488,6 +534,7 @@ async fn run_websocket(
     opts: &ConnectOptions,
     events: &mut EventSender,
     mut outgoing: mpsc::UnboundedReceiver<String>,
+    queued: &AtomicUsize,
 ) -> TransportError {
     let mut request = match url.into_client_request() {
         Ok(r) => r,
@@ -535,9 +582,11 @@ async fn run_websocket(
                 out = outgoing.recv() => {
                     match out {
                         Some(text) => {
+                            let len = text.len();
                             if let Err(e) = ws.send(WsMessage::text(text)).await {
                                 return TransportError::Lost(e.to_string());
                             }
+                            queued.fetch_sub(len, Ordering::AcqRel);
                         }
                         None => {
                             let _ = ws.close(None).await;

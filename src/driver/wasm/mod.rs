@@ -41,6 +41,11 @@ extern "C" {
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectOptions {
     headers: Vec<(String, String)>,
+    /// The largest poll answer read (the frame limit times
+    /// [`POLL_BATCH_FACTOR`](crate::core::POLL_BATCH_FACTOR)).
+    poll_limit: usize,
+    /// Most bytes a WebSocket may hold buffered for sending.
+    send_queue_bytes: usize,
     /// `Bearer <token>` from the application's newest token, in place of
     /// any fixed one.
     bearer: Option<String>,
@@ -52,9 +57,11 @@ impl ConnectOptions {
     pub(crate) fn new(
         headers: &[(String, String)],
         _roots: &[Vec<u8>],
-        _max_frame_bytes: usize,
+        max_frame_bytes: usize,
+        send_queue_bytes: usize,
     ) -> Result<Self, Error> {
-        Ok(Self { headers: headers.to_vec(), bearer: None })
+        let poll_limit = max_frame_bytes.saturating_mul(crate::core::POLL_BATCH_FACTOR);
+        Ok(Self { headers: headers.to_vec(), poll_limit, send_queue_bytes, bearer: None })
     }
 
     /// Sends `token` as `Authorization: Bearer` on `fetch` requests from now
@@ -241,16 +248,23 @@ fn frames_event(conn: ConnId, text: &str, batch: bool) -> ConnEvent {
 
 /// A running connection; dropping it closes it and silences its callbacks.
 pub(crate) enum ConnHandle {
-    WebSocket { ws: WebSocket, _callbacks: Vec<Closure<dyn FnMut(JsValue)>> },
+    WebSocket { ws: WebSocket, limit: usize, _callbacks: Vec<Closure<dyn FnMut(JsValue)>> },
     EventSource { es: EventSource, _callbacks: Vec<Closure<dyn FnMut(JsValue)>> },
     Fetch { abort: AbortController },
 }
 
 impl ConnHandle {
-    pub(crate) fn send(&self, text: String) {
-        if let ConnHandle::WebSocket { ws, .. } = self {
+    /// Sends a frame. `false` when the browser's buffer of what is not sent
+    /// yet would go over its bound: the peer has stopped reading, and the
+    /// connection is to be given up.
+    pub(crate) fn send(&self, text: String) -> bool {
+        if let ConnHandle::WebSocket { ws, limit, .. } = self {
+            if ws.buffered_amount() as usize + text.len() > *limit {
+                return false;
+            }
             let _ = ws.send_with_str(&text);
         }
+        true
     }
 
     /// The browser always closes with a close handshake when it can.
@@ -287,7 +301,7 @@ pub(crate) fn connect(
     events: EventSender,
 ) -> ConnHandle {
     match transport {
-        Transport::WebSocket => websocket(conn, &url, events),
+        Transport::WebSocket => websocket(conn, &url, opts, events),
         Transport::Sse => event_source(conn, &url, events),
         Transport::LongPoll => poll(conn, url, opts, events),
     }
@@ -319,7 +333,7 @@ fn open_callback(conn: ConnId, events: &EventSender, opened: &Rc<Cell<bool>>) ->
     })
 }
 
-fn websocket(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
+fn websocket(conn: ConnId, url: &str, opts: &ConnectOptions, events: EventSender) -> ConnHandle {
     let ws = match WebSocket::new(url) {
         Ok(ws) => ws,
         Err(e) => return not_opened(conn, &e, &events),
@@ -358,7 +372,7 @@ fn websocket(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
     ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-    ConnHandle::WebSocket { ws, _callbacks: vec![on_open, on_message, on_close] }
+    ConnHandle::WebSocket { ws, limit: opts.send_queue_bytes, _callbacks: vec![on_open, on_message, on_close] }
 }
 
 fn event_source(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
@@ -424,8 +438,9 @@ fn request(
 fn poll(conn: ConnId, url: String, opts: &ConnectOptions, events: EventSender) -> ConnHandle {
     let abort = abort_controller();
     let req = request("GET", &url, None, &[("accept", "application/json")], opts, Some(&abort));
+    let limit = opts.poll_limit;
     wasm_bindgen_futures::spawn_local(async move {
-        let error = match run_poll(conn, req, &events).await {
+        let error = match run_poll(conn, req, limit, &events).await {
             Ok(()) => TransportError::Completed,
             Err(e) => e,
         };
@@ -434,7 +449,12 @@ fn poll(conn: ConnId, url: String, opts: &ConnectOptions, events: EventSender) -
     ConnHandle::Fetch { abort }
 }
 
-async fn run_poll(conn: ConnId, req: Result<Request, JsValue>, events: &EventSender) -> Result<(), TransportError> {
+async fn run_poll(
+    conn: ConnId,
+    req: Result<Request, JsValue>,
+    limit: usize,
+    events: &EventSender,
+) -> Result<(), TransportError> {
     let req = req.map_err(|e| TransportError::Connect(describe(&e)))?;
     let resp: Response =
         JsFuture::from(fetch_request(&req)).await.map_err(|e| TransportError::Connect(describe(&e)))?.unchecked_into();
@@ -448,10 +468,38 @@ async fn run_poll(conn: ConnId, req: Result<Request, JsValue>, events: &EventSen
         return Err(TransportError::Unsupported(format!("answered '{ctype}' instead of application/json")));
     }
     report(events, ConnEvent::Opened(conn));
-    let text = resp.text().map_err(|e| TransportError::Lost(describe(&e)))?;
-    let text = JsFuture::from(text).await.map_err(|e| TransportError::Lost(describe(&e)))?;
-    report(events, frames_event(conn, &text.as_string().unwrap_or_default(), true));
+    let text = read_bounded(&resp, limit)
+        .await
+        .map_err(|e| TransportError::Lost(describe(&e)))?
+        .ok_or(TransportError::TooLarge { limit })?;
+    report(events, frames_event(conn, &text, true));
     Ok(())
+}
+
+/// The body of `resp` as text, or `None` when it is longer than `limit`
+/// bytes: a `Content-Length` over it is refused before anything is read,
+/// and a streamed body is read chunk by chunk and given up at the limit.
+async fn read_bounded(resp: &Response, limit: usize) -> Result<Option<String>, JsValue> {
+    let length = resp.headers().get("content-length").ok().flatten().and_then(|v| v.trim().parse::<usize>().ok());
+    if length.is_some_and(|n| n > limit) {
+        return Ok(None);
+    }
+    let Some(body) = resp.body() else { return Ok(Some(String::new())) };
+    let reader = body.get_reader().unchecked_into::<web_sys::ReadableStreamDefaultReader>();
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = JsFuture::from(reader.read()).await?;
+        if js_sys::Reflect::get(&chunk, &"done".into())?.is_truthy() {
+            break;
+        }
+        let value = js_sys::Uint8Array::new(&js_sys::Reflect::get(&chunk, &"value".into())?);
+        if bytes.len() + value.length() as usize > limit {
+            let _ = reader.cancel();
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&value.to_vec());
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// Sends an HTTP publish with `fetch` and reports the result.
@@ -472,9 +520,16 @@ pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions
                 .map_err(|e| PostError::Failed(describe(&e)))?
                 .unchecked_into();
             let status = resp.status();
-            let text = resp.text().map_err(|e| PostError::Failed(describe(&e)))?;
-            let body = JsFuture::from(text).await.map_err(|e| PostError::Failed(describe(&e)))?;
-            let body = body.as_string().unwrap_or_default();
+            // An answer is an id or an error message: a longer one is not
+            // read, and the publish is sent again with the same key.
+            let limit = crate::core::MAX_POST_ANSWER;
+            let body = read_bounded(&resp, limit).await.map_err(|e| PostError::Failed(describe(&e)))?;
+            let Some(body) = body else {
+                return Err(match status {
+                    200 => PostError::Failed("answer over the limit".into()),
+                    _ => PostError::Status { status, message: String::new() },
+                });
+            };
             if status != 200 {
                 return Err(PostError::Status { status, message: body.chars().take(200).collect() });
             }
