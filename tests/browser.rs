@@ -402,14 +402,19 @@ async fn an_oversized_publish_answer_is_not_read_and_the_publish_is_retried_once
 }
 
 /// A poll answer over the client's bound (16 times the frame limit),
-/// streamed with no `Content-Length`, is given up at the bound and stops
-/// the client with `frame_too_large` (resuming would get the same answer).
+/// streamed with no `Content-Length`, is given up at the bound, not read
+/// whole, and stops the client with `frame_too_large` (resuming would get
+/// the same answer).
 #[wasm_bindgen_test]
 async fn an_oversized_poll_answer_stops_the_client_with_frame_too_large() {
     deadline(async {
         reset_fixture().await;
+        // 1.2 GB: more than the longest string a browser can make, so that
+        // an answer read whole fails as a lost connection rather than as
+        // too large; given up at the bound, it costs 16 KiB.
+        post("/control/oversize?what=poll&count=1&bytes=1200000000", "").await;
         let c = Client::builder(FIXTURE).transports(&[Transport::LongPoll]).max_frame_bytes(1024).build().unwrap();
-        post("/control/oversize?what=poll&count=1&bytes=4194304", "").await;
+        // Listened to before the client's loop first runs: none of its states is missed.
         let mut states = c.states();
         loop {
             match states.next().await {
