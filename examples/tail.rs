@@ -128,7 +128,8 @@ mod app {
         let mut states = client.states();
         let mut subs = SelectAll::new();
         for ch in channels {
-            let sub = match &args.from {
+            let start = demo.and_then(|d| d.starts.iter().find(|(c, _)| c == ch)).map(|(_, id)| id);
+            let sub = match args.from.as_ref().or(start) {
                 Some(from) => client.subscribe_from(ch, from).await,
                 None => client.subscribe(ch).await,
             };
@@ -232,6 +233,9 @@ mod app {
     struct Demo {
         fixture: std::sync::Arc<Fixture>,
         faults: std::sync::Arc<std::sync::Mutex<(u64, &'static str)>>,
+        /// Each channel's position before its first event: the demo
+        /// subscribes from there, so that event 1 is the first shown.
+        starts: Vec<(String, String)>,
     }
 
     impl Demo {
@@ -260,7 +264,8 @@ mod app {
             "tail: embedded fixture at {url}; publishing to {channels:?} with a fault every few seconds (Ctrl-C to stop)"
         );
         let faults = std::sync::Arc::new(std::sync::Mutex::new((0u64, "none")));
-        let demo = Demo { fixture: std::sync::Arc::new(fixture), faults: faults.clone() };
+        let starts = channels.iter().map(|ch| (ch.clone(), fixture.head(ch))).collect();
+        let demo = Demo { fixture: std::sync::Arc::new(fixture), faults: faults.clone(), starts };
         // The publisher: ~25 events a second per channel, numbered per channel.
         {
             let fixture = demo.fixture.clone();

@@ -132,6 +132,7 @@ cli_check() {
   fi
 }
 cli_check "tail --plain-sse" bash scripts/plain-sse-check.sh
+cli_check "demo from event 1" bash scripts/demo-check.sh
 contract=../shared/tools/contract-check.sh
 if [ -f "$contract" ]; then
   for t in ws sse poll auto; do

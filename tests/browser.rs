@@ -430,3 +430,31 @@ async fn an_oversized_poll_answer_stops_the_client_with_frame_too_large() {
     })
     .await;
 }
+
+/// A cursor ahead of the channel's head in its epoch: a typed reset to the
+/// head, then every event published after it, on every transport.
+#[wasm_bindgen_test]
+async fn a_cursor_ahead_of_the_head_resets_to_it_and_every_later_event_arrives() {
+    deadline(async {
+        reset_fixture().await;
+        for t in Transport::ALL {
+            let ch = unique("ahead");
+            let head = publish(&ch, "0").await;
+            let epoch = head.rsplit_once('-').unwrap().0;
+            let c = client(&[t]);
+            let mut sub = c.subscribe_from(&ch, &format!("{epoch}-99")).await.unwrap();
+            match sub.next().await.unwrap().unwrap() {
+                Message::Reset { head: h, reason, .. } => {
+                    assert_eq!((reason.as_str(), h.as_str()), ("unknown_cursor", head.as_str()), "{t}")
+                }
+                other => panic!("{t}: {other:?}"),
+            }
+            for i in 1..=29 {
+                publish(&ch, &i.to_string()).await;
+            }
+            assert_eq!(events(&mut sub, 29).await, numbers(1..=29), "{t}");
+            c.close().await;
+        }
+    })
+    .await;
+}

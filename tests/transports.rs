@@ -71,6 +71,7 @@ per_transport!(
     a_stall_is_detected_by_the_heartbeat_and_the_connection_replaced,
     a_new_epoch_gives_a_typed_reset_live_and_on_resume,
     truncated_history_gives_a_typed_reset_then_live_events,
+    a_cursor_ahead_of_the_head_resets_to_it_and_every_later_event_arrives,
     retry_after_from_a_503_is_honoured,
     unauthorized_stops_retrying_with_a_typed_error,
     the_first_connect_is_retried_while_the_server_is_down,
@@ -196,6 +197,31 @@ async fn truncated_history_gives_a_typed_reset_then_live_events(t: Transport) {
     }
     fx.publish("c", None, "11").unwrap();
     assert_eq!(events(&mut sub, 1).await, ["11"]);
+}
+
+/// A cursor ahead of the channel's head in its epoch (a node that lost
+/// writes, a cursor from elsewhere): a typed reset to the head, then every
+/// event published after it, none dropped as a "duplicate" of the old cursor.
+async fn a_cursor_ahead_of_the_head_resets_to_it_and_every_later_event_arrives(t: Transport) {
+    let fx = fixture(1000).await;
+    let head = fx.publish("c", None, "0").unwrap();
+    let epoch = head.rsplit_once('-').unwrap().0;
+    let c = client(&fx.url(), t);
+    let mut sub = c.subscribe_from("c", &format!("{epoch}-99")).await.unwrap();
+    match next(&mut sub).await {
+        Message::Reset { reason: ResetReason::UnknownCursor, head: h, .. } => assert_eq!(h, head),
+        other => panic!("{other:?}"),
+    }
+    for i in 1..=29 {
+        fx.publish("c", None, &i.to_string()).unwrap();
+    }
+    assert_eq!(events(&mut sub, 29).await, numbers(1..=29));
+    // Across a drop too: the cursor is the last event, not the old one.
+    until_open(&fx, t).await;
+    fx.drop_connections();
+    fx.publish("c", None, "30").unwrap();
+    assert_eq!(events(&mut sub, 1).await, ["30"]);
+    c.close().await;
 }
 
 async fn retry_after_from_a_503_is_honoured(t: Transport) {

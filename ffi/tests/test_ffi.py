@@ -151,6 +151,23 @@ def test_resumes_after_an_abrupt_drop_without_loss_or_duplicates(server, name):
     client.shutdown()
 
 
+@pytest.mark.parametrize("name", ["ws", "sse", "poll"])
+def test_a_cursor_ahead_of_the_head_resets_to_it_and_every_later_event_arrives(server, name):
+    reset_faults(server)
+    ch = channel(f"ahead-{name}")
+    head = publish(server, ch, "0")
+    epoch = head.rsplit("-", 1)[0]
+    client = Client(config(server, [TRANSPORTS[name]]))
+    got = Collector()
+    handle = client.subscribe(ch, f"{epoch}-99", got)
+    assert got.next() == ("reset", "unknown_cursor")
+    for i in range(1, 30):
+        publish(server, ch, str(i))
+    assert got.datas(29) == [str(i) for i in range(1, 30)]
+    handle.cancel()
+    client.shutdown()
+
+
 def test_state_changes_arrive(server):
     reset_faults(server)
     client = Client(config(server, [TransportKind.WS]))

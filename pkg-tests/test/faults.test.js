@@ -129,3 +129,29 @@ test("fallback: with WebSocket refused, an auto client connects over sse with fa
     await setTransport("websocket", true);
   }
 });
+
+for (const transport of ["ws", "sse", "poll"]) {
+  test(`a cursor ahead of the head on ${transport}: one reset to the head, then every later event`, { timeout: 30_000 }, async () => {
+    const channel = uniqueChannel(`ahead-${transport}`);
+    const key = `ahead-${transport}`;
+    const head = await publish(channel, "0");
+    const epoch = head.slice(0, head.lastIndexOf("-"));
+    const options = { transports: [transport], upgradeProbeMs: false };
+    await page.evaluate(
+      ({ key, url, options, channel, from }) => window.collect(key, url, options, channel, from),
+      { key, url: FIXTURE_URL, options, channel, from: `${epoch}-99` },
+    );
+    // The reset comes first; events published after it must all follow.
+    await page.waitForFunction((k) => window.runs[k].messages.length >= 1, key, { timeout: 20_000 });
+    const numbers = Array.from({ length: 29 }, (_, i) => String(i + 1));
+    await publishAll(channel, numbers);
+    await publish(channel, "end");
+    const { messages, error } = await finishCollect(page, key, 20_000);
+    assert.equal(error, null);
+    assert.deepEqual(messages[0], { channel, reset: "unknown_cursor", head });
+    assert.deepEqual(
+      messages.slice(1).map((m) => m.data),
+      numbers,
+    );
+  });
+}
