@@ -41,9 +41,12 @@ pub enum Error {
     /// A subscription to this channel already exists on this client.
     #[error("already subscribed to '{0}'")]
     AlreadySubscribed(String),
-    /// A channel name or cursor is malformed.
+    /// A channel name, cursor or event type is malformed.
     #[error(transparent)]
     Parse(#[from] ParseError),
+    /// An option cannot be used (an empty list of transports, …).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// The server URL cannot be used.
     #[error("invalid server URL '{url}': {why}")]
     InvalidUrl {
@@ -132,7 +135,7 @@ impl Error {
             Error::RetriesExhausted { .. } => "retries_exhausted",
             Error::Closed => "closed",
             Error::AlreadySubscribed(_) => "already_subscribed",
-            Error::Parse(_) => "invalid_argument",
+            Error::Parse(_) | Error::InvalidArgument(_) => "invalid_argument",
             Error::InvalidUrl { .. } => "invalid_url",
             Error::PublishRejected { .. } => "publish_rejected",
             Error::PublishQueueFull { .. } => "publish_queue_full",

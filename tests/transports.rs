@@ -69,6 +69,7 @@ macro_rules! per_transport {
 per_transport!(
     resumes_after_an_abrupt_drop_without_loss_or_duplicates,
     a_stall_is_detected_by_the_heartbeat_and_the_connection_replaced,
+    wake_replaces_a_stalled_connection_long_before_the_heartbeat_would,
     a_new_epoch_gives_a_typed_reset_live_and_on_resume,
     truncated_history_gives_a_typed_reset_then_live_events,
     a_cursor_ahead_of_the_head_resets_to_it_and_every_later_event_arrives,
@@ -160,6 +161,28 @@ async fn a_stall_is_detected_by_the_heartbeat_and_the_connection_replaced(t: Tra
     wait_state(&mut states, "connected", |s| matches!(s, ConnectionState::Connected { .. })).await;
     fx.publish("c", None, "after").unwrap();
     assert_eq!(events(&mut sub, 2).await, ["during", "after"]);
+}
+
+/// An app back in the foreground calls `wake()`: a stalled connection of
+/// any transport is replaced within the liveness probe (3 s), not after
+/// the heartbeat timeout (here a minute).
+async fn wake_replaces_a_stalled_connection_long_before_the_heartbeat_would(t: Transport) {
+    let fx = fixture(30_000).await;
+    let c = client(&fx.url(), t);
+    let mut sub = c.subscribe_from("c", &fx.head("c")).await.unwrap();
+    fx.publish("c", None, "1").unwrap();
+    assert_eq!(events(&mut sub, 1).await, ["1"]);
+    until_open(&fx, t).await;
+    assert!(fx.stall() >= 1);
+    fx.publish("c", None, "2").unwrap();
+    let before = fx.stats().connections_accepted;
+    c.wake();
+    // DEADLINE (20 s) is a third of the heartbeat timeout. A WebSocket
+    // misses its ping's deadline and reconnects; an SSE stream or a held
+    // poll is replaced by a fresh request at once.
+    assert_eq!(events(&mut sub, 1).await, ["2"]);
+    assert!(fx.stats().connections_accepted > before, "a new connection carried it");
+    c.close().await;
 }
 
 async fn a_new_epoch_gives_a_typed_reset_live_and_on_resume(t: Transport) {

@@ -100,6 +100,9 @@ pub enum TransportError {
     },
     /// The TLS handshake failed.
     Tls(String),
+    /// No credentials could be had for the attempt (the token provider
+    /// failed, or did not answer in time), so none was made.
+    NoCredentials(String),
     /// The server (or a proxy) answered in a way that says this transport is
     /// not available here, for example an SSE request answered with HTML.
     Unsupported(String),
@@ -163,6 +166,32 @@ pub enum DisconnectReason {
     Tls(String),
     /// The host reports no network; attempts resume when it is back.
     Offline,
+    /// The token provider failed or did not answer, so no attempt was made
+    /// (counts as a refusal of credentials).
+    NoCredentials(String),
+}
+
+impl DisconnectReason {
+    /// A stable, machine-readable name for the reason, the same on every
+    /// surface: `connect_failed`, `refused`, `unsupported`, `unavailable`,
+    /// `lost`, `server_closed`, `heartbeat_timeout`, `open_timeout`,
+    /// `protocol`, `tls`, `offline`, `no_credentials`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DisconnectReason::ConnectFailed(_) => "connect_failed",
+            DisconnectReason::Refused { .. } => "refused",
+            DisconnectReason::Unsupported(_) => "unsupported",
+            DisconnectReason::Unavailable { .. } => "unavailable",
+            DisconnectReason::Lost(_) => "lost",
+            DisconnectReason::ServerClosed { .. } => "server_closed",
+            DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
+            DisconnectReason::OpenTimeout => "open_timeout",
+            DisconnectReason::Protocol(_) => "protocol",
+            DisconnectReason::Tls(_) => "tls",
+            DisconnectReason::Offline => "offline",
+            DisconnectReason::NoCredentials(_) => "no_credentials",
+        }
+    }
 }
 
 impl fmt::Display for DisconnectReason {
@@ -184,6 +213,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
             DisconnectReason::Tls(e) => write!(f, "TLS failed: {e}"),
             DisconnectReason::Offline => f.write_str("offline, waiting for the network"),
+            DisconnectReason::NoCredentials(e) => write!(f, "no credentials: {e}"),
         }
     }
 }

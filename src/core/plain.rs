@@ -250,6 +250,7 @@ impl PlainSession {
             }
             TransportError::Connect(e) | TransportError::OpenFailed(e) => (DisconnectReason::ConnectFailed(e), None),
             TransportError::Lost(e) => (DisconnectReason::Lost(e), None),
+            TransportError::NoCredentials(e) => (DisconnectReason::NoCredentials(e), None),
             TransportError::Completed => (DisconnectReason::Lost("stream ended".into()), None),
             TransportError::Closed { code, reason } => (DisconnectReason::ServerClosed { code, reason }, None),
             // Reconnecting with the same Last-Event-ID would receive it again.

@@ -355,6 +355,8 @@ pub struct Session {
     offline: bool,
     /// Credentials refused in a row (with `refresh_auth`).
     auth_refusals: u32,
+    /// The next poll asks to be answered at once (a wake checks the link).
+    quick_poll: bool,
     /// With `await_token`: no connection until the application hands in a
     /// token (at the start, and after every failure).
     token_wanted: bool,
@@ -397,7 +399,7 @@ impl Session {
             new
         });
         if config.transports.is_empty() {
-            config.transports = Transport::ALL.to_vec();
+            return Err(Error::InvalidArgument("transports: the list is empty; give at least one".into()));
         }
         let rng = SmallRng::seed_from_u64(seeds.jitter);
         let key_prefix = seeds.keys;
@@ -421,6 +423,7 @@ impl Session {
             next_probe: 0,
             offline: false,
             auth_refusals: 0,
+            quick_poll: false,
             token_wanted: config_await,
             subs: ChannelMap::default(),
             unanswered: ChannelMap::default(),
@@ -613,17 +616,35 @@ impl Session {
             }
             Input::Offline => self.offline = true,
             Input::Token(token) => self.on_token(token, now),
-            Input::Wake => {
-                if let Conn::Open { id, transport: Transport::WebSocket, welcomed: true, .. } = self.conn {
-                    // The server answers a ping at once: a live connection
-                    // proves itself well before the short deadline.
-                    self.send(id, &ClientFrame::Ping);
-                    let deadline = now + self.config.liveness_probe;
-                    if self.timers.0[Timer::Heartbeat as usize].is_none_or(|t| t > deadline) {
-                        self.timers.set(Timer::Heartbeat, deadline);
-                    }
+            Input::Wake => self.on_wake(now),
+        }
+    }
+
+    /// The host doubts the connection: prove it alive within
+    /// [`Config::liveness_probe`], or replace it.
+    fn on_wake(&mut self, now: Instant) {
+        let deadline = now + self.config.liveness_probe;
+        match self.conn {
+            Conn::Open { id, transport: Transport::WebSocket, welcomed: true, .. } => {
+                // The server answers a ping at once: a live connection
+                // proves itself well before the short deadline.
+                self.send(id, &ClientFrame::Ping);
+                if self.timers.0[Timer::Heartbeat as usize].is_none_or(|t| t > deadline) {
+                    self.timers.set(Timer::Heartbeat, deadline);
                 }
             }
+            // Nothing can be sent up an SSE stream or a held poll: a fresh
+            // request, resuming from the cursors and answered at once (a
+            // poll asks for no hold), replaces it, and must be greeted
+            // within the same deadline.
+            Conn::Opening { id, .. } | Conn::Open { id, .. } if self.linked_since.is_some() => {
+                tracing::debug!(conn = id.0, "wake: replacing the HTTP request with a fresh one");
+                self.out.push_back(Output::Disconnect { conn: id });
+                self.quick_poll = true;
+                self.open_connection(now, false);
+                self.timers.set(Timer::Open, deadline);
+            }
+            _ => {}
         }
     }
 
@@ -714,9 +735,10 @@ impl Session {
         }
         if transport == Transport::LongPoll {
             // The first poll of a link is answered at once (it carries the
-            // welcome that makes the link, which publishes wait for); the
-            // next ones are held.
-            let hold = if self.linked_since.is_some() { self.config.poll_hold.as_millis() as u64 } else { 0 };
+            // welcome that makes the link, which publishes wait for), and so
+            // is one that checks the link (a wake); the next ones are held.
+            let quick = self.linked_since.is_none() || self.quick_poll;
+            let hold = if quick { 0 } else { self.config.poll_hold.as_millis() as u64 };
             url.push_str(&format!("timeout_ms={hold}"));
         } else {
             url.pop();
@@ -781,6 +803,7 @@ impl Session {
             sub.carried = transport != Transport::WebSocket;
         }
         let url = self.endpoint(transport);
+        self.quick_poll = false;
         tracing::debug!(conn = id.0, %transport, %url, "connecting");
         if announce {
             let attempt = self.failures;
@@ -1207,6 +1230,8 @@ impl Session {
             TransportError::Lost(e) => (DisconnectReason::Lost(e), retry),
             TransportError::Completed => (DisconnectReason::Lost("stream ended".into()), retry),
             TransportError::Tls(e) => (DisconnectReason::Tls(e.clone()), Decision::Stop(Error::Tls(e))),
+            // Counted as a refusal: the next attempt asks again.
+            TransportError::NoCredentials(e) => (DisconnectReason::NoCredentials(e), self.auth_decision()),
             TransportError::Unsupported(e) => (DisconnectReason::Unsupported(e), Decision::Fallback),
             TransportError::TooLarge { limit } => (
                 DisconnectReason::Protocol(format!("frame over the {limit}-byte limit")),
@@ -1593,6 +1618,41 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// Checks `host[:port]` of a URL: a DNS name or IPv4 address (letters,
+/// digits, `-`, `.`, `_`), or an IPv6 address in brackets; a port of 1-5
+/// digits up to 65535. Credentials in the URL are refused (use a token).
+fn check_authority(authority: &str) -> Result<(), &'static str> {
+    if authority.contains('@') {
+        return Err("credentials do not go in the URL; use a token");
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6.split_once(']').ok_or("an IPv6 address without its closing ']'")?;
+            addr.parse::<std::net::Ipv6Addr>().map_err(|_| "not an IPv6 address in the brackets")?;
+            match after {
+                "" => return Ok(()),
+                _ => ("", after.strip_prefix(':').ok_or("text after the IPv6 address")?),
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, port),
+            None => (authority, ""),
+        },
+    };
+    if authority.starts_with(|c| c != '[')
+        && (host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+    {
+        return Err("the host must be a name or an address");
+    }
+    if authority.contains(':') && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit())) {
+        return Err("the port must be a number");
+    }
+    if !port.is_empty() && port.parse::<u32>().map_or(true, |p| p > 65_535) {
+        return Err("the port must be at most 65535");
+    }
+    Ok(())
+}
+
 /// Derives the HTTP base and the WebSocket endpoint from the server URL
 /// (PROTOCOL.md, "Endpoints").
 pub(crate) fn endpoints(url: &str) -> Result<(String, String), Error> {
@@ -1611,6 +1671,7 @@ pub(crate) fn endpoints(url: &str) -> Result<(String, String), Error> {
     if host_end == 0 {
         return Err(bad("no host"));
     }
+    check_authority(rest.get(..host_end).unwrap_or_default()).map_err(bad)?;
     if rest.contains(['?', '#']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad("a base URL has no query, fragment or spaces"));
     }

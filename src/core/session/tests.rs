@@ -669,9 +669,104 @@ fn base_urls_map_to_the_endpoints() {
     assert_eq!(e("http://h:1"), ("http://h:1".into(), "ws://h:1/ws".into()));
     assert_eq!(e("https://h/api/"), ("https://h/api".into(), "wss://h/api/ws".into()));
     assert_eq!(e("wss://h/ws"), ("https://h".into(), "wss://h/ws".into()));
-    for bad in ["h:1", "ftp://h", "http://", "http://h/?x=1", "http://h /"] {
-        assert!(endpoints(bad).is_err(), "{bad}");
+    assert_eq!(e("http://[::1]:8080/p"), ("http://[::1]:8080/p".into(), "ws://[::1]:8080/p/ws".into()));
+    assert_eq!(e("http://[::1]"), ("http://[::1]".into(), "ws://[::1]/ws".into()));
+    assert_eq!(e("http://127.0.0.1:65535"), ("http://127.0.0.1:65535".into(), "ws://127.0.0.1:65535/ws".into()));
+    for bad in [
+        "h:1",
+        "ftp://h",
+        "http://",
+        "http://h/?x=1",
+        "http://h /",
+        "https://[::1",
+        "https://[::1]x",
+        "https://[nope]:1",
+        "http://h:",
+        "http://h:65536",
+        "http://h:8o",
+        "http://:80",
+        "http://user:pw@h",
+        "http://h%20x",
+    ] {
+        let err = endpoints(bad).unwrap_err();
+        assert_eq!(err.code(), "invalid_url", "{bad}");
     }
+}
+
+#[test]
+fn an_empty_transport_list_is_refused_at_creation() {
+    let mut cfg = config();
+    cfg.transports = vec![];
+    let err = Session::new(cfg, "http://h", seeds(1), Instant::now()).unwrap_err();
+    assert_eq!(err.code(), "invalid_argument");
+}
+
+#[test]
+fn wake_replaces_an_sse_stream_with_a_fresh_one_that_must_greet_quickly() {
+    let mut r = with_transports(&[Transport::Sse]);
+    r.s.subscribe("c", Some("E-3".parse().unwrap()), r.now).unwrap();
+    r.advance_to_timeout();
+    r.open();
+    r.recv(subscribed("c", Outcome::Resumed, None, "E-3"));
+    r.recv(event("c", "E-4", "x"));
+    let old = r.conn();
+    r.now += Duration::from_secs(30);
+    r.recv(encode_server(&ServerFrame::Ping));
+    r.input(Input::Wake);
+    assert_eq!(r.disconnects.last(), Some(&old), "the doubted stream is closed");
+    assert_ne!(r.conn(), old);
+    assert!(r.urls.last().unwrap().1.ends_with("channel=c@E-4"), "resuming from the cursor");
+    assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_secs(3)), "the liveness deadline");
+    // A stream that does not greet in time is a dead link: replaced again.
+    r.input(Input::Opened { conn: r.conn() });
+    r.advance_to_timeout();
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::HeartbeatTimeout, .. }));
+    // One that greets goes on, with nothing to tell the application.
+    let mut r = with_transports(&[Transport::Sse]);
+    r.open();
+    let states = r.states.len();
+    r.input(Input::Wake);
+    r.open();
+    assert_eq!(r.states.len(), states, "no new state: the link never broke");
+    assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_secs(2)), "the heartbeat deadline again");
+}
+
+#[test]
+fn wake_replaces_a_held_poll_with_one_answered_at_once() {
+    let mut r = with_transports(&[Transport::LongPoll]);
+    r.s.subscribe("c", Some("E-3".parse().unwrap()), r.now).unwrap();
+    r.advance_to_timeout();
+    let conn = r.conn();
+    r.input(Input::Opened { conn });
+    r.input(Input::Received {
+        conn,
+        text: batch(&[ServerFrame::Welcome { heartbeat_ms: 0 }, sub_frame("c", Outcome::Resumed, "E-3")]),
+    });
+    r.input(Input::Closed { conn, error: TransportError::Completed });
+    assert!(r.urls.last().unwrap().1.ends_with("timeout_ms=25000"), "held: {:?}", r.urls.last());
+    let held = r.conn();
+    r.input(Input::Wake);
+    assert_eq!(r.disconnects.last(), Some(&held));
+    assert!(r.urls.last().unwrap().1.ends_with("channel=c@E-3&timeout_ms=0"), "{:?}", r.urls.last());
+    assert_eq!(r.s.poll_timeout(), Some(r.now + Duration::from_secs(3)));
+    r.advance_to_timeout();
+    assert!(matches!(r.last_state(), ConnectionState::Disconnected { reason: DisconnectReason::HeartbeatTimeout, .. }));
+}
+
+#[test]
+fn a_failing_token_provider_is_reported_as_such_and_counted_as_a_refusal() {
+    let mut cfg = config();
+    cfg.refresh_auth = true;
+    let mut r = Rig::with(cfg);
+    r.close(TransportError::NoCredentials("the token provider failed: boom".into()));
+    let ConnectionState::Disconnected { reason, .. } = r.last_state().clone() else { panic!() };
+    assert_eq!(reason.code(), "no_credentials");
+    assert!(reason.to_string().contains("boom"), "{reason}");
+    r.advance_to_timeout();
+    r.close(TransportError::NoCredentials("boom".into()));
+    r.advance_to_timeout();
+    r.close(TransportError::NoCredentials("boom".into()));
+    assert_eq!(*r.last_state(), ConnectionState::Closed { error: Some(Error::Unauthorized) });
 }
 
 // ---------------------------------------------------------------------------

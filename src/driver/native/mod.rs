@@ -75,16 +75,15 @@ const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A provider that fails or hangs counts as refused credentials.
 async fn bearer(opts: &ConnectOptions) -> Result<Option<String>, TransportError> {
     let Some(provider) = &opts.token else { return Ok(None) };
-    let refused = TransportError::Status { status: 401, retry_after: None };
     match tokio::time::timeout(TOKEN_TIMEOUT, provider.token()).await {
         Ok(Ok(token)) => Ok(Some(format!("Bearer {token}"))),
         Ok(Err(e)) => {
             tracing::warn!(%e, "the token provider failed");
-            Err(refused)
+            Err(TransportError::NoCredentials(format!("the token provider failed: {e}")))
         }
         Err(_) => {
             tracing::warn!("the token provider did not answer within 10 s");
-            Err(refused)
+            Err(TransportError::NoCredentials("the token provider did not answer within 10 s".into()))
         }
     }
 }
