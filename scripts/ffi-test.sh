@@ -15,6 +15,8 @@ for lang in python kotlin swift; do
     generate --library "$lib" --language "$lang" --out-dir "$out/$lang" --no-format
 done
 cp "$lib" "$out/python/"
+# The Python idioms ship beside the generated module.
+cp ffi/python/resub.py "$out/python/"
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pytest
 RESUB_FIXTURE_BIN=target/debug/resub-fixture RESUB_BINDINGS_DIR="$out" PYTHONPATH="$out/python" \
   python3 -m pytest -q -p no:cacheprovider ffi/tests

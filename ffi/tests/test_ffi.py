@@ -1,21 +1,30 @@
 """The FFI end to end through the Python bindings: the same library Kotlin and
-Swift apps load, against the fixture server binary."""
+Swift apps load, against the fixture server binary. The generated module
+(`resub_ffi`) is driven as Kotlin and Swift apps drive theirs; the shipped
+wrapper (`resub`) is tested for its Python idioms at the end."""
 
 import asyncio
+import dataclasses
 import json
 import os
 import queue
 import random
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
 
 import pytest
 
+import resub
 from resub_ffi import (
     Client,
+    ClientConfig,
     CursorStore,
+    DisconnectCode,
+    LogLevel,
     ResubError,
     State,
     StateListener,
@@ -88,6 +97,9 @@ class Collector(SubscriptionListener):
     def on_event(self, event):
         self.items.put(("event", event))
 
+    def on_resumed(self, channel, after):
+        self.items.put(("resumed", after))
+
     def on_reset(self, channel, reason, head):
         self.items.put(("reset", reason))
 
@@ -104,9 +116,12 @@ class Collector(SubscriptionListener):
         return self.items.get(timeout=TIMEOUT)
 
     def datas(self, n):
+        """The data of the next `n` events, skipping `resumed` notices."""
         out = []
         while len(out) < n:
             kind, value = self.next()
+            if kind == "resumed":
+                continue
             assert kind == "event", (kind, value)
             out.append(value.data)
         return out
@@ -160,7 +175,10 @@ def test_a_cursor_ahead_of_the_head_resets_to_it_and_every_later_event_arrives(s
     client = Client(config(server, [TRANSPORTS[name]]))
     got = Collector()
     handle = client.subscribe(ch, f"{epoch}-99", got)
-    assert got.next() == ("reset", "unknown_cursor")
+    kind, value = got.next()
+    while kind == "resumed":
+        kind, value = got.next()
+    assert (kind, value) == ("reset", "unknown_cursor")
     for i in range(1, 30):
         publish(server, ch, str(i))
     assert got.datas(29) == [str(i) for i in range(1, 30)]
@@ -185,9 +203,15 @@ def test_state_changes_arrive(server):
 
 def test_errors_map_to_codes(server):
     reset_faults(server)
-    with pytest.raises(ResubError) as e:
+    with pytest.raises(ResubError.InvalidUrl) as e:
         Client(default_config("not a url"))
     assert e.value.code == "invalid_url"
+    with pytest.raises(ResubError.InvalidUrl):
+        Client(ClientConfig(url="https://[::1"))
+    with pytest.raises(ResubError.InvalidArgument):
+        Client(ClientConfig(url=server, transports=[]))
+    with pytest.raises(ResubError.InvalidArgument):
+        Client(ClientConfig(url=server, open_timeout_ms=-1))
     client = Client(config(server))
     with pytest.raises(ResubError) as e:
         client.subscribe("bad channel!", None, Collector())
@@ -199,6 +223,11 @@ def test_errors_map_to_codes(server):
         asyncio.run(client.publish("bad channel!", "x"))
     assert e.value.code == "invalid_argument"
     client.shutdown()
+    # After a shutdown, subscribe fails as publish does.
+    with pytest.raises(ResubError.Closed):
+        client.subscribe("ok", None, Collector())
+    with pytest.raises(ResubError.Closed):
+        asyncio.run(client.publish("ok", "x"))
     # A refused token stops the client: the subscription ends with the code.
     post(f"{server}/control/auth?reject=true")
     try:
@@ -223,6 +252,9 @@ def test_publish_resolves_to_the_event_id_subscribers_see(server):
     sub = client.subscribe(ch, start, got)
     event_id = asyncio.run(client.publish(ch, "from python"))
     kind, event = got.next()
+    if kind == "resumed":
+        assert event == start, "resumed after the cursor given"
+        kind, event = got.next()
     assert (kind, event.id, event.data) == ("event", event_id, "from python")
     client.shutdown()
 
@@ -276,7 +308,10 @@ def test_closing_from_inside_the_listener_is_safe(server):
     holder["handle"] = client.subscribe(ch, start, got)
     publish(server, ch, "1")
     publish(server, ch, "2")
-    assert got.next()[0] == "event"
+    kind = got.next()[0]
+    while kind == "resumed":
+        kind = got.next()[0]
+    assert kind == "event"
     assert got.next() == ("end", None), "the subscription ended, nothing after"
     closed = states.until(lambda s: isinstance(s, State.CLOSED))
     assert closed.error is None, "closed by the application, not by an error"
@@ -409,17 +444,19 @@ class FailingTokens(TokenProvider):
         raise RuntimeError("the identity provider is down")
 
 
-def test_a_failing_token_provider_stops_the_client_with_unauthorized(server):
+def test_a_failing_token_provider_is_reported_as_such_then_stops_the_client(server):
     reset_faults(server)
     tokens = FailingTokens()
     client = Client.with_callbacks(config(server, [TransportKind.WS]), None, tokens)
-    deadline = time.monotonic() + 20
-    while not isinstance(client.state(), State.CLOSED):
-        assert time.monotonic() < deadline, f"still {client.state()}"
-        time.sleep(0.02)
-    assert client.state().error.code == "unauthorized"
-    assert tokens.calls == 3, "three failures in a row stop it"
-    client.shutdown()
+    states = States()
+    watch = client.on_state(states)
+    failed = states.until(lambda s: isinstance(s, State.DISCONNECTED))
+    assert failed.reason == DisconnectCode.NO_CREDENTIALS, failed
+    assert "the identity provider is down" in failed.detail, failed.detail
+    closed = states.until(lambda s: isinstance(s, State.CLOSED))
+    assert closed.error.code == "unauthorized"
+    assert tokens.calls == 3, "three failures in a row, as three refusals"
+    watch.cancel()
 
 
 def test_bindings_are_generated_for_kotlin_and_swift():
@@ -431,3 +468,313 @@ def test_bindings_are_generated_for_kotlin_and_swift():
             assert name in text, name
     assert "suspend fun `publish`" in kt or "suspend fun publish" in kt
     assert "func publish(" in swift and "async" in swift
+
+
+# --- threads -------------------------------------------------------------------
+
+
+def thread_name():
+    """The OS name of the calling thread (as the library named it)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as f:
+        return f.read().strip()
+
+
+class Timed(Collector):
+    """Records, with each event, when it arrived and on which thread."""
+
+    def __init__(self, delay=0.0):
+        super().__init__()
+        self.delay = delay
+        self.threads = set()
+
+    def on_event(self, event):
+        self.threads.add(thread_name())
+        time.sleep(self.delay)
+        self.items.put(("event", (time.monotonic(), event.data)))
+
+
+def test_a_slow_listener_delays_neither_heartbeats_nor_other_subscriptions(server):
+    reset_faults(server)
+    slow_ch, quick_ch = channel("slow"), channel("quick")
+    slow_start, quick_start = publish(server, slow_ch, "0"), publish(server, quick_ch, "0")
+    # The fixture's heartbeat is 300 ms: a client whose I/O stalled would
+    # miss it within 600 ms and report a disconnection.
+    client = Client(config(server, [TransportKind.WS]))
+    states = States()
+    watch = client.on_state(states)
+    states.until(lambda s: isinstance(s, State.CONNECTED))
+    slow, quick = Timed(delay=1.0), Timed()
+    h1 = client.subscribe(slow_ch, slow_start, slow)
+    h2 = client.subscribe(quick_ch, quick_start, quick)
+    for i in range(4):
+        publish(server, slow_ch, f"s{i}")
+    t0 = time.monotonic()
+    for i in range(4):
+        publish(server, quick_ch, f"q{i}")
+    arrived = []
+    while len(arrived) < 4:
+        kind, value = quick.next()
+        if kind == "event":
+            arrived.append(value)
+    assert [d for _, d in arrived] == ["q0", "q1", "q2", "q3"]
+    assert arrived[-1][0] - t0 < 2.0, "the quick subscription waited for the slow listener"
+    # The slow one gets all of its events, a second apart, and the
+    # connection stayed up meanwhile.
+    slow_events = []
+    while len(slow_events) < 4:
+        kind, value = slow.next()
+        if kind == "event":
+            slow_events.append(value[1])
+    assert slow_events == ["s0", "s1", "s2", "s3"]
+    seen = []
+    while not states.items.empty():
+        seen.append(states.items.get())
+    assert not any(isinstance(s, State.DISCONNECTED) for s in seen), seen
+    # Each on a delivery thread of its own, none on the I/O threads.
+    assert slow.threads == {"resub-deliver"} and quick.threads == {"resub-deliver"}
+    h1.cancel()
+    h2.cancel()
+    watch.cancel()
+    client.shutdown()
+
+
+class ThreadOfState(StateListener):
+    def __init__(self):
+        self.names = set()
+
+    def on_state(self, state):
+        self.names.add(thread_name())
+
+
+def test_state_listeners_and_cursor_stores_are_called_on_library_threads_not_io_threads(server):
+    reset_faults(server)
+    names = set()
+
+    class Store(DictStore):
+        def save(self, channel, cursor):
+            names.add(thread_name())
+            super().save(channel, cursor)
+
+    ch = channel("threads")
+    start = publish(server, ch, "0")
+    client = Client.with_callbacks(config(server), Store(), None)
+    listener = ThreadOfState()
+    watch = client.on_state(listener)
+    got = Collector()
+    sub = client.subscribe(ch, start, got)
+    publish(server, ch, "1")
+    assert got.datas(1) == ["1"]
+    asyncio.run(client.shutdown_and_wait())
+    assert names == {"resub-deliver"}, names
+    assert listener.names == {"resub-state"}, listener.names
+    del sub, watch
+
+
+def test_shutdown_and_wait_returns_after_the_last_callback_and_none_comes_later(server):
+    reset_faults(server)
+    for _ in range(20):
+        ch = channel("last")
+        start = publish(server, ch, "0")
+        client = Client(config(server))
+        got = Collector()
+        sub = client.subscribe(ch, start, got)
+        publish(server, ch, "1")
+        assert got.datas(1) == ["1"]
+        asyncio.run(client.shutdown_and_wait())
+        items = []
+        while not got.items.empty():
+            items.append(got.items.get())
+        assert items and items[-1] == ("end", None), f"on_end before the return: {items}"
+        time.sleep(0.05)
+        assert got.items.empty(), "a callback after shutdown_and_wait returned"
+        del sub
+
+
+class Lines:
+    def __init__(self):
+        self.lines = queue.Queue()
+
+    def log(self, level, target, message):
+        self.lines.put((level, target, message))
+
+
+def test_listener_exceptions_are_logged_with_what_they_said(server):
+    reset_faults(server)
+    logs = Lines()
+    resub._ffi.set_log_listener(logs, LogLevel.WARN)
+    try:
+
+        class Raising(Collector):
+            def on_event(self, event):
+                super().on_event(event)
+                raise RuntimeError("the application's own bug 42")
+
+        ch = channel("logged")
+        start = publish(server, ch, "0")
+        client = Client(config(server))
+        got = Raising()
+        sub = client.subscribe(ch, start, got)
+        publish(server, ch, "1")
+        assert got.datas(1) == ["1"]
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            level, target, message = logs.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if "42" in message:
+                break
+        assert level == LogLevel.WARN and "subscription" in message, (level, target, message)
+        sub.cancel()
+        asyncio.run(client.shutdown_and_wait())
+    finally:
+        resub.clear_log_listener()
+
+
+# --- exit: no abort, however the process ends -----------------------------------
+
+EXIT_SCRIPT = r"""
+import asyncio, random, sys
+sys.path.insert(0, sys.argv[2])
+mode = sys.argv[3]
+if mode == "raw-wait":
+    from resub_ffi import Client, ClientConfig, SubscriptionListener
+else:
+    import resub
+    from resub_ffi import Client, ClientConfig, SubscriptionListener
+
+class L(SubscriptionListener):
+    def on_event(self, e): pass
+    def on_resumed(self, c, a): pass
+    def on_reset(self, c, r, h): pass
+    def on_presence(self, *a): pass
+    def on_error(self, c, m): pass
+    def on_end(self): pass
+
+async def main():
+    client = Client(ClientConfig(url=sys.argv[1]))
+    ch = f"exit-{random.randrange(10**9)}"
+    handle = client.subscribe(ch, None, L())
+    await client.publish(ch, "x")
+    if mode in ("wait", "raw-wait"):
+        await client.shutdown_and_wait()
+    elif mode == "shutdown":
+        client.shutdown()
+    # "drop": neither; the client and the handle are dropped at exit.
+    return client, handle
+
+kept = asyncio.run(main())
+"""
+
+
+def test_processes_exit_cleanly_after_shutdown_shutdown_and_wait_or_neither(server, tmp_path):
+    script = tmp_path / "exit_once.py"
+    script.write_text(EXIT_SCRIPT)
+    bindings = os.environ.get("RESUB_BINDINGS_DIR", "target/ffi-bindings") + "/python"
+    runs = int(os.environ.get("RESUB_EXIT_RUNS", "10"))
+    failures = {}
+    for mode in ("raw-wait", "wait", "shutdown", "drop"):
+        for _ in range(runs):
+            p = subprocess.run(
+                [sys.executable, str(script), server, bindings, mode],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if p.returncode != 0:
+                failures.setdefault(mode, []).append((p.returncode, p.stderr[-300:]))
+    assert not failures, {m: (len(f), f[0]) for m, f in failures.items()}
+
+
+# --- the Python idioms of the shipped wrapper -----------------------------------
+
+
+def test_the_wrapper_reads_as_python(server):
+    reset_faults(server)
+    ch = channel("idiom")
+    start = publish(server, ch, "0")
+
+    async def main():
+        async with resub.Client(server, transports=[TransportKind.SSE], backoff_base_ms=20) as client:
+            sub = client.subscribe(ch, from_=start)
+            first_id = await client.publish(ch, "one", event="note")
+            await client.publish(ch, "end")
+            got = []
+            async for msg in sub:
+                if msg.type == "event":
+                    if msg.data == "end":
+                        break
+                    got.append((msg.id, msg.event, msg.data))
+            assert got == [(first_id, "note", "one")]
+            states = client.states()
+            current = await states.__anext__()
+            assert isinstance(current, State.CONNECTED) and current.transport == TransportKind.SSE
+            states.close()
+        # Closed: a new subscription fails as a publish does.
+        with pytest.raises(resub.Closed) as e:
+            await client.publish(ch, "late")
+        assert e.value.code == "closed" and isinstance(e.value, resub.ResubError)
+
+    asyncio.run(main())
+
+
+def test_the_wrapper_raises_the_subscriptions_error_class(server):
+    reset_faults(server)
+    post(f"{server}/control/auth?reject=true")
+    try:
+
+        async def main():
+            async with resub.Client(server, transports=[TransportKind.WS]) as client:
+                with pytest.raises(resub.Unauthorized):
+                    async for _ in client.subscribe(channel("denied")):
+                        pass
+
+        asyncio.run(main())
+    finally:
+        post(f"{server}/control/auth?reject=false")
+
+
+def test_the_contract_table_codes_on_this_surface():
+    # README, "One contract, three surfaces": the codes each surface uses.
+    assert sorted(c.name.lower() for c in DisconnectCode) == sorted(
+        [
+            "connect_failed",
+            "refused",
+            "unsupported",
+            "unavailable",
+            "lost",
+            "server_closed",
+            "heartbeat_timeout",
+            "open_timeout",
+            "protocol",
+            "tls",
+            "offline",
+            "no_credentials",
+        ]
+    )
+    assert sorted(resub.CODES) == sorted(
+        [
+            "unauthorized",
+            "forbidden",
+            "bad_request",
+            "tls",
+            "retries_exhausted",
+            "closed",
+            "already_subscribed",
+            "invalid_argument",
+            "invalid_url",
+            "publish_rejected",
+            "publish_queue_full",
+            "frame_too_large",
+            "invalid_client_id",
+            "unavailable",
+            "cursor_store",
+            "no_randomness",
+            "other",
+        ]
+    )
+    assert [m.type for m in (resub.Event("c", "e-1", "message", ""), resub.Resumed("c", "e-1"), resub.Reset("c", "r", "e-1"), resub.Presence("c", "join", "x", ""))] == [
+        "event",
+        "resumed",
+        "reset",
+        "presence",
+    ]
+    stats = resub.Stats(delivered=0, replayed=0, duplicates=0, resets=0, connections=0, failures=0)
+    assert sorted(vars(stats)) == ["connections", "delivered", "duplicates", "failures", "replayed", "resets"]

@@ -1879,12 +1879,15 @@ fn answers_to_a_replaced_websocket_subscribe_are_ignored() {
     r.s.unsubscribe("c", r.now);
     r.s.subscribe("c", Some("E-5".parse().unwrap()), r.now).unwrap();
     r.drain();
-    // The server answers both subscribes in order; events of the first come between.
-    r.recv(subscribed("c", Outcome::Resumed, None, "E-6"));
+    // The server answers both subscribes in order: the first (E-2 is no
+    // longer retained) with a reset, the second (E-5 is) resumed; events of
+    // the first come between.
+    r.recv(subscribed("c", Outcome::Reset, Some(WireResetReason::HistoryTruncated), "E-6"));
     r.recv(event("c", "E-3", "x"));
     r.recv(subscribed("c", Outcome::Resumed, None, "E-6"));
     r.recv(event("c", "E-6", "x"));
-    assert_eq!(ids(&r), ["E-6"]);
+    assert_eq!(ids(&r), ["E-6"], "the new subscription's replay, not lost to the old one's reset");
+    assert!(resets(&r).is_empty(), "the reset was about the replaced subscribe");
     let resumed: Vec<_> = r.delivered.iter().filter(|m| matches!(m, Message::Resumed { .. })).collect();
     assert_eq!(resumed, [&Message::Resumed { channel: "c".into(), after: "E-5".into() }]);
     assert!(r.disconnects.is_empty(), "no reconnect: nothing broke the protocol");

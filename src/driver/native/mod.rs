@@ -79,7 +79,11 @@ async fn bearer(opts: &ConnectOptions) -> Result<Option<String>, TransportError>
         Ok(Ok(token)) => Ok(Some(format!("Bearer {token}"))),
         Ok(Err(e)) => {
             tracing::warn!(%e, "the token provider failed");
-            Err(TransportError::NoCredentials(format!("the token provider failed: {e}")))
+            let why = match e {
+                crate::Error::Unavailable(why) => why,
+                other => other.to_string(),
+            };
+            Err(TransportError::NoCredentials(format!("the token provider failed: {why}")))
         }
         Err(_) => {
             tracing::warn!("the token provider did not answer within 10 s");
