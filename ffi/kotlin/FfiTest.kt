@@ -33,6 +33,21 @@ import uniffi.resub_ffi.SubscriptionListener
 import uniffi.resub_ffi.TokenProvider
 import uniffi.resub_ffi.TransportKind
 import uniffi.resub_ffi.defaultConfig
+import uniffi.resub_ffi.DisconnectCode
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.flow.filter
+import kotlinx.coroutines.flow.takeWhile
+import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.cancel
+import resub.Message
+import resub.Resub
+import resub.SubscriptionAdapter
+import resub.code
+import resub.messages
+import resub.stateFlow
 
 /** How long one wait (a queue poll, an HTTP call, a publish) may take. */
 const val WAIT_SECONDS = 20L
@@ -129,11 +144,11 @@ fun channel(name: String) = "$name-${Random.nextInt(1_000_000_000)}"
 
 fun config(server: String, transports: List<TransportKind>? = null): ClientConfig {
     val base = defaultConfig(server).copy(
-        backoffBaseMs = 20uL,
-        backoffCapMs = 300uL,
-        healthyAfterMs = 200uL,
-        openTimeoutMs = 3000uL,
-        pollHoldMs = 2000uL,
+        backoffBaseMs = 20L,
+        backoffCapMs = 300L,
+        healthyAfterMs = 200L,
+        openTimeoutMs = 3000L,
+        pollHoldMs = 2000L,
     )
     return if (transports == null) base else base.copy(transports = transports)
 }
@@ -158,6 +173,7 @@ fun finish(client: Client) {
 sealed class Item {
     data class Event(val event: EventMessage) : Item()
     data class Reset(val reason: String) : Item()
+    data class Resumed(val after: String) : Item()
     data class Presence(val action: String, val clientId: String, val data: String) : Item()
     data class Error(val code: String) : Item()
     object End : Item() {
@@ -171,6 +187,10 @@ open class Collector : SubscriptionListener {
 
     override fun onEvent(event: EventMessage) {
         items.put(Item.Event(event))
+    }
+
+    override fun onResumed(channel: String, after: String) {
+        items.put(Item.Resumed(after))
     }
 
     override fun onReset(channel: String, reason: String, head: String) {
@@ -189,8 +209,14 @@ open class Collector : SubscriptionListener {
         items.put(Item.End)
     }
 
-    fun next(): Item = items.poll(WAIT_SECONDS, TimeUnit.SECONDS)
-        ?: throw Failure("nothing arrived within ${WAIT_SECONDS}s")
+    /** The next item, `Resumed` notices skipped. */
+    fun next(): Item {
+        while (true) {
+            val item = items.poll(WAIT_SECONDS, TimeUnit.SECONDS)
+                ?: throw Failure("nothing arrived within ${WAIT_SECONDS}s")
+            if (item !is Item.Resumed) return item
+        }
+    }
 
     fun datas(n: Int): List<String> {
         val out = mutableListOf<String>()
@@ -235,7 +261,7 @@ fun eventually(what: String, condition: () -> Boolean) {
 inline fun expectCode(code: String, block: () -> Unit) {
     try {
         block()
-    } catch (e: ResubException.Failed) {
+    } catch (e: ResubException) {
         ensure(e.code == code) { "expected code $code, got ${e.code} (${e.message})" }
         return
     }
@@ -297,6 +323,8 @@ fun stateChangesArrive(server: String) {
 fun errorsMapToCodes(server: String) {
     resetFaults(server)
     expectCode("invalid_url") { Client(defaultConfig("not a url")).close() }
+    expectCode("invalid_url") { Client(ClientConfig(url = "https://[::1")).close() }
+    expectCode("invalid_argument") { Client(ClientConfig(url = server, transports = listOf())).close() }
     val client = Client(config(server))
     try {
         expectCode("invalid_argument") { client.subscribe("bad channel!", null, Collector()).close() }
@@ -304,6 +332,9 @@ fun errorsMapToCodes(server: String) {
         expectCode("invalid_argument") {
             runBlocking { withTimeout(TimeUnit.SECONDS.toMillis(WAIT_SECONDS)) { client.publish("bad channel!", "x") } }
         }
+        // After a shutdown, subscribe fails as publish does.
+        shutdown(client)
+        expectCode("closed") { client.subscribe("ok", null, Collector()).close() }
     } finally {
         finish(client)
     }
@@ -522,7 +553,7 @@ fun aTokenProviderIsAskedAgainAfterARefusal(server: String) {
     }
 }
 
-fun aFailingTokenProviderStopsTheClientWithUnauthorized(server: String) {
+fun aFailingTokenProviderIsReportedAsSuchThenStopsTheClient(server: String) {
     resetFaults(server)
     val calls = AtomicInteger()
     val failing = object : TokenProvider {
@@ -531,9 +562,15 @@ fun aFailingTokenProviderStopsTheClientWithUnauthorized(server: String) {
             throw IllegalStateException("the identity provider is down")
         }
     }
-    val cfg = config(server, listOf(TransportKind.WS)).copy(backoffBaseMs = 20uL, backoffCapMs = 50uL)
+    val cfg = config(server, listOf(TransportKind.WS)).copy(backoffBaseMs = 20L, backoffCapMs = 50L)
     val client = Client.withCallbacks(cfg, null, failing)
     try {
+        val states = States()
+        val watch = client.onState(states)
+        val failed = states.until("Disconnected") { it is State.Disconnected } as State.Disconnected
+        ensure(failed.reason == DisconnectCode.NO_CREDENTIALS) { "reason: $failed" }
+        ensure("the identity provider is down" in failed.detail) { "detail: ${failed.detail}" }
+        watch.close()
         eventually("Closed") { client.state() is State.Closed }
         val closed = client.state()
         ensure(closed is State.Closed && closed.error?.code == "unauthorized") { "state: $closed" }
@@ -541,6 +578,98 @@ fun aFailingTokenProviderStopsTheClientWithUnauthorized(server: String) {
     } finally {
         finish(client)
     }
+}
+
+fun aFlowAndAStateFlow(server: String) {
+    resetFaults(server)
+    val ch = channel("flow")
+    val start = publish(server, ch, "0")
+    val client = Resub.client(server) { transports = listOf(TransportKind.SSE); backoffBaseMs = 20L }
+    val scope = CoroutineScope(Dispatchers.Default)
+    try {
+        val state = client.stateFlow(scope)
+        runBlocking {
+            withTimeout(TimeUnit.SECONDS.toMillis(WAIT_SECONDS)) {
+                for (i in 1..3) publish(server, ch, "$i")
+                val events = client.messages(ch, start).filter { it is Message.Event }.take(3).toList()
+                ensure(events.map { (it as Message.Event).data } == listOf("1", "2", "3")) { "flow: $events" }
+                ensure(events.all { it.type == "event" }) { "types: $events" }
+                val connected = state.first { it is State.Connected } as State.Connected
+                ensure(connected.transport == TransportKind.SSE) { "state: $connected" }
+            }
+        }
+        // A listener overriding only onEvent.
+        val seen = LinkedBlockingQueue<String>()
+        val handle = client.subscribe(ch, start, object : SubscriptionAdapter() {
+            override fun onEvent(event: EventMessage) {
+                seen.put(event.data)
+            }
+        })
+        ensure(seen.poll(WAIT_SECONDS, TimeUnit.SECONDS) == "1") { "the adapter's listener" }
+        handle.close()
+    } finally {
+        scope.cancel()
+        finish(client)
+    }
+}
+
+fun aSlowListenerDelaysNothingElse(server: String) {
+    resetFaults(server)
+    val slowCh = channel("slow")
+    val quickCh = channel("quick")
+    val slowStart = publish(server, slowCh, "0")
+    val quickStart = publish(server, quickCh, "0")
+    val client = Client(config(server, listOf(TransportKind.WS)))
+    try {
+        val states = States()
+        val watch = client.onState(states)
+        eventually("Connected") { client.state() is State.Connected }
+        val threads = ConcurrentHashMap.newKeySet<String>()
+        val slow = object : Collector() {
+            override fun onEvent(event: EventMessage) {
+                threads.add(Thread.currentThread().name)
+                Thread.sleep(1000)
+                super.onEvent(event)
+            }
+        }
+        val quick = Collector()
+        val h1 = client.subscribe(slowCh, slowStart, slow)
+        val h2 = client.subscribe(quickCh, quickStart, quick)
+        for (i in 0..3) publish(server, slowCh, "s$i")
+        val t0 = System.nanoTime()
+        for (i in 0..3) publish(server, quickCh, "q$i")
+        ensure(quick.datas(4) == listOf("q0", "q1", "q2", "q3")) { "the quick subscription" }
+        val took = (System.nanoTime() - t0) / 1_000_000
+        ensure(took < 2000) { "the quick subscription waited ${took} ms for the slow listener" }
+        ensure(slow.datas(4) == listOf("s0", "s1", "s2", "s3")) { "the slow subscription" }
+        ensure(states.items.none { it is State.Disconnected }) { "the connection dropped: ${states.items}" }
+        ensure(threads.all { it != "resub-io" }) { "called on an I/O thread: $threads" }
+        h1.close()
+        h2.close()
+        watch.close()
+    } finally {
+        finish(client)
+    }
+}
+
+/** Runs [ExitCheckKt] in fresh JVMs: create, subscribe, publish, then each way of ending, then exit. */
+fun jvmsExitCleanly(server: String) {
+    val runs = System.getenv("RESUB_EXIT_RUNS")?.toIntOrNull() ?: 3
+    val java = File(System.getProperty("java.home"), "bin/java").path
+    val classpath = System.getProperty("java.class.path")
+    val libPath = System.getProperty("jna.library.path") ?: ""
+    val failures = mutableListOf<String>()
+    for (mode in listOf("wait", "shutdown", "drop")) {
+        repeat(runs) {
+            val p = ProcessBuilder(java, "-Djna.library.path=$libPath", "-cp", classpath, "ExitCheckKt", server, mode)
+                .redirectErrorStream(true)
+                .start()
+            val out = p.inputStream.bufferedReader().readText()
+            ensure(p.waitFor(60, TimeUnit.SECONDS)) { "$mode: the JVM did not exit" }
+            if (p.exitValue() != 0) failures.add("$mode exit ${p.exitValue()}: ${out.takeLast(300)}")
+        }
+    }
+    ensure(failures.isEmpty()) { "${failures.size} of ${3 * runs} JVMs failed: ${failures.first()}" }
 }
 
 // ------------------------------------------------------------------- main
@@ -559,7 +688,10 @@ fun main() {
         "a second endpoint takes over and presence is reported" to ::aSecondEndpointTakesOverAndPresenceIsReported,
         "an app cursor store resumes a new client where the last stopped" to ::anAppCursorStoreResumesANewClientWhereTheLastStopped,
         "a token provider is asked again after a refusal" to ::aTokenProviderIsAskedAgainAfterARefusal,
-        "a failing token provider stops the client with unauthorized" to ::aFailingTokenProviderStopsTheClientWithUnauthorized,
+        "a failing token provider is reported as such, then stops the client" to ::aFailingTokenProviderIsReportedAsSuchThenStopsTheClient,
+        "a subscription as a Flow, the state as a StateFlow" to ::aFlowAndAStateFlow,
+        "a slow listener delays neither heartbeats nor other subscriptions" to ::aSlowListenerDelaysNothingElse,
+        "JVMs exit cleanly after shutdownAndWait, shutdown or neither" to ::jvmsExitCleanly,
     )
     var passed = 0
     var failed = 0

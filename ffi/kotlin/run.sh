@@ -90,14 +90,15 @@ libs=$toolchain/jars/kotlin-stdlib.jar:$toolchain/kotlinx-coroutines:$jna
 classes=$out/classes
 
 # Compiled again only when a source changed.
-stamp=$(cat "$bindings" ffi/kotlin/FfiTest.kt | sha256sum | cut -d' ' -f1)
+sources=("$bindings" ffi/kotlin/Resub.kt ffi/kotlin/ExitCheck.kt ffi/kotlin/FfiTest.kt)
+stamp=$(cat "${sources[@]}" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$out/stamp" ] || [ "$(cat "$out/stamp")" != "$stamp" ]; then
   rm -rf "$out"
   mkdir -p "$classes"
-  echo "compiling the Kotlin bindings and ffi/kotlin/FfiTest.kt"
+  echo "compiling the Kotlin bindings, ffi/kotlin/Resub.kt and the tests"
   java -Xmx1g -cp "$compiler" org.jetbrains.kotlin.cli.jvm.K2JVMCompiler \
     -no-stdlib -no-reflect -nowarn -jvm-target 17 \
-    -classpath "$libs" -d "$classes" "$bindings" ffi/kotlin/FfiTest.kt ||
+    -classpath "$libs" -d "$classes" "${sources[@]}" ||
     fail "the Kotlin compilation failed"
   echo "$stamp" >"$out/stamp"
 fi

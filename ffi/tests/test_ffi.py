@@ -470,6 +470,32 @@ def test_bindings_are_generated_for_kotlin_and_swift():
     assert "func publish(" in swift and "async" in swift
 
 
+def test_the_swift_wrapper_uses_only_names_the_generated_swift_has():
+    # No Swift compiler here: the wrapper is checked against the generated
+    # declarations it relies on (compile it in Xcode with the bindings).
+    swift = open(os.path.join(os.environ["RESUB_BINDINGS_DIR"], "swift", "resub_ffi.swift")).read()
+    wrapper = open(os.path.join(os.path.dirname(__file__), "..", "swift", "Resub.swift")).read()
+    needed = [
+        "func onEvent(event: EventMessage) throws",
+        "func onResumed(channel: String, after: String) throws",
+        "func onReset(channel: String, reason: String, head: String) throws",
+        "func onPresence(channel: String, action: String, clientId: String, data: String) throws",
+        "func onError(code: String, message: String) throws",
+        "func onEnd() throws",
+        "func onState(state: State) throws",
+        "func subscribe(channel: String, from: String?, listener: SubscriptionListener)",
+        "func onState(listener: StateListener)",
+        "convenience init(config: ClientConfig)",
+        "case closed(",
+        "func cancel()",
+    ]
+    for declaration in needed:
+        assert declaration in swift, declaration
+    for code, cls in resub.CODES.items():
+        assert f"case {cls.__name__}(message: String)" in swift, cls.__name__
+        assert f'case .{cls.__name__}: return "{code}"' in wrapper, code
+
+
 # --- threads -------------------------------------------------------------------
 
 
