@@ -82,6 +82,7 @@ function resync(reset: ResetMessage): string {
 
 /** Narrows a message to an event or a reset with `"reset" in msg`. */
 export function show(msg: Message): string {
+  if (msg.type == "resumed") return `${msg.channel}: resumed after ${msg.after}`;
   if ("reset" in msg) return resync(msg);
   if ("presence" in msg) return `${msg.clientId} ${msg.presence}`;
   return render(msg);
@@ -122,6 +123,7 @@ export async function follow(url: string, channel: string, cursor: string | unde
         continue;
       }
       if ("presence" in msg) continue; // Only with a clientId option.
+      if (msg.type == "resumed") continue; // Nothing lost.
       console.log(name, render(msg));
       last = msg.id;
     }
@@ -171,3 +173,43 @@ export async function presence(client: Client): Promise<string[]> {
   if (state.state === "connected") console.log(`on ${state.endpoint}`);
   return members.map((m) => m.clientId);
 }
+
+// Messages narrow on `type`; error codes, disconnect reasons and the closed
+// state's error are typed.
+import { init, type DisconnectCode, type ResubErrorCode, type ResumedMessage } from "resub";
+
+export async function typed(client: Client): Promise<void> {
+  await init();
+  for await (const m of client.subscribe("typed")) {
+    switch (m.type) {
+      case "event":
+        console.log(m.id, m.data);
+        break;
+      case "resumed": {
+        const r: ResumedMessage = m;
+        console.log("resumed after", r.after);
+        break;
+      }
+      case "reset":
+        console.log("re-sync:", m.reset, m.head);
+        break;
+      case "presence":
+        console.log(m.presence, m.clientId);
+        break;
+    }
+  }
+  client.on("state", (s: ConnectionState) => {
+    if (s.state == "disconnected") {
+      const why: DisconnectCode = s.reason;
+      console.log(why, s.detail);
+    }
+    if (s.state == "closed" && s.error) {
+      const code: ResubErrorCode = s.error.code;
+      if (s.error instanceof ResubError) console.log(code);
+    }
+  });
+}
+
+// The inline entry has the same API.
+import { Client as InlineClient } from "resub/inline";
+export const inline = (url: string): InlineClient => new InlineClient(url);

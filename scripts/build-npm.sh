@@ -44,18 +44,29 @@ wasm-bindgen --target web --out-dir "$out" --out-name resub_wasm \
   "$out/resub_wasm_bg.wasm" -o "$out/resub_wasm_bg.wasm"
 rm -f "$out/resub_wasm.d.ts" "$out/resub_wasm_bg.wasm.d.ts"
 node scripts/shorten-names.mjs "$out/resub_wasm_bg.wasm" "$out/resub_wasm.js"
-cp wasm/js/index.js wasm/js/index.d.ts wasm/js/package.json wasm/js/README.md "$out/"
-# The shipped JS is minified (the types are in index.d.ts); class names stay.
-for js in resub_wasm.js index.js; do
+cp wasm/js/index.js wasm/js/client.js wasm/js/react.js wasm/js/index.d.ts wasm/js/react.d.ts \
+  wasm/js/package.json wasm/js/README.md "$out/"
+# resub/inline: the same API, the wasm inside (for bundlers that copy no
+# assets: esbuild, Rollup).
+node scripts/inline-wasm.mjs "$out"
+# The shipped JS is minified (the types are in the .d.ts files); class names stay.
+for js in resub_wasm.js index.js client.js inline.js react.js; do
   "$terser" "$out/$js" --module --compress passes=2 --mangle --keep-classnames -o "$out/$js"
 done
 size() { wc -c <"$1" | tr -d ' '; }
 gz() { gzip -9 -c "$1" | wc -c | tr -d ' '; }
 w="$out/resub_wasm_bg.wasm"
-total_raw=$(( $(size "$w") + $(size "$out/resub_wasm.js") + $(size "$out/index.js") ))
-total_gz=$(( $(gz "$w") + $(gz "$out/resub_wasm.js") + $(gz "$out/index.js") ))
-echo "npm package in $out:"
-echo "  resub_wasm_bg.wasm  $(size "$w") B, gzip $(gz "$w") B"
-echo "  resub_wasm.js       $(size "$out/resub_wasm.js") B, gzip $(gz "$out/resub_wasm.js") B"
-echo "  index.js            $(size "$out/index.js") B, gzip $(gz "$out/index.js") B"
+page=("$w" "$out/resub_wasm.js" "$out/client.js" "$out/index.js")
+total_raw=0 total_gz=0
+for f in "${page[@]}"; do
+  total_raw=$((total_raw + $(size "$f")))
+  total_gz=$((total_gz + $(gz "$f")))
+done
+echo "npm package in $out (what a page loads with \"resub\"):"
+for f in "${page[@]}"; do
+  printf '  %-19s %s B, gzip %s B\n' "$(basename "$f")" "$(size "$f")" "$(gz "$f")"
+done
 echo "  total               ${total_raw} B, gzip ${total_gz} B"
+inline_gz=$(( $(gz "$out/inline.js") + $(gz "$out/client.js") + $(gz "$out/resub_wasm.js") ))
+echo "  resub/inline        gzip ${inline_gz} B (inline.js, client.js, resub_wasm.js)"
+echo "  resub/react         $(size "$out/react.js") B, gzip $(gz "$out/react.js") B (besides resub)"

@@ -54,8 +54,11 @@ function fileFor(urlPath) {
   return file.startsWith(packageDir + path.sep) ? file : null;
 }
 
-/** Starts a static server for the test page on 127.0.0.1 and a free port. */
-export async function startPageServer() {
+/**
+ * Starts a static server for the test page on 127.0.0.1 and a free port;
+ * with `missingWasm`, the package's .wasm answers 404.
+ */
+export async function startPageServer({ missingWasm = false } = {}) {
   const server = createServer(async (req, res) => {
     let urlPath;
     try {
@@ -64,7 +67,8 @@ export async function startPageServer() {
       res.writeHead(400).end();
       return;
     }
-    const file = req.method === "GET" || req.method === "HEAD" ? fileFor(urlPath) : null;
+    const servable = !(missingWasm && urlPath.endsWith(".wasm"));
+    const file = servable && (req.method === "GET" || req.method === "HEAD") ? fileFor(urlPath) : null;
     if (!file) {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
       return;
@@ -99,8 +103,8 @@ export async function startPageServer() {
  * `{ page, pageUrl, close }`; `page.problems` lists page errors and failed
  * requests, for failure messages.
  */
-export async function openPage() {
-  const server = await startPageServer();
+export async function openPage(query = "", serverOptions = {}) {
+  const server = await startPageServer(serverOptions);
   let browser;
   try {
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
@@ -115,7 +119,7 @@ export async function openPage() {
       if (r.status() >= 400) problems.push(`${r.status()} for ${r.url()}`);
     });
     page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText ?? ""}`));
-    await page.goto(server.url + "/", { timeout: 15_000 });
+    await page.goto(server.url + "/" + query, { timeout: 15_000 });
     try {
       await page.waitForFunction(() => window.ready === true, null, { timeout: 15_000 });
     } catch (e) {
@@ -257,7 +261,12 @@ export async function installPageHelpers(page) {
       run.done = (async () => {
         try {
           for await (const m of sub) {
-            if (!("reset" in m) && m.data === "end") break;
+            if (m.type == "event" && m.data === "end") break;
+            // Resumed notices say nothing was lost; the tests look at the rest.
+            if (m.type == "resumed") {
+              run.resumed = (run.resumed ?? 0) + 1;
+              continue;
+            }
             run.messages.push(m);
           }
         } catch (e) {

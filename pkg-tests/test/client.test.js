@@ -41,9 +41,9 @@ test("events arrive: five events published over HTTP reach a for-await loop with
   assert.equal(error, null);
   assert.deepEqual(
     messages,
-    data.map((d, i) => ({ channel, id: ids[i], event: i === 2 ? "custom" : "message", data: d })),
+    data.map((d, i) => ({ type: "event", channel, id: ids[i], event: i === 2 ? "custom" : "message", data: d })),
   );
-  for (const m of messages) assert.deepEqual(Object.keys(m).sort(), ["channel", "data", "event", "id"]);
+  for (const m of messages) assert.deepEqual(Object.keys(m).sort(), ["channel", "data", "event", "id", "type"]);
 });
 
 test("resume from a cursor: subscribing from the id of b delivers c, d, e", { timeout: 30_000 }, async () => {
@@ -235,9 +235,9 @@ test('sub.on("event", fn) receives events, and "end" after close()', { timeout: 
   assert.deepEqual(result.errors, []);
   assert.ok(result.ids.every((id) => typeof id === "string" && id.length > 0), JSON.stringify(result.ids));
   assert.deepEqual(result.events, [
-    { channel, id: result.ids[0], event: "message", data: "x" },
-    { channel, id: result.ids[1], event: "message", data: "y" },
-    { channel, id: result.ids[2], event: "note", data: "z" },
+    { type: "event", channel, id: result.ids[0], event: "message", data: "x" },
+    { type: "event", channel, id: result.ids[1], event: "message", data: "y" },
+    { type: "event", channel, id: result.ids[2], event: "note", data: "z" },
   ]);
 });
 

@@ -148,7 +148,7 @@ for (const transport of ["ws", "sse", "poll"]) {
     await publish(channel, "end");
     const { messages, error } = await finishCollect(page, key, 20_000);
     assert.equal(error, null);
-    assert.deepEqual(messages[0], { channel, reset: "unknown_cursor", head });
+    assert.deepEqual(messages[0], { type: "reset", channel, reset: "unknown_cursor", head });
     assert.deepEqual(
       messages.slice(1).map((m) => m.data),
       numbers,

@@ -82,7 +82,8 @@ for (const transport of ["ws", "sse", "poll"]) {
           const client = new window.resub.Client(url, { transports: [transport], token: "wrong", upgradeProbeMs: false });
           const closed = new Promise((resolve) =>
             client.onState((s) => {
-              if (s.state === "closed") resolve(s);
+              // The error is a ResubError: its code is read here, in the page.
+              if (s.state === "closed") resolve({ state: s.state, error: s.error && { code: s.error.code } });
             }),
           );
           client.subscribe(channel);
@@ -130,7 +131,7 @@ for (const transport of ["ws", "sse", "poll"]) {
       assert.deepEqual(messages.map((m) => m.data), ["1", "2"], "each event once, across the refusal");
       const asked = await page.evaluate(() => window.asked);
       assert.deepEqual(asked.slice(0, 3), ["t1", "t1", "t2"], "asked at the start, after the drop and after the refusal");
-      const refusals = states.filter((s) => s.state === "disconnected" && /401|unauthorized/.test(s.reason));
+      const refusals = states.filter((s) => s.state === "disconnected" && /401|unauthorized/.test(s.detail));
       // One refusal, or two if the drop found no poll held and the stale
       // token was also refused before the drop was noticed.
       assert.ok(refusals.length >= 1, JSON.stringify(states));

@@ -57,6 +57,7 @@ for (const transport of ["ws", "sse", "poll"]) {
         const client = new Client(url, { transports: [transport], upgradeProbeMs: false });
         const got = [];
         for await (const m of client.subscribe(channel, { from })) {
+          if (m.type != "event") continue;
           if (m.data === "end") break;
           got.push(m.data);
         }
@@ -81,6 +82,7 @@ const ONLINE = `async (Client, { url, channel, from }) => {
   const post = (path, body) => fetch(url + path, { method: "POST", body });
   const got = [];
   for await (const m of client.subscribe(channel, { from })) {
+    if (m.type != "event") continue;
     if (m.data === "end") break;
     got.push(m.data);
     if (m.data === "1") {

@@ -80,6 +80,7 @@ export interface CursorStore {
 
 /** One event, with `data` exactly as published. */
 export interface EventMessage {
+  type: "event";
   channel: string;
   /** Pass as `from` to resume after this event. */
   id: string;
@@ -88,8 +89,16 @@ export interface EventMessage {
   data: string;
 }
 
+/** A (re)subscription resumed after the cursor `after`: nothing was lost. */
+export interface ResumedMessage {
+  type: "resumed";
+  channel: string;
+  after: string;
+}
+
 /** The subscription could not continue from its cursor: events may be missing. */
 export interface ResetMessage {
+  type: "reset";
   channel: string;
   /** "history_truncated", "epoch_changed", "unknown_cursor", or a server's own reason. */
   reset: string;
@@ -99,6 +108,7 @@ export interface ResetMessage {
 
 /** Someone joined or left the channel's presence (only with a `clientId` option). */
 export interface PresenceMessage {
+  type: "presence";
   channel: string;
   presence: "join" | "leave";
   clientId: string;
@@ -111,13 +121,34 @@ export interface Member {
   data: string;
 }
 
-export type Message = EventMessage | ResetMessage | PresenceMessage;
+/** What a subscription yields; `switch (message.type)` tells them apart. */
+export type Message = EventMessage | ResumedMessage | ResetMessage | PresenceMessage;
+
+/** Why the client is not connected: the core's stable codes (the same in Rust and the FFI). */
+export type DisconnectCode =
+  | "connect_failed"
+  | "refused"
+  | "unsupported"
+  | "unavailable"
+  | "lost"
+  | "server_closed"
+  | "heartbeat_timeout"
+  | "open_timeout"
+  | "protocol"
+  | "tls"
+  | "offline"
+  | "no_credentials";
 
 export type ConnectionState =
   | { state: "connecting"; transport: Transport; attempt: number; endpoint: string }
-  | { state: "connected"; transport: Transport; endpoint: string; fallback?: { from: Transport; reason: string } }
-  | { state: "disconnected"; reason: string; attempt: number; retryInMs: number }
-  | { state: "closed"; error?: { code: string; message: string } };
+  | {
+      state: "connected";
+      transport: Transport;
+      endpoint: string;
+      fallback?: { from: Transport; reason: DisconnectCode; detail: string };
+    }
+  | { state: "disconnected"; reason: DisconnectCode; detail: string; attempt: number; retryInMs: number }
+  | { state: "closed"; error?: ResubError };
 
 export interface Stats {
   delivered: number;
@@ -125,20 +156,55 @@ export interface Stats {
   duplicates: number;
   resets: number;
   connections: number;
+  failures: number;
 }
+
+/** The stable codes of `ResubError` (the same as the Rust and FFI surfaces), and those of this package. */
+export type ResubErrorCode =
+  | "unauthorized"
+  | "forbidden"
+  | "bad_request"
+  | "tls"
+  | "retries_exhausted"
+  | "closed"
+  | "already_subscribed"
+  | "invalid_argument"
+  | "invalid_url"
+  | "publish_rejected"
+  | "publish_queue_full"
+  | "frame_too_large"
+  | "invalid_client_id"
+  | "unavailable"
+  | "cursor_store"
+  | "no_randomness"
+  /** The wasm could not be loaded (`init()`, or a client's first use). */
+  | "wasm_load_failed"
+  /** A `Client` made where it cannot connect (server-side rendering in Node). */
+  | "unsupported_environment"
+  /** A subscription read both with `for await` and with `on(...)`. */
+  | "invalid_state"
+  | "unknown";
 
 /** An error from resub, with a stable machine-readable code. */
 export class ResubError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string);
+  readonly code: ResubErrorCode;
+  constructor(code: ResubErrorCode, message: string);
 }
+
+/**
+ * Instantiates the wasm now (otherwise the first `new Client` does); rejects
+ * with a ResubError "wasm_load_failed" when it cannot be loaded.
+ */
+export function init(): Promise<void>;
 
 export class Subscription implements AsyncIterableIterator<Message> {
   readonly channel: string;
   next(): Promise<IteratorResult<Message, undefined>>;
   return(): Promise<IteratorResult<Message, undefined>>;
   [Symbol.asyncIterator](): AsyncIterableIterator<Message>;
+  /** Callbacks instead of `for await` (one or the other per subscription). */
   on(type: "event", fn: (message: EventMessage) => void): this;
+  on(type: "resumed", fn: (message: ResumedMessage) => void): this;
   on(type: "reset", fn: (message: ResetMessage) => void): this;
   on(type: "presence", fn: (message: PresenceMessage) => void): this;
   on(type: "error", fn: (error: ResubError) => void): this;
@@ -147,12 +213,16 @@ export class Subscription implements AsyncIterableIterator<Message> {
 }
 
 export class Client {
+  /** Throws a ResubError for a bad URL or option ("invalid_url", "invalid_argument"), or in Node ("unsupported_environment"). */
   constructor(url: string, options?: ClientOptions);
+  /** Throws a ResubError "invalid_argument" for a bad channel name. */
   subscribe(channel: string, options?: { from?: string }): Subscription;
   publish(channel: string, data: string, options?: { event?: string }): Promise<string>;
   /** Who is present on `channel` now, sorted by client id. */
   presence(channel: string): Promise<Member[]>;
   onState(fn: (state: ConnectionState) => void): () => void;
+  /** The same as `onState(fn)`; returns a function that stops it. */
+  on(type: "state", fn: (state: ConnectionState) => void): () => void;
   readonly state: ConnectionState;
   readonly stats: Stats;
   close(): Promise<void>;

@@ -50,17 +50,25 @@ fn message_value(m: Message) -> Option<JsValue> {
     let o = Object::new();
     match m {
         Message::Event(e) => {
+            set(&o, "type", "event");
             set(&o, "channel", e.channel.as_str());
             set(&o, "id", e.id.as_str());
             set(&o, "event", e.event_type());
             set(&o, "data", e.data);
         }
+        Message::Resumed { channel, after } => {
+            set(&o, "type", "resumed");
+            set(&o, "channel", channel);
+            set(&o, "after", after);
+        }
         Message::Reset { channel, reason, head } => {
+            set(&o, "type", "reset");
             set(&o, "channel", channel);
             set(&o, "reset", reason.as_str());
             set(&o, "head", head);
         }
         Message::Presence(p) => {
+            set(&o, "type", "presence");
             set(&o, "channel", p.channel);
             set(&o, "presence", if p.action == PresenceAction::Join { "join" } else { "leave" });
             set(&o, "clientId", p.member.client_id);
@@ -71,8 +79,10 @@ fn message_value(m: Message) -> Option<JsValue> {
     Some(o.into())
 }
 
-fn reason_value(r: &DisconnectReason) -> JsValue {
-    JsValue::from_str(&r.to_string())
+/// Sets a disconnect reason's stable code (`reason`) and its text (`detail`).
+fn set_reason(o: &Object, r: &DisconnectReason) {
+    set(o, "reason", r.code());
+    set(o, "detail", r.to_string());
 }
 
 fn state_value(s: &ConnectionState) -> JsValue {
@@ -91,13 +101,13 @@ fn state_value(s: &ConnectionState) -> JsValue {
             if let Some(fb) = fallback {
                 let f = Object::new();
                 set(&f, "from", fb.from.name());
-                set(&f, "reason", reason_value(&fb.reason));
+                set_reason(&f, &fb.reason);
                 set(&o, "fallback", f);
             }
         }
         ConnectionState::Disconnected { reason, attempt, retry_in, .. } => {
             set(&o, "state", "disconnected");
-            set(&o, "reason", reason_value(reason));
+            set_reason(&o, reason);
             set(&o, "attempt", *attempt);
             set(&o, "retryInMs", retry_in.as_secs_f64() * 1000.0);
         }
@@ -273,6 +283,7 @@ impl WasmClient {
         set(&o, "duplicates", s.duplicates as f64);
         set(&o, "resets", s.resets as f64);
         set(&o, "connections", s.connections as f64);
+        set(&o, "failures", s.failures as f64);
         o.into()
     }
 

@@ -1,0 +1,167 @@
+// The package's entry points as web developers meet them: nothing happens at
+// import, the wasm is instantiated on first use and a wasm that cannot load
+// fails that use with "wasm_load_failed"; typed messages, checks at the
+// door, one listener style; server-side rendering in Node.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { FIXTURE_URL, openPage, pageForTests, publish, uniqueChannel } from "../lib/harness.js";
+
+const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+let page;
+pageForTests((p) => (page = p));
+
+test("messages carry a type: event, resumed, reset, presence", { timeout: 30_000 }, async () => {
+  const channel = uniqueChannel("types");
+  const start = await publish(channel, "0");
+  const head = await publish(channel, "1");
+  const epoch = head.slice(0, head.lastIndexOf("-"));
+  const types = await page.evaluate(
+    async ({ url, channel, start, ahead }) => {
+      const client = new window.resub.Client(url);
+      const seen = [];
+      for (const from of [start, ahead]) {
+        const sub = client.subscribe(channel, { from });
+        for await (const m of sub) {
+          seen.push(m.type == "event" ? `event ${m.data}` : m.type == "reset" ? `reset ${m.reset}` : m.type);
+          if (m.type != "resumed") break;
+        }
+        sub.close();
+      }
+      await client.close();
+      return seen;
+    },
+    { url: FIXTURE_URL, channel, start, ahead: `${epoch}-99` },
+  );
+  assert.deepEqual(types, ["resumed", "event 1", "reset unknown_cursor"]);
+});
+
+test("checks at the door: a bad channel throws at subscribe(), one way of reading a subscription", { timeout: 30_000 }, async () => {
+  const out = await page.evaluate(async (url) => {
+    const client = new window.resub.Client(url);
+    const out = {};
+    try {
+      client.subscribe("bad channel!");
+      out.subscribe = "no error";
+    } catch (e) {
+      out.subscribe = e.code;
+    }
+    const sub = client.subscribe("both-ways");
+    sub.on("event", () => {});
+    try {
+      for await (const _ of sub) break;
+      out.both = "no error";
+    } catch (e) {
+      out.both = e.code;
+    }
+    const states = [];
+    const stop = client.on("state", (s) => states.push(s.state));
+    await new Promise((resolve) => {
+      const poll = () => (states.includes("connected") ? resolve() : setTimeout(poll, 10));
+      poll();
+    });
+    stop();
+    await client.close();
+    out.sawConnected = states.includes("connected");
+    return out;
+  }, FIXTURE_URL);
+  assert.deepEqual(out, { subscribe: "invalid_argument", both: "invalid_state", sawConnected: true });
+});
+
+test("the closed state's error is a ResubError", { timeout: 30_000 }, async () => {
+  const out = await page.evaluate(async () => {
+    // Nothing listens there, and one attempt is all it may make.
+    const client = new window.resub.Client("http://127.0.0.1:9", { backoff: { maxAttempts: 1 }, transports: ["poll"] });
+    const closed = await new Promise((resolve) => client.onState((s) => s.state == "closed" && resolve(s)));
+    return { isResubError: closed.error instanceof window.resub.ResubError, code: closed.error.code };
+  });
+  assert.deepEqual(out, { isResubError: true, code: "retries_exhausted" });
+});
+
+test("lazy: a page that never calls init() gets its events from the first Client", { timeout: 30_000 }, async () => {
+  const { page: lazy, pageUrl, close } = await openPage("?lazy");
+  try {
+    assert.ok(pageUrl);
+    const channel = uniqueChannel("lazy");
+    const start = await publish(channel, "0");
+    const loaded = lazy.evaluate(
+      async ({ url, channel, start }) => {
+        const client = new window.resub.Client(url);
+        const before = client.state.state;
+        const sub = client.subscribe(channel, { from: start });
+        const got = [];
+        for await (const m of sub) {
+          if (m.type != "event") continue;
+          got.push(m.data);
+          if (got.length == 2) break;
+        }
+        await client.close();
+        return { before, got };
+      },
+      { url: FIXTURE_URL, channel, start },
+    );
+    await publish(channel, "1");
+    await publish(channel, "2");
+    assert.deepEqual(await loaded, { before: "connecting", got: ["1", "2"] });
+  } finally {
+    await close();
+  }
+});
+
+test("a wasm that cannot load fails init(), the client and its calls with wasm_load_failed, not the import", { timeout: 30_000 }, async () => {
+  const { page: broken, close } = await openPage("?lazy", { missingWasm: true });
+  try {
+    const out = await broken.evaluate(async (url) => {
+      const { Client, init, ResubError } = window.resub;
+      const out = {};
+      try {
+        await init();
+        out.init = "resolved";
+      } catch (e) {
+        out.init = e instanceof ResubError ? e.code : String(e);
+      }
+      const client = new Client(url);
+      const sub = client.subscribe("c");
+      try {
+        await sub.next();
+        out.next = "resolved";
+      } catch (e) {
+        out.next = e.code;
+      }
+      try {
+        await client.publish("c", "x");
+        out.publish = "resolved";
+      } catch (e) {
+        out.publish = e.code;
+      }
+      out.state = client.state.state;
+      out.error = client.state.error?.code;
+      return out;
+    }, FIXTURE_URL);
+    assert.deepEqual(out, {
+      init: "wasm_load_failed",
+      next: "wasm_load_failed",
+      publish: "wasm_load_failed",
+      state: "closed",
+      error: "wasm_load_failed",
+    });
+  } finally {
+    await close();
+  }
+});
+
+test("server-side rendering: both entries import in Node; a Client there throws unsupported_environment", { timeout: 30_000 }, async () => {
+  const script = `
+    const out = {};
+    for (const entry of ["resub", "resub/inline"]) {
+      const m = await import(entry);
+      try { new m.Client("http://127.0.0.1:1"); out[entry] = "made"; } catch (e) { out[entry] = e.code; }
+    }
+    console.log(JSON.stringify(out));
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { cwd: here });
+  assert.deepEqual(JSON.parse(stdout), { resub: "unsupported_environment", "resub/inline": "unsupported_environment" });
+});
