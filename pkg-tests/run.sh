@@ -52,6 +52,9 @@ npm pack --silent --pack-destination "$tmp" "$pkg_dir" >/dev/null
 tgz=$(find "$tmp" -maxdepth 1 -name '*.tgz' -print -quit)
 [ -n "$tgz" ] || { echo "run.sh: npm pack produced no tarball" >&2; exit 1; }
 npm install --no-save --no-audit --no-fund --loglevel=error "$tgz"
+# The bundler apps (test/bundlers.test.js) install the same tarball.
+cp "$tgz" "$here/.resub.tgz"
+export RESUB_TGZ=$here/.resub.tgz
 echo "installed $(basename "$tgz") from $pkg_dir: $(cd node_modules/resub && ls | tr '\n' ' ')"
 
 # 3. The fixture server, on a free loopback port.

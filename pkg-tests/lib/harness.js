@@ -21,8 +21,8 @@ export const FIXTURE_URL = (() => {
   return url.replace(/\/+$/, "");
 })();
 
-const CHROMIUM = process.env.RESUB_CHROMIUM ?? "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
+export const CHROMIUM = process.env.RESUB_CHROMIUM ?? "/usr/bin/chromium";
+export const CHROMIUM_ARGS = [
   "--headless",
   "--no-sandbox",
   "--disable-gpu",
@@ -89,6 +89,43 @@ export async function startPageServer({ missingWasm = false } = {}) {
   const { port } = server.address();
   return {
     url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Serves the files of `dir` (an app's build) on 127.0.0.1 and a free port. */
+export async function startStaticServer(dir) {
+  const server = createServer(async (req, res) => {
+    let file;
+    try {
+      const p = decodeURIComponent(new URL(req.url, "http://localhost").pathname);
+      file = path.resolve(dir, "." + path.posix.normalize("/" + (p === "/" ? "index.html" : p.slice(1))));
+    } catch {
+      res.writeHead(400).end();
+      return;
+    }
+    if (!file.startsWith(path.resolve(dir) + path.sep)) {
+      res.writeHead(404).end();
+      return;
+    }
+    try {
+      const body = await readFile(file);
+      res.writeHead(200, { "content-type": TYPES[path.extname(file)] ?? "application/octet-stream" });
+      res.end(body);
+    } catch {
+      res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+    }
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();

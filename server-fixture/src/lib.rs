@@ -234,6 +234,9 @@ pub struct FixtureStats {
     pub events_published: u64,
     /// HTTP publish requests received, repeated idempotency keys included.
     pub publish_requests: u64,
+    /// Subscriptions made on WebSocket and SSE connections (a WebSocket
+    /// `subscribe` frame, a channel of an SSE request).
+    pub subscribes: u64,
     /// With Redis: mirrors of a channel rebuilt because this node fell
     /// further behind than Redis keeps history (their subscribers were
     /// dropped, to resume with a typed reset); always 0 without Redis.

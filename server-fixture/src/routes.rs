@@ -520,6 +520,7 @@ struct StatsBody {
     mirror_rebuilds: u64,
     events_published: u64,
     publish_requests: u64,
+    subscribes: u64,
     tls_failures: u64,
     handshakes: Vec<HandshakeBody>,
 }
@@ -550,6 +551,7 @@ async fn control_stats(State(shared): State<AppState>) -> Response {
         mirror_rebuilds: stats.mirror_rebuilds,
         events_published: stats.events_published,
         publish_requests: stats.publish_requests,
+        subscribes: stats.subscribes,
         tls_failures: stats.tls_failures,
         handshakes: stats
             .handshakes

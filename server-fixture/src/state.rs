@@ -210,6 +210,8 @@ struct State {
     oversize_polls: (u32, usize),
     /// HTTP publish requests received (repeated keys included).
     publish_requests: u64,
+    /// Subscriptions made on WebSocket and SSE connections.
+    subscribes: u64,
     accepted: HashMap<Transport, u64>,
     refused: u64,
     slow_drops: u64,
@@ -860,6 +862,7 @@ impl Shared {
     pub(crate) fn subscribe(&self, conn_id: u64, channel: &str, cursor: Option<&str>) {
         let mut st = self.lock();
         let st = &mut *st;
+        st.subscribes += 1;
         let Some(conn) = st.conns.get_mut(&conn_id) else {
             return;
         };
@@ -1319,6 +1322,7 @@ impl Shared {
             mirror_rebuilds: st.rebuilds,
             events_published: st.published,
             publish_requests: st.publish_requests,
+            subscribes: st.subscribes,
             handshakes: st.handshakes.iter().copied().collect(),
             tls_failures: self.tls_failures.load(Ordering::Relaxed),
         }

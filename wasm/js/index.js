@@ -13,7 +13,9 @@ setSource(async () => {
   // Vite 5 and 6 serve dependencies pre-bundled from node_modules/.vite/deps,
   // where the file beside this one is not: the package's own folder has it.
   if (!wasm(res) && import.meta.url.includes("/.vite/deps/")) {
-    res = await fetch(new URL("../../resub/resub_wasm_bg.wasm", import.meta.url));
+    // Built at run time, so that bundlers do not try to resolve it at build time.
+    const inPackage = ["..", "..", "resub", "resub_wasm_bg.wasm"].join("/");
+    res = await fetch(new URL(inPackage, import.meta.url));
   }
   if (!wasm(res)) {
     throw new Error(
