@@ -79,10 +79,10 @@ function showState(s) {
       ui.detail.textContent = s.attempt > 0 ? `attempt ${s.attempt + 1}` : "";
       break;
     case "connected":
-      ui.detail.textContent = s.fallback ? `fell back from ${s.fallback.from}: ${s.fallback.reason}` : "";
+      ui.detail.textContent = s.fallback ? `fell back from ${s.fallback.from}: ${s.fallback.detail}` : "";
       break;
     case "disconnected":
-      ui.detail.textContent = `${s.reason}; retrying in ${(s.retryInMs / 1000).toFixed(1)} s`;
+      ui.detail.textContent = `${s.detail}; retrying in ${(s.retryInMs / 1000).toFixed(1)} s`;
       break;
     case "closed":
       ui.detail.textContent = s.error ? `${s.error.code}: ${s.error.message}` : "";
@@ -134,9 +134,10 @@ const cursorKey = (channel) => `resub-example.cursor.${channel}`;
 async function follow(sub) {
   try {
     for await (const msg of sub) {
-      if ("reset" in msg) resets++;
+      if (msg.type == "resumed" || msg.type == "presence") continue;
+      if (msg.type == "reset") resets++;
       else received++;
-      localStorage.setItem(cursorKey(sub.channel), "reset" in msg ? msg.head : msg.id);
+      localStorage.setItem(cursorKey(sub.channel), msg.type == "reset" ? msg.head : msg.id);
       showMessage(msg);
       showCounters();
     }

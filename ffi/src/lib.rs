@@ -46,11 +46,11 @@ use resub::{Message, Transport};
 use tokio::sync::mpsc;
 
 pub use log::{LogLevel, LogListener, clear_log_listener, set_log_listener};
+use types::millis;
 pub use types::{
     ClientConfig, DisconnectCode, ErrorInfo, EventMessage, ListenerError, PresenceMember, ResubError, State, Stats,
     TransportKind,
 };
-use types::millis;
 
 uniffi::setup_scaffolding!();
 

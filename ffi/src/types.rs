@@ -414,7 +414,7 @@ impl From<resub::Stats> for Stats {
 
 /// A duration option in milliseconds: negative values are refused.
 pub(crate) fn millis(name: &str, ms: i64) -> Result<std::time::Duration, ResubError> {
-    u64::try_from(ms).map(std::time::Duration::from_millis).map_err(|_| {
-        ResubError::from(resub::Error::InvalidArgument(format!("{name} must not be negative (got {ms})")))
-    })
+    u64::try_from(ms)
+        .map(std::time::Duration::from_millis)
+        .map_err(|_| ResubError::from(resub::Error::InvalidArgument(format!("{name} must not be negative (got {ms})"))))
 }

@@ -155,6 +155,8 @@ async function devServer(dir, setup) {
   const child = spawn(setup.dev[0], [...setup.dev.slice(1), String(port), "--host", "127.0.0.1"], {
     cwd: dir,
     stdio: ["ignore", "pipe", "pipe"],
+    // Its own process group: npx starts vite as a child, and both must end.
+    detached: true,
   });
   let log = "";
   await new Promise((resolve, reject) => {
@@ -170,7 +172,13 @@ async function devServer(dir, setup) {
     child.stderr.on("data", look);
     child.once("exit", (code) => reject(new Error(`the dev server exited (${code}): ${log}`)));
   });
-  return { url: `http://127.0.0.1:${port}`, stop: () => child.kill("SIGTERM"), log: () => log };
+  const stop = () =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once("exit", resolve);
+      process.kill(-child.pid, "SIGTERM");
+    });
+  return { url: `http://127.0.0.1:${port}`, stop, log: () => log };
 }
 
 for (const setup of SETUPS) {

@@ -165,3 +165,21 @@ test("server-side rendering: both entries import in Node; a Client there throws 
   const { stdout } = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { cwd: here });
   assert.deepEqual(JSON.parse(stdout), { resub: "unsupported_environment", "resub/inline": "unsupported_environment" });
 });
+
+test("the contract table's codes are this package's types", async () => {
+  // README, "One contract, three surfaces": index.d.ts names the same codes.
+  const { readFile } = await import("node:fs/promises");
+  const readme = await readFile(path.join(here, "..", "README.md"), "utf8");
+  const listed = (name) => {
+    const section = readme.split(`<!-- contract:${name} -->`)[1].split("<!-- /contract -->")[0];
+    return section.split("):")[1].split("`").filter((_, i) => i % 2 == 1).sort();
+  };
+  const types = await readFile(path.join(here, "node_modules", "resub", "index.d.ts"), "utf8");
+  const union = (name) => {
+    const body = types.split(`export type ${name} =`)[1].split(";")[0];
+    return [...body.matchAll(/"([a-z_]+)"/g)].map((m) => m[1]).sort();
+  };
+  assert.deepEqual(union("DisconnectCode"), listed("disconnect-codes"));
+  const jsOnly = ["wasm_load_failed", "unsupported_environment", "invalid_state", "unknown"];
+  assert.deepEqual(union("ResubErrorCode").filter((c) => !jsOnly.includes(c)), listed("error-codes"));
+});
