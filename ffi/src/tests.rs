@@ -116,27 +116,7 @@ fn types_code(r: &resub::DisconnectReason) -> DisconnectCode {
 #[test]
 fn options_left_out_take_the_core_defaults() {
     let _guard = runtime().enter();
-    let cfg = ClientConfig {
-        url: "http://127.0.0.1:9".into(),
-        transports: None,
-        backoff_base_ms: None,
-        backoff_factor: None,
-        backoff_cap_ms: None,
-        max_attempts: None,
-        healthy_after_ms: None,
-        open_timeout_ms: None,
-        heartbeat_timeout_ms: None,
-        upgrade_probe_ms: None,
-        poll_hold_ms: None,
-        max_pending_publishes: None,
-        max_pending_publish_bytes: None,
-        max_frame_bytes: None,
-        token: None,
-        endpoints: None,
-        client_id: None,
-        presence_data: None,
-        cursor_dir: None,
-    };
+    let cfg = default_config("http://127.0.0.1:9".into());
     let bad = |f: fn(&mut ClientConfig)| {
         let mut c = cfg.clone();
         f(&mut c);

@@ -259,14 +259,16 @@ def test_publish_resolves_to_the_event_id_subscribers_see(server):
     client.shutdown()
 
 
+class Raising(Collector):
+    """A listener with a bug: it raises on every event, after recording it."""
+
+    def on_event(self, event):
+        super().on_event(event)
+        raise RuntimeError("the application's own bug 42")
+
+
 def test_a_listener_that_raises_does_not_crash_the_client(server):
     reset_faults(server)
-
-    class Raising(Collector):
-        def on_event(self, event):
-            super().on_event(event)
-            raise RuntimeError("the application's own bug")
-
     ch = channel("raise")
     start = publish(server, ch, "0")
     client = Client(config(server))
@@ -629,12 +631,6 @@ def test_listener_exceptions_are_logged_with_what_they_said(server):
     logs = Lines()
     resub._ffi.set_log_listener(logs, LogLevel.WARN)
     try:
-
-        class Raising(Collector):
-            def on_event(self, event):
-                super().on_event(event)
-                raise RuntimeError("the application's own bug 42")
-
         ch = channel("logged")
         start = publish(server, ch, "0")
         client = Client(config(server))
