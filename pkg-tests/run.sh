@@ -93,7 +93,7 @@ else
   echo "tsc --noEmit: FAILED" >&2
   status=1
 fi
-if ! node --test --test-concurrency=1 test/; then
+if ! node --test --test-concurrency=1 --test-force-exit test/; then
   status=1
   echo "fixture log (last 50 lines):" >&2
   tail -n 50 "$tmp/fixture.log" >&2

@@ -32,6 +32,16 @@ trap cleanup EXIT
 failed_tiers=()
 
 step() { printf '\n=== %s ===\n' "$*"; }
+# Each tier has a deadline well above its usual time, so a hang turns the tier
+# red with a message instead of stalling the whole run.
+deadline() {
+  local secs=$1
+  shift
+  local rc=0
+  timeout --kill-after=30 "$secs" "$@" || rc=$?
+  [ "$rc" = 124 ] && echo "tier exceeded its ${secs}s deadline: $*" >&2
+  return "$rc"
+}
 
 # --- tools -----------------------------------------------------------------
 step "tools"
@@ -66,7 +76,7 @@ cargo clippy -p resub -p resub-wasm --target wasm32-unknown-unknown --all-target
 # --- native ----------------------------------------------------------------
 step "native tests"
 # The randomized core test runs 10,000 fault schedules; RESUB_SCHEDULES changes that.
-if ! cargo test --workspace --locked --no-fail-fast 2>&1 | tee -a "$log"; then
+if ! deadline 1800 cargo test --workspace --locked --no-fail-fast 2>&1 | tee -a "$log"; then
   failed_tiers+=(native)
 fi
 
@@ -81,7 +91,7 @@ target/debug/resub-fixture --addr "127.0.0.1:$port" --heartbeat-ms 500 >"$fixtur
 pids+=($!)
 for _ in $(seq 100); do grep -q 'listening on' "$fixture_log" && break; sleep 0.1; done
 if RESUB_FIXTURE_URL="http://127.0.0.1:$port" CHROMEDRIVER=$(command -v chromedriver) WASM_BINDGEN_TEST_TIMEOUT=300 \
-  cargo test --locked --target wasm32-unknown-unknown -p resub --lib --tests 2>&1 | tee -a "$log"; then
+  deadline 900 cargo test --locked --target wasm32-unknown-unknown -p resub --lib --tests 2>&1 | tee -a "$log"; then
   :
 else
   failed_tiers+=(browser)
@@ -90,7 +100,7 @@ fi
 # --- npm package -------------------------------------------------------------
 step "npm package (built, packed, installed, driven in Chromium; TypeScript types)"
 npm_log=$(mktemp)
-if bash pkg-tests/run.sh 2>&1 | tee "$npm_log"; then npm_ok=1; else npm_ok=0; failed_tiers+=(npm); fi
+if deadline 1200 bash pkg-tests/run.sh 2>&1 | tee "$npm_log"; then npm_ok=1; else npm_ok=0; failed_tiers+=(npm); fi
 pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$npm_log" | tail -1)
 fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$npm_log" | tail -1)
 if [ -n "$pass" ]; then
@@ -103,7 +113,7 @@ rm -f "$npm_log" "$fixture_log"
 # --- ffi ---------------------------------------------------------------------
 step "ffi (UniFFI bindings: Python tests; Kotlin compiled and run)"
 ffi_log=$(mktemp)
-if bash scripts/ffi-test.sh 2>&1 | tee "$ffi_log"; then :; else failed_tiers+=(ffi-python); fi
+if deadline 1200 bash scripts/ffi-test.sh 2>&1 | tee "$ffi_log"; then :; else failed_tiers+=(ffi-python); fi
 # pytest closes with "N passed[, M failed] in Xs".
 py_pass=$(grep -Eo '[0-9]+ passed' "$ffi_log" | tail -1 | grep -Eo '[0-9]+' || true)
 py_fail=$(grep -Eo '[0-9]+ failed' "$ffi_log" | tail -1 | grep -Eo '[0-9]+' || true)

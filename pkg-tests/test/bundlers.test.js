@@ -157,12 +157,19 @@ async function devServer(dir, setup) {
     stdio: ["ignore", "pipe", "pipe"],
     // Its own process group: npx starts vite as a child, and both must end.
     detached: true,
+    // Vite colours its banner when CI is set (picocolors), which splits the
+    // address with escape codes; the banner is read as plain text here.
+    env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
   });
   let log = "";
-  await new Promise((resolve, reject) => {
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid, "SIGTERM");
+  };
+  const started = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the dev server did not start: ${log}`)), 60_000);
     const look = (chunk) => {
-      log += chunk;
+      // Escape codes removed in case a terminal setting colours it anyway.
+      log += String(chunk).replace(/\x1b\[[0-9;]*m/g, "");
       if (log.includes(`:${port}`)) {
         clearTimeout(timer);
         resolve();
@@ -172,6 +179,14 @@ async function devServer(dir, setup) {
     child.stderr.on("data", look);
     child.once("exit", (code) => reject(new Error(`the dev server exited (${code}): ${log}`)));
   });
+  try {
+    await started;
+  } catch (e) {
+    // A server that never announced itself must not outlive the test: its
+    // open pipes would keep the test process alive.
+    kill();
+    throw e;
+  }
   const stop = () =>
     new Promise((resolve) => {
       if (child.exitCode !== null) return resolve();
