@@ -8,7 +8,8 @@
 # against the fixture, in headless Chromium through wasm-bindgen-test), npm (the
 # built package installed like a user would and driven by playwright-core, plus
 # its TypeScript types), cli (the fixture binary and the tail example driven
-# from outside: tail against a plain SSE server, and the shared contract check
+# from outside: tail against a plain SSE server, the demo, two applications
+# using resub beside their own reqwest (compat/), and the shared contract check
 # on ws, sse, poll and auto when ../shared/tools/contract-check.sh is present).
 # ffi (the UniFFI library through its generated Python bindings, and through
 # Kotlin compiled and run on the JVM). It installs what the tiers need when
@@ -143,6 +144,7 @@ cli_check() {
 }
 cli_check "tail --plain-sse" bash scripts/plain-sse-check.sh
 cli_check "demo from event 1" bash scripts/demo-check.sh
+cli_check "resub beside an application's reqwest" bash scripts/beside-reqwest.sh
 contract=../shared/tools/contract-check.sh
 if [ -f "$contract" ]; then
   for t in ws sse poll auto; do

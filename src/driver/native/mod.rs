@@ -1,9 +1,12 @@
-//! Native I/O: tokio tasks, tokio-tungstenite WebSockets, rustls.
+//! Native I/O: tokio tasks, tokio-tungstenite WebSockets, hyper, rustls.
+
+mod http_client;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::channel::mpsc as fmpsc;
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -27,7 +30,7 @@ pub(crate) struct ConnectOptions {
     pub tls: Arc<rustls::ClientConfig>,
     /// The HTTP client, made on first use: a client that stays on WebSocket
     /// never pays for one.
-    http: Arc<std::sync::OnceLock<reqwest::Client>>,
+    http: Arc<std::sync::OnceLock<http_client::Http>>,
     pub max_frame_bytes: usize,
     /// Most bytes a WebSocket connection may hold queued for sending.
     send_queue_bytes: usize,
@@ -42,7 +45,7 @@ impl ConnectOptions {
         send_queue_bytes: usize,
     ) -> Result<Self, crate::Error> {
         let tls = tls_config(roots)?;
-        header_map(headers)?;
+        http_client::header_map(headers)?;
         Ok(Self {
             headers: headers.to_vec(),
             token: None,
@@ -55,14 +58,11 @@ impl ConnectOptions {
 
     /// The HTTP client for the SSE and long-polling transports and HTTP
     /// publishes.
-    pub(crate) fn http(&self) -> &reqwest::Client {
+    fn http(&self) -> &http_client::Http {
         self.http.get_or_init(|| {
-            http_client(&self.tls, &self.headers).unwrap_or_else(|e| {
-                // The headers were checked in `new`; what is left cannot fail
-                // with a preconfigured TLS backend.
-                tracing::error!(%e, "HTTP client with default settings");
-                reqwest::Client::new()
-            })
+            // The headers were checked in `new`.
+            let headers = http_client::header_map(&self.headers).unwrap_or_default();
+            http_client::Http::new(&self.tls, headers)
         })
     }
 }
@@ -90,34 +90,6 @@ async fn bearer(opts: &ConnectOptions) -> Result<Option<String>, TransportError>
             Err(TransportError::NoCredentials("the token provider did not answer within 10 s".into()))
         }
     }
-}
-
-/// The headers as reqwest takes them; fails on an invalid name or value.
-fn header_map(headers: &[(String, String)]) -> Result<reqwest::header::HeaderMap, crate::Error> {
-    let mut map = reqwest::header::HeaderMap::new();
-    for (name, value) in headers {
-        let (Ok(name), Ok(value)) =
-            (name.parse::<reqwest::header::HeaderName>(), reqwest::header::HeaderValue::from_str(value))
-        else {
-            return Err(crate::Error::BadRequest(format!("invalid header {name:?}")));
-        };
-        map.insert(name, value);
-    }
-    Ok(map)
-}
-
-/// The HTTP client for the SSE and long-polling transports and HTTP publishes.
-pub(crate) fn http_client(
-    tls: &rustls::ClientConfig,
-    headers: &[(String, String)],
-) -> Result<reqwest::Client, crate::Error> {
-    let map = header_map(headers)?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls.clone())
-        .default_headers(map)
-        .connect_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| crate::Error::BadRequest(format!("HTTP client: {e}")))
 }
 
 /// Starts a connection (for long polling: one request) on `transport`.
@@ -153,16 +125,16 @@ pub(crate) fn connect(
 /// the frame limit.
 pub(crate) async fn presence(url: &str, opts: &ConnectOptions) -> Result<Vec<crate::Member>, crate::Error> {
     use crate::Error;
-    let failed = |e: reqwest::Error| Error::Unavailable(e.to_string());
-    let mut req = opts.http().get(url);
-    if let Some(auth) = bearer(opts).await.map_err(|_| Error::Unauthorized)? {
-        req = req.header("authorization", auth);
-    }
-    let mut resp = req.send().await.map_err(failed)?;
+    let auth = bearer(opts).await.map_err(|_| Error::Unauthorized)?;
+    let headers: Vec<_> = auth.iter().map(|a| (http::header::AUTHORIZATION, a.as_str())).collect();
+    let resp = opts.http().send(http::Method::GET, url, &headers, Bytes::new()).await;
+    let resp = resp.map_err(|e| Error::Unavailable(error_chain(&*e)))?;
     let status = resp.status().as_u16();
     let limit = opts.max_frame_bytes.saturating_mul(crate::core::POLL_BATCH_FACTOR);
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+    let mut stream = resp.into_body();
+    while let Some(chunk) = http_client::chunk(&mut stream).await {
+        let chunk = chunk.map_err(|e| Error::Unavailable(error_chain(&e)))?;
         if body.len() + chunk.len() > limit {
             return Err(Error::FrameTooLarge { limit });
         }
@@ -197,22 +169,23 @@ pub(crate) fn post(key: String, url: String, data: String, opts: &ConnectOptions
     let opts = opts.clone();
     tokio::spawn(async move {
         let result = async {
-            let mut req = opts
-                .http()
-                .post(&url)
-                .header("idempotency-key", &key)
-                .header("content-type", "text/plain; charset=utf-8");
             // No token now: not applied, posted again later like a failed request.
-            if let Some(auth) = bearer(&opts).await.map_err(|_| PostError::Failed("no token".into()))? {
-                req = req.header("authorization", auth);
-            }
-            let mut resp = req.body(data).send().await.map_err(|e| PostError::Failed(e.to_string()))?;
+            let auth = bearer(&opts).await.map_err(|_| PostError::Failed("no token".into()))?;
+            let mut headers = vec![
+                (http::header::HeaderName::from_static("idempotency-key"), key.as_str()),
+                (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            ];
+            headers.extend(auth.iter().map(|a| (http::header::AUTHORIZATION, a.as_str())));
+            let resp = opts.http().send(http::Method::POST, &url, &headers, Bytes::from(data)).await;
+            let resp = resp.map_err(|e| PostError::Failed(error_chain(&*e)))?;
             let status = resp.status().as_u16();
             // An answer is an id (or an error message): anything longer is
             // not read, and the publish is sent again with the same key.
             // An error's message is cut there.
             let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| PostError::Failed(e.to_string()))? {
+            let mut stream = resp.into_body();
+            while let Some(chunk) = http_client::chunk(&mut stream).await {
+                let chunk = chunk.map_err(|e| PostError::Failed(error_chain(&e)))?;
                 if body.len() + chunk.len() > crate::core::MAX_POST_ANSWER {
                     if status == 200 {
                         let why = format!("answer over {} bytes", crate::core::MAX_POST_ANSWER);
@@ -246,15 +219,15 @@ async fn open_http(
     accept: &str,
     last_event_id: Option<&str>,
     opts: &ConnectOptions,
-) -> Result<reqwest::Response, TransportError> {
-    let mut req = opts.http().get(url).header("accept", accept).header("cache-control", "no-cache");
+) -> Result<http::Response<hyper::body::Incoming>, TransportError> {
+    use http::header;
+    let auth = bearer(opts).await?;
+    let mut headers = vec![(header::ACCEPT, accept), (header::CACHE_CONTROL, "no-cache")];
     if let Some(id) = last_event_id {
-        req = req.header("last-event-id", id);
+        headers.push((header::HeaderName::from_static("last-event-id"), id));
     }
-    if let Some(auth) = bearer(opts).await? {
-        req = req.header("authorization", auth);
-    }
-    let resp = req.send().await;
+    headers.extend(auth.iter().map(|a| (header::AUTHORIZATION, a.as_str())));
+    let resp = opts.http().send(http::Method::GET, url, &headers, Bytes::new()).await;
     let resp = resp.map_err(http_error)?;
     let status = resp.status().as_u16();
     if status != 200 {
@@ -348,9 +321,9 @@ pub(crate) async fn read_sse<E>(
         parser = parser.strict_utf8();
     }
     let mut items = Vec::new();
-    let mut body = resp.bytes_stream();
+    let mut body = resp.into_body();
     loop {
-        let chunk = match body.next().await {
+        let chunk = match http_client::chunk(&mut body).await {
             Some(Ok(c)) => c,
             Some(Err(e)) => return TransportError::Lost(e.to_string()),
             None => return TransportError::Completed,
@@ -378,8 +351,8 @@ async fn run_poll(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut E
     }
     let limit = opts.max_frame_bytes.saturating_mul(crate::core::POLL_BATCH_FACTOR);
     let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
+    let mut stream = resp.into_body();
+    while let Some(chunk) = http_client::chunk(&mut stream).await {
         match chunk {
             Ok(c) if body.len() + c.len() <= limit => body.extend_from_slice(&c),
             Ok(_) => return TransportError::TooLarge { limit },
@@ -401,11 +374,11 @@ async fn run_poll(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut E
 
 /// Maps a failed HTTP request: TLS failures are told apart (they stop the
 /// client), everything else is a connection failure.
-fn http_error(e: reqwest::Error) -> TransportError {
-    if caused_by_tls(&e) {
-        return TransportError::Tls(error_chain(&e));
+fn http_error(e: http_client::Failure) -> TransportError {
+    if caused_by_tls(&*e) {
+        return TransportError::Tls(error_chain(&*e));
     }
-    TransportError::Connect(error_chain(&e))
+    TransportError::Connect(error_chain(&*e))
 }
 
 /// Whether a rustls error is among `e`'s causes. An `io::Error`'s `source()`
@@ -462,7 +435,15 @@ fn build_tls_config(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>
             .add(rustls::pki_types::CertificateDer::from(der.clone()))
             .map_err(|e| crate::Error::Tls(format!("bad root certificate: {e}")))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // The application's choice when it installed a process-wide provider;
+    // else ring, explicitly: resub installs nothing process-wide, so the
+    // application's own TLS clients behave as they would without it. (rustls
+    // 0.23.48 deprecates ring's provider for lacking post-quantum key
+    // exchange; an application that wants that installs aws-lc-rs's.)
+    #[allow(deprecated)]
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| crate::Error::Tls(e.to_string()))?
