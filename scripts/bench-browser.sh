@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Browser throughput: events per second received in headless Chromium through
-# the resub npm package against a plain WebSocket + JSON.parse loop on the same
-# stream from the same fixture server. Writes bench/results/browser.md.
+# the resub npm package against plain WebSocket, EventSource and fetch loops on
+# the same streams from the same fixture server, on each transport. Chromium
+# runs with no DevTools protocol attached; the page times itself and reports to
+# bench/browser/run.mjs. Writes bench/results/browser.md.
 #
 #   bash scripts/bench-browser.sh
 #
 # It builds the npm package (scripts/build-npm.sh) and the fixture in release
-# mode, installs playwright-core in bench/browser from its lockfile and the
-# packed package on top (as pkg-tests/run.sh does), installs Chromium from
+# mode, installs the packed package in bench/browser (as pkg-tests/run.sh
+# does), installs Chromium from
 # Debian when missing, and serves the page and the package from the
 # fixture itself (--static), so the page and the WebSocket share an origin.
 #
 # Environment: RESUB_PKG_DIR (a built package to use instead of building one),
-# BENCH_EVENTS, BENCH_ROUNDS, BENCH_STREAMS (see bench/browser/run.mjs),
+# BENCH_EVENTS, BENCH_ROUNDS, BENCH_STREAMS, BENCH_TRANSPORTS (see
+# bench/browser/run.mjs),
 # RESUB_CHROMIUM (default /usr/bin/chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,8 +50,8 @@ fi
 cargo build --release -p resub-fixture
 fixture_bin=$root/target/release/resub-fixture
 
-# 2. playwright-core from the lockfile, then the packed package, the way a
-#    user's `npm install resub` puts it in node_modules.
+# 2. The packed package, the way a user's `npm install resub` puts it in
+#    node_modules.
 cd "$root/bench/browser"
 npm ci --no-audit --no-fund --loglevel=error
 npm pack --silent --pack-destination "$tmp" "$pkg_dir" >/dev/null

@@ -249,6 +249,7 @@ impl ClientBuilder {
             stats: Mutex::new(Stats::default()),
             outbox: Outbox::new(max_pending, max_pending_bytes),
             closing: Default::default(),
+            held_connections: Default::default(),
         });
         let (commands, rx) = command_queue();
         #[cfg(not(target_arch = "wasm32"))]
@@ -511,6 +512,9 @@ impl Stream for Subscription {
                 return Poll::Ready(None);
             }
             if let Some(message) = self.buf.pop_front() {
+                if self.buf.is_empty() {
+                    self.buf = Default::default();
+                }
                 #[cfg(not(target_arch = "wasm32"))]
                 if let Err(e) = self.save_cursor(&message) {
                     self.failed = true;
@@ -519,7 +523,9 @@ impl Stream for Subscription {
                 return Poll::Ready(Some(message));
             }
             match self.rx.poll_next_unpin(cx) {
-                Poll::Ready(Some(batch)) => self.buf.extend(batch),
+                // The batch becomes the buffer (no copy); once read, it is
+                // freed, so an idle subscription holds no batch.
+                Poll::Ready(Some(batch)) => self.buf = batch.into(),
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
@@ -586,5 +592,45 @@ impl futures::stream::FusedStream for Subscription {
 impl futures::stream::FusedStream for States {
     fn is_terminated(&self) -> bool {
         self.inner.is_terminated()
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use futures::StreamExt;
+
+    use crate::{Client, Message, Transport};
+
+    /// Every long poll is a connection that ends by itself, as is every
+    /// connection a server drops: the loop lets go of each one's handle (it
+    /// kept them all, a task and a queue per poll, for the client's life).
+    #[tokio::test]
+    async fn connections_that_end_by_themselves_are_let_go() {
+        let fx = resub_fixture::Fixture::start().await.unwrap();
+        let client = Client::builder(&fx.url()).transports(&[Transport::LongPoll]).build().unwrap();
+        let mut sub = client.subscribe_from("c", &fx.head("c")).await.unwrap();
+        let polls_before = fx.stats().polls_accepted;
+        for i in 0..30 {
+            // Each event answers the poll held for it; the next poll follows.
+            fx.publish("c", None, &i.to_string()).unwrap();
+            loop {
+                match sub.next().await.expect("the subscription goes on").unwrap() {
+                    Message::Event(e) => {
+                        assert_eq!(e.data, i.to_string());
+                        break;
+                    }
+                    Message::Resumed { .. } => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        let polls = fx.stats().polls_accepted - polls_before;
+        assert!(polls >= 30, "only {polls} polls");
+        // The poll in flight, and at most the one whose end is still queued.
+        let held = client.inner.shared.held_connections.load(Ordering::Relaxed);
+        assert!(held <= 2, "{held} connection handles held after {polls} polls");
+        client.close().await;
     }
 }

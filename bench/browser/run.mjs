@@ -1,14 +1,22 @@
 // Browser throughput: events per second received in headless Chromium
-// through the resub npm package against a plain WebSocket + JSON.parse loop,
-// on the same stream from the same fixture server. Run by
-// scripts/bench-browser.sh, which starts the fixture with --static pointing
-// at a folder holding page/index.html and the installed package.
+// through the resub npm package against plain WebSocket, EventSource and
+// fetch loops, on the same streams from the same fixture server, on each
+// transport. Run by scripts/bench-browser.sh, which starts the fixture with
+// --static pointing at a folder holding page/index.html and the installed
+// package.
+//
+// The browser is started as a user's would be, with no DevTools protocol
+// attached: a tool driving the page over it (Playwright, Puppeteer) turns on
+// its Network domain, which reports every WebSocket frame and measurably slows
+// both readers. The page runs the plan itself and reports each round's
+// timings, taken in the page, to a small HTTP server here.
 //
 // Environment:
 //   RESUB_FIXTURE_URL  the fixture (required), which also serves the page
 //   BENCH_EVENTS       events per round (default 200000)
-//   BENCH_ROUNDS       measured rounds per reader and stream (default 5)
+//   BENCH_ROUNDS       measured rounds per reader, transport and stream (default 5)
 //   BENCH_STREAMS      "live,replay" (default) or one of them
+//   BENCH_TRANSPORTS   "ws,sse,poll" (default) or some of them
 //   BENCH_OUT          where to write the Markdown fragment (default: stdout only)
 //   BENCH_COMMIT       the commit measured, named in the fragment
 //   RESUB_CHROMIUM     the browser (default /usr/bin/chromium)
@@ -17,15 +25,18 @@
 // fast as it can (a chaos run with 0 faults and an unreachable rate), so the
 // publisher can be the limit; "replay" publishes first and then subscribes
 // from the cursor before them, so the client is the limit.
-import { writeFile } from "node:fs/promises";
-import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import os from "node:os";
+import path from "node:path";
 
 const FIXTURE = (process.env.RESUB_FIXTURE_URL ?? "").replace(/\/+$/, "");
 if (!FIXTURE) throw new Error("RESUB_FIXTURE_URL is not set: run bash scripts/bench-browser.sh");
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 200_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const STREAMS = (process.env.BENCH_STREAMS ?? "live,replay").split(",").filter(Boolean);
-const RATE = 1_000_000;
+const TRANSPORTS = (process.env.BENCH_TRANSPORTS ?? "ws,sse,poll").split(",").filter(Boolean);
 const CHROMIUM = process.env.RESUB_CHROMIUM ?? "/usr/bin/chromium";
 const ARGS = [
   "--headless",
@@ -39,31 +50,36 @@ const ARGS = [
   "--js-flags=--expose-gc",
 ];
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function http(method, path, body) {
-  const res = await fetch(FIXTURE + path, { method, body });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-  return JSON.parse(text);
-}
-
-/** Waits until the current chaos run (if any) has finished; its report. */
-async function chaosDone() {
-  for (;;) {
-    const res = await fetch(FIXTURE + "/control/chaos");
-    if (res.status === 404) return null;
-    const report = await res.json();
-    if (report.done) return report;
-    await sleep(20);
-  }
-}
-
-/** Publishes EVENTS events on `channel` as fast as the fixture can. */
-async function startPublishing(channel) {
-  await chaosDone();
-  const plan = { seed: 1, events: EVENTS, faults: 0, channels: [channel], rate: RATE, kinds: [] };
-  await http("POST", "/control/chaos", JSON.stringify(plan));
+/** Receives the page's reports; resolves `finished` with every round. */
+function reportServer() {
+  const rounds = [];
+  let finish;
+  const finished = new Promise((resolve) => (finish = resolve));
+  const server = createServer((req, res) => {
+    res.setHeader("access-control-allow-origin", "*");
+    let body = "";
+    req.on("data", (c) => (body += c));
+    req.on("end", () => {
+      if (req.url === "/plan") {
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify({ events: EVENTS, rounds: ROUNDS, streams: STREAMS, transports: TRANSPORTS }));
+        return;
+      }
+      res.end();
+      const msg = JSON.parse(body || "{}");
+      if (req.url === "/result") {
+        rounds.push(msg);
+        console.log(
+          `${msg.warmup ? "warm-up " : ""}${msg.transport.padEnd(4)} ${msg.stream.padEnd(6)} ${msg.reader.padEnd(5)} ` +
+            `${fmt(msg.perSec).padStart(10)} events/s  ${msg.ms.toFixed(0).padStart(6)} ms` +
+            `  (publisher ${fmt(msg.pubPerSec)} events/s, ${msg.connections} connection(s))`,
+        );
+      } else if (req.url === "/done") {
+        finish({ rounds, ...msg });
+      }
+    });
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({ server, finished })));
 }
 
 const median = (xs) => {
@@ -74,128 +90,106 @@ const median = (xs) => {
 const fmt = (x) => Math.round(x).toLocaleString("en-US");
 const fx = (x) => `${x.toFixed(2)}×`;
 
-let seq = 0;
-
-/** One round: a fresh channel, one reader, EVENTS events. */
-async function round(page, stream, reader) {
-  const key = `r${++seq}`;
-  const channel = `bench-${key}-${Date.now().toString(36)}`;
-  // The channel's first event; both readers resume after it, so every event
-  // of the run comes as a replay or live, whichever is due.
-  const { id: cursor } = await http("POST", `/publish/${channel}`, "start");
-  let publisher = null;
-  if (stream === "replay") {
-    await startPublishing(channel);
-    publisher = await chaosDone();
-  }
-  await page.evaluate(([k, r, c, cur, n]) => window.bench.start(k, r, c, cur, n), [key, reader, channel, cursor, EVENTS]);
-  await page.evaluate((k) => window.bench.ready(k), key);
-  if (stream === "live") {
-    await sleep(100);
-    await startPublishing(channel);
-  }
-  const result = await Promise.race([
-    page.evaluate((k) => window.bench.done(k), key),
-    sleep(180_000).then(() => {
-      throw new Error(`${stream}/${reader}: no end after 180 s`);
-    }),
-  ]);
-  if (stream === "live") publisher = await chaosDone();
-  await page.evaluate(() => window.gc?.());
-  const perSec = ((result.count - 1) * 1000) / result.ms;
-  const pubPerSec = (publisher.published * 1000) / Math.max(1, publisher.duration_ms);
-  console.log(
-    `${stream.padEnd(6)} ${reader.padEnd(5)} ${fmt(perSec).padStart(10)} events/s  ${result.ms.toFixed(0).padStart(6)} ms` +
-      `  (publisher ${fmt(pubPerSec)} events/s, ${result.connections} connection(s))`,
-  );
-  return { perSec, ms: result.ms, pubPerSec, connections: result.connections };
-}
-
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30_000 });
+const { server, finished } = await reportServer();
+const report = `http://127.0.0.1:${server.address().port}`;
+const profile = await mkdtemp(path.join(os.tmpdir(), "resub-bench-chromium-"));
+const browser = spawn(
+  CHROMIUM,
+  [...ARGS, `--user-data-dir=${profile}`, `${FIXTURE}/?report=${encodeURIComponent(report)}`],
+  { stdio: ["ignore", "ignore", "pipe"] },
+);
+let browserLog = "";
+browser.stderr.on("data", (c) => (browserLog = (browserLog + c).slice(-4000)));
+const deadline = setTimeout(
+  () => {
+    console.error(`no end after 60 min; the browser said:\n${browserLog}`);
+    process.exit(1);
+  },
+  60 * 60 * 1000,
+);
 const lines = [];
 try {
-  const page = await browser.newPage();
-  const problems = [];
-  page.on("pageerror", (e) => problems.push(e.message));
-  await page.goto(FIXTURE + "/", { timeout: 15_000 });
-  await page.waitForFunction(() => window.ready === true, null, { timeout: 15_000 }).catch((e) => {
-    throw new Error(`the page did not load resub: ${problems.join("; ") || e.message}`);
-  });
-  const version = browser.version();
+  const outcome = await finished;
+  clearTimeout(deadline);
+  if (outcome.error) throw new Error(`the page failed: ${outcome.error}`);
+  const version = (outcome.userAgent.match(/Chrome\/([0-9.]+)/) ?? [])[1] ?? outcome.userAgent;
   const results = {};
-  for (const stream of STREAMS) {
-    // One unmeasured round each first: JIT and wasm tiers warm up.
-    console.log(`${stream}: warm-up`);
-    await round(page, stream, "resub");
-    await round(page, stream, "raw");
-    const got = { resub: [], raw: [] };
-    for (let i = 0; i < ROUNDS; i++) {
-      // ABBA order, so neither reader always runs first in a pair.
-      const order = i % 2 === 0 ? ["resub", "raw"] : ["raw", "resub"];
-      for (const reader of order) got[reader].push(await round(page, stream, reader));
-    }
-    results[stream] = got;
+  for (const r of outcome.rounds.filter((r) => !r.warmup)) {
+    const at = ((results[r.transport] ??= {})[r.stream] ??= { resub: [], raw: [] });
+    at[r.reader].push(r);
   }
 
   const describe = {
     live: "live: subscribed first, then the fixture publishes as fast as it can",
     replay: "replay: published first, then subscribed from the cursor before them",
   };
+  const rawName = {
+    ws: "`WebSocket` + `JSON.parse`",
+    sse: "`EventSource` + `JSON.parse`",
+    poll: "`fetch` poll after poll + `response.json()`",
+  };
   lines.push("## Browser throughput");
   lines.push("");
   lines.push(
-    `Events per second received in headless Chromium ${version} through the resub npm package ` +
-      "(`new Client(url, {transports: [\"ws\"]})`, `subscribe(channel, {from})`, `for await`) against a plain " +
-      "`WebSocket` + `JSON.parse` loop speaking the protocol, both reading each event's data, on the same " +
-      `${fmt(EVENTS)}-event stream from the fixture on loopback, timed from the first to the last event; ` +
-      `one warm-up round each, then ${ROUNDS} measured rounds per reader in ABBA order, a fresh channel each round ` +
-      `(resub at commit \`${process.env.BENCH_COMMIT ?? "unknown"}\`).`,
+    `Events per second received in headless Chromium ${version}, started with no DevTools protocol attached ` +
+      "(the page times each round with `performance.now()` and posts the figures to the bench runner), " +
+      "through the resub npm package (`new Client(url, {transports: [t]})`, `subscribe(channel, {from})`, " +
+      "`for await`) against a plain loop speaking the protocol on the same transport, both reading each " +
+      `event's data, on the same ${fmt(EVENTS)}-event stream from the fixture on loopback, timed from the first ` +
+      `to the last event; one warm-up round each, then ${ROUNDS} measured rounds per reader in ABBA order, a ` +
+      `fresh channel each round (resub at commit \`${process.env.BENCH_COMMIT ?? "unknown"}\`).`,
   );
   lines.push("");
-  lines.push("| stream | reader | events/s (median) | min–max | first→last (median) | resub / raw |");
-  lines.push("|---|---|---:|---:|---:|---:|");
-  for (const stream of STREAMS) {
-    const { resub, raw } = results[stream];
-    const rate = (rs) => rs.map((r) => r.perSec);
-    const pairs = resub.map((r, i) => r.perSec / raw[i].perSec);
-    const ratio = median(rate(resub)) / median(rate(raw));
-    for (const [reader, rs] of [["resub", resub], ["raw", raw]]) {
-      const xs = rate(rs);
-      const cell =
-        reader === "resub" ? `${fx(ratio)} (pairs ${fx(Math.min(...pairs))}–${fx(Math.max(...pairs))})` : "1.00×";
-      lines.push(
-        `| ${stream} | ${reader === "raw" ? "raw WebSocket" : "resub"} | ${fmt(median(xs))} | ` +
-          `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))} | ${fmt(median(rs.map((r) => r.ms)))} ms | ${cell} |`,
-      );
+  lines.push("| transport | stream | reader | events/s (median) | min–max | first→last (median) | resub / raw |");
+  lines.push("|---|---|---|---:|---:|---:|---:|");
+  for (const transport of TRANSPORTS) {
+    for (const stream of STREAMS) {
+      const { resub, raw } = results[transport][stream];
+      const rate = (rs) => rs.map((r) => r.perSec);
+      const pairs = resub.map((r, i) => r.perSec / raw[i].perSec);
+      const ratio = median(rate(resub)) / median(rate(raw));
+      for (const [reader, rs] of [["resub", resub], ["raw", raw]]) {
+        const xs = rate(rs);
+        const cell =
+          reader === "resub" ? `**${fx(ratio)}** (pairs ${fx(Math.min(...pairs))}–${fx(Math.max(...pairs))})` : "1.00×";
+        lines.push(
+          `| ${transport} | ${stream} | ${reader === "raw" ? rawName[transport] : "resub"} | ${fmt(median(xs))} | ` +
+            `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))} | ${fmt(median(rs.map((r) => r.ms)))} ms | ${cell} |`,
+        );
+      }
     }
   }
   lines.push("");
-  for (const stream of STREAMS) {
-    const all = [...results[stream].resub, ...results[stream].raw].map((r) => r.pubPerSec);
-    const fastest = Math.max(...[...results[stream].resub, ...results[stream].raw].map((r) => r.perSec));
-    const limit =
-      fastest >= 0.9 * median(all)
-        ? "the publisher is close to the readers' rate: it may be the limit in this stream"
-        : "faster than either reader, so the reader is the limit";
-    lines.push(
-      `- ${describe[stream]}; the fixture published at ${fmt(median(all))} events/s ` +
-        `(median, ${fmt(Math.min(...all))}–${fmt(Math.max(...all))}), ${limit}.`,
-    );
-  }
-  for (const stream of STREAMS) {
-    const extra = results[stream].resub.filter((r) => r.connections > 1).length;
-    if (extra > 0) {
+  for (const transport of TRANSPORTS) {
+    for (const stream of STREAMS) {
+      const rs = [...results[transport][stream].resub, ...results[transport][stream].raw];
+      const all = rs.map((r) => r.pubPerSec);
+      const fastest = Math.max(...rs.map((r) => r.perSec));
+      const limit =
+        fastest >= 0.9 * median(all)
+          ? "close to the readers' rate: the publisher may be the limit"
+          : "faster than either reader, so the reader is the limit";
       lines.push(
-        `- ${stream}: in ${extra} of ${ROUNDS} resub rounds the client fell a full queue behind, closed the ` +
-          "connection and resumed from its cursor on a new one (its back-pressure); those rounds include the reconnect.",
+        `- ${transport}, ${describe[stream]}; the fixture published at ${fmt(median(all))} events/s ` +
+          `(median, ${fmt(Math.min(...all))}–${fmt(Math.max(...all))}), ${limit}.`,
       );
+      const extra = results[transport][stream].resub.filter((r) => r.connections > 1).length;
+      if (extra > 0) {
+        lines.push(
+          `- ${transport}, ${stream}: in ${extra} of ${ROUNDS} resub rounds the client fell a full queue behind, ` +
+            "closed the connection and resumed from its cursor on a new one (its back-pressure); those rounds " +
+            "include the reconnect.",
+        );
+      }
     }
   }
   lines.push(
     "- resub / raw: the ratio of the medians; in brackets the lowest and highest ratio of a round's pair.",
   );
 } finally {
-  await browser.close();
+  browser.kill("SIGTERM");
+  server.close();
+  await rm(profile, { recursive: true, force: true }).catch(() => {});
 }
 const text = lines.join("\n") + "\n";
 console.log("\n" + text);

@@ -60,6 +60,9 @@ enum Part {
         /// Subscriptions on one connection.
         #[arg(long, default_value_t = 10_000)]
         subscriptions: usize,
+        /// Transports measured: `ws`, `sse`, `poll` (default: all three).
+        #[arg(long, value_delimiter = ',', default_value = "ws,sse,poll")]
+        transports: Vec<String>,
     },
     /// Reconnect arrivals after every client is dropped at once.
     Storm {
@@ -87,17 +90,15 @@ enum Part {
 
 fn main() {
     let args = Args::parse();
-    // reqwest is built without a default crypto provider (resub brings its
-    // own); the baselines use the same one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let rounds = args.rounds.max(1);
     rt.block_on(async {
         match args.part {
             Part::Throughput { events } => scenarios::throughput(&args.out, events, rounds).await,
             Part::Latency { rate, secs } => scenarios::latency(&args.out, rate, secs, rounds).await,
-            Part::Memory { connections, subscriptions } => {
-                scenarios::memory(&args.out, connections, subscriptions, rounds).await;
+            Part::Memory { connections, subscriptions, transports } => {
+                let transports: Vec<_> = transports.iter().map(|t| scenarios::transport(t)).collect();
+                scenarios::memory(&args.out, connections, subscriptions, rounds, &transports).await;
             }
             Part::Storm { clients, png } => scenarios::storm(&args.out, clients, &png).await,
             Part::Resume => scenarios::resume(&args.out, rounds.max(10)).await,
@@ -105,7 +106,7 @@ fn main() {
             Part::All => {
                 scenarios::throughput(&args.out, 1_000_000, rounds).await;
                 scenarios::latency(&args.out, 2_000, 5, rounds).await;
-                scenarios::memory(&args.out, 1_000, 10_000, rounds).await;
+                scenarios::memory(&args.out, 1_000, 10_000, rounds, &scenarios::ALL_TRANSPORTS).await;
                 scenarios::storm(&args.out, 2_000, &PathBuf::from("docs/reconnect-storm.png")).await;
                 scenarios::resume(&args.out, rounds.max(10)).await;
             }

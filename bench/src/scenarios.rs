@@ -263,31 +263,77 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Client heap per idle connection and per subscription.
-pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize) {
+/// Heartbeat interval of the fixture in the memory scenario; idle clients
+/// are measured after [`IDLE_HEARTBEATS`] of them.
+const IDLE_HEARTBEAT: Duration = Duration::from_millis(100);
+const IDLE_HEARTBEATS: u32 = 10;
+
+/// Whether the fixture counts `n` open connections (or held polls) of
+/// `transport`.
+fn open_on(fx: &Fixture, transport: Transport, n: usize) -> bool {
+    let s = fx.stats();
+    match transport {
+        Transport::Sse => s.sse_open == n,
+        // Polls are answered every hold and sent again at once: most, not
+        // all, are held at any instant.
+        Transport::LongPoll if n > 0 => s.polls_held >= n * 9 / 10,
+        Transport::LongPoll => s.polls_held == 0,
+        _ => s.websocket_open == n,
+    }
+}
+
+/// Every transport, in the order the tables list them.
+pub const ALL_TRANSPORTS: [Transport; 3] = [Transport::WebSocket, Transport::Sse, Transport::LongPoll];
+
+/// The transport named `name` on the command line (`ws`, `sse`, `poll`).
+pub fn transport(name: &str) -> Transport {
+    match name {
+        "ws" => Transport::WebSocket,
+        "sse" => Transport::Sse,
+        "poll" => Transport::LongPoll,
+        other => panic!("unknown transport {other:?}: ws, sse or poll"),
+    }
+}
+
+/// Client heap per idle connection (on each of `transports`) and per
+/// subscription.
+pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize, transports: &[Transport]) {
     let server = alloc::server_runtime(2);
-    let fx = Arc::new(fixture_on(&server, FixtureConfig::default()).await);
-    let (mut per_conn, mut per_conn_raw) = (Samples::default(), Samples::default());
+    let cfg = FixtureConfig { heartbeat: IDLE_HEARTBEAT, poll_hold: IDLE_HEARTBEAT, ..FixtureConfig::default() };
+    let fx = Arc::new(fixture_on(&server, cfg).await);
+    let mut per_conn: Vec<Samples> = transports.iter().map(|_| Samples::default()).collect();
+    let mut per_conn_raw = Samples::default();
     for round in 0..rounds {
-        // resub: one client and one subscription per connection.
-        let before = alloc::live();
-        let mut clients = Vec::with_capacity(conns);
-        let mut held = Vec::with_capacity(conns);
-        for i in 0..conns {
-            let c = Client::builder(&fx.url()).transports(&[Transport::WebSocket]).build().expect("client");
-            held.push(c.subscribe(&format!("idle-{i}")).await.expect("subscribe"));
-            clients.push(c);
+        // resub: one client and one subscription per connection, measured
+        // once heartbeats (on long polling: answered polls) have flowed.
+        for (t, &transport) in transports.iter().enumerate() {
+            let before = alloc::live();
+            let mut clients = Vec::with_capacity(conns);
+            let mut held = Vec::with_capacity(conns);
+            for i in 0..conns {
+                let c = Client::builder(&fx.url())
+                    .transports(&[transport])
+                    .poll_hold(IDLE_HEARTBEAT)
+                    .build()
+                    .expect("client");
+                held.push(c.subscribe(&format!("idle-{i}")).await.expect("subscribe"));
+                clients.push(c);
+            }
+            until("every resub client connected", || {
+                clients.iter().all(|c| matches!(c.state(), ConnectionState::Connected { .. }))
+            })
+            .await;
+            // Heartbeats flow (a benchmark's wait: nothing is synchronised
+            // on it), then the fixture must still count every connection.
+            tokio::time::sleep(IDLE_HEARTBEAT * IDLE_HEARTBEATS).await;
+            until("every connection open", || open_on(&fx, transport, conns)).await;
+            per_conn[t].push((alloc::live() - before) as f64 / conns as f64);
+            for c in &clients {
+                c.close().await;
+            }
+            drop((clients, held));
+            until("the server saw them go", || open_on(&fx, transport, 0)).await;
         }
-        until("every resub client connected", || {
-            clients.iter().all(|c| matches!(c.state(), ConnectionState::Connected { .. }))
-        })
-        .await;
-        per_conn.push((alloc::live() - before) as f64 / conns as f64);
-        for c in &clients {
-            c.close().await;
-        }
-        drop((clients, held));
-        until("the server saw them go", || fx.stats().websocket_open == 0).await;
 
         // Raw: a tokio-tungstenite connection per subscription, read by a task.
         let before = alloc::live();
@@ -300,15 +346,19 @@ pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize) {
             let _subscribed = ws.next().await;
             tasks.push(tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} }));
         }
+        tokio::time::sleep(IDLE_HEARTBEAT * IDLE_HEARTBEATS).await;
         per_conn_raw.push((alloc::live() - before) as f64 / conns as f64);
         for t in &tasks {
             t.abort();
         }
         drop(tasks);
         until("the server saw them go", || fx.stats().websocket_open == 0).await;
+        let each: Vec<String> =
+            transports.iter().zip(&per_conn).map(|(t, s)| format!("{:.0} B {t:?}", s.0[round])).collect();
         eprintln!(
-            "  memory round {round}: {:.0} B resub, {:.0} B raw per connection",
-            per_conn.0[round], per_conn_raw.0[round]
+            "  memory round {round}: resub {}; raw {:.0} B per connection",
+            each.join(", "),
+            per_conn_raw.0[round]
         );
     }
 
@@ -346,30 +396,38 @@ pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize) {
         per_sub_raw.push((alloc::live() - before) as f64 / subs as f64);
         drop(cursors);
     }
-    let conn_kib = per_conn.median() / 1024.0;
     let mut text = format!(
         "## Memory\n\nClient heap measured by a counting allocator (the fixture runs on its own runtime, whose \
-         threads are not counted), median of {rounds} rounds (min–max). Target: ≤ 16 KiB per idle connection.\n\n"
+         threads are not counted), median of {rounds} rounds (min–max). Idle connections are measured after \
+         {IDLE_HEARTBEATS} heartbeats of {} ms (long polling: polls held {} ms, answered and sent again). \
+         Target: ≤ 16 KiB per idle connection on every transport.\n\n",
+        IDLE_HEARTBEAT.as_millis(),
+        IDLE_HEARTBEAT.as_millis()
     );
     let bytes = |v: f64| format!("{} B", int(v));
-    text += &table(
-        &["measure", "raw baseline", "resub", "ratio"],
-        &[
-            vec![
-                format!("per idle connection ({conns} connections, one subscription each)"),
-                format!("{} (tokio-tungstenite, read by a task)", per_conn_raw.show(bytes)),
-                per_conn.show(bytes),
-                ratio(per_conn.median() / per_conn_raw.median()),
-            ],
-            vec![
-                format!("per subscription ({subs} on one connection)"),
-                format!("{} (channel → cursor map)", per_sub_raw.show(bytes)),
-                per_sub.show(bytes),
-                ratio(per_sub.median() / per_sub_raw.median()),
-            ],
-        ],
-    );
-    text += &format!("\nresub per idle connection: **{conn_kib:.1} KiB** ({}).\n", verdict(conn_kib <= 16.0));
+    let mut rows = Vec::new();
+    for (t, transport) in transports.iter().enumerate() {
+        rows.push(vec![
+            format!("per idle connection, {transport:?} ({conns} connections, one subscription each)"),
+            format!("{} (tokio-tungstenite, read by a task)", per_conn_raw.show(bytes)),
+            per_conn[t].show(bytes),
+            ratio(per_conn[t].median() / per_conn_raw.median()),
+        ]);
+    }
+    rows.push(vec![
+        format!("per subscription ({subs} on one connection)"),
+        format!("{} (channel → cursor map)", per_sub_raw.show(bytes)),
+        per_sub.show(bytes),
+        ratio(per_sub.median() / per_sub_raw.median()),
+    ]);
+    text += &table(&["measure", "raw baseline", "resub", "ratio"], &rows);
+    text += "\nresub per idle connection:";
+    for (t, transport) in transports.iter().enumerate() {
+        let kib = per_conn[t].median() / 1024.0;
+        text += &format!(" {transport:?} **{kib:.1} KiB** ({});", verdict(kib <= 16.0));
+    }
+    text.pop();
+    text += ".\n";
     report::write(out, "memory", &text);
     drop(fx);
     server.shutdown_background();

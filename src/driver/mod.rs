@@ -59,8 +59,14 @@ pub(crate) enum ConnEvent {
 }
 
 impl ConnEvent {
-    /// Hands the event to the session.
-    fn apply(self, session: &mut Session, now: Instant) {
+    /// Hands the event to the session. A connection that reports its end
+    /// has its handle dropped here: its task is over, and a connection that
+    /// ends by itself (every long poll, every drop by the server) is not
+    /// told to disconnect by the session.
+    fn apply(self, session: &mut Session, conns: &mut Vec<(ConnId, ConnHandle)>, now: Instant) {
+        if let ConnEvent::Closed(conn, _) = &self {
+            conns.retain(|(id, _)| id != conn);
+        }
         let input = match self {
             ConnEvent::Opened(conn) => Input::Opened { conn },
             ConnEvent::Received(conn, text) => Input::Received { conn, text },
@@ -139,7 +145,9 @@ async fn flush(subs: &mut ChannelMap<SubEntry>, channel: &str, session: &mut Ses
     if entry.batch.is_empty() {
         return;
     }
-    let batch = std::mem::replace(&mut entry.batch, Vec::with_capacity(SUB_BATCH));
+    // The next message reserves a whole batch again: an idle subscription
+    // holds none.
+    let batch = std::mem::take(&mut entry.batch);
     let mut send = entry.tx.send(batch);
     let sent = futures::future::poll_fn(|cx| {
         if closing.poll_requested(cx) {
@@ -234,6 +242,8 @@ pub(crate) struct Shared {
     /// Set by `Client::close`: reaches the loop even while it waits for a
     /// subscription that is not being read.
     pub closing: CloseSignal,
+    /// Connection handles the loop holds, as of its last turn.
+    pub held_connections: std::sync::atomic::AtomicUsize,
 }
 
 /// The publishes of a client not settled yet, bounded in count and bytes
@@ -327,10 +337,13 @@ pub(crate) async fn run(
                 }
                 Output::Post { key, url, data } => platform::post(key, url, data, &opts, ev_tx.clone()),
                 Output::Send { conn, text } => {
-                    if let Some((_, c)) = conns.iter().find(|(id, _)| *id == conn)
-                        && !c.send(text)
+                    if let Some(i) = conns.iter().position(|(id, _)| *id == conn)
+                        && !conns[i].1.send(text)
                     {
-                        // The peer has stopped reading what is sent.
+                        // The peer has stopped reading what is sent: the
+                        // connection is cut (its handle dropped) and reported
+                        // lost.
+                        conns.swap_remove(i);
                         let why = "send queue full: the server is not reading".into();
                         tracing::warn!(conn = conn.0, "{why}");
                         session.handle_input(Input::Closed { conn, error: TransportError::Lost(why) }, Instant::now());
@@ -348,6 +361,9 @@ pub(crate) async fn run(
                 }
                 Output::Deliver { channel, message } => {
                     if let Some(entry) = subs.get_mut(&channel) {
+                        if entry.batch.capacity() == 0 {
+                            entry.batch.reserve_exact(SUB_BATCH);
+                        }
                         entry.batch.push(Ok(message));
                         if entry.batch.len() == 1 {
                             dirty.push(channel.clone());
@@ -383,6 +399,7 @@ pub(crate) async fn run(
             flush(&mut subs, &channel, &mut session, &shared.closing).await;
         }
         *shared.stats.lock().expect("stats lock") = session.stats();
+        shared.held_connections.store(conns.len(), std::sync::atomic::Ordering::Relaxed);
         if session.is_closed() {
             break;
         }
@@ -445,13 +462,13 @@ pub(crate) async fn run(
             ev = ev_rx.next() => {
                 if let Some(ev) = ev {
                     let now = Instant::now();
-                    ev.apply(&mut session, now);
+                    ev.apply(&mut session, &mut conns, now);
                     // Take what else is ready in one go: one wake-up of the
                     // loop per burst instead of one per event. The budget
                     // bounds the outputs this queues.
                     for _ in 1..READY_BUDGET {
                         match ev_rx.next().now_or_never() {
-                            Some(Some(ev)) => ev.apply(&mut session, now),
+                            Some(Some(ev)) => ev.apply(&mut session, &mut conns, now),
                             _ => break,
                         }
                     }

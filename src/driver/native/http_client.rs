@@ -46,7 +46,14 @@ impl Http {
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).build(connector);
+        // One idle connection kept per server: a poll sent right after the
+        // previous answer may open another before the previous connection is
+        // back in the pool, and without a bound each of those would stay
+        // open, idle, for the pool's idle timeout.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(1)
+            .build(connector);
         Self { client, headers }
     }
 

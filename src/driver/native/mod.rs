@@ -548,11 +548,14 @@ async fn run_websocket(
         .max_message_size(Some(opts.max_frame_bytes))
         .max_frame_size(Some(opts.max_frame_bytes));
     let connector = tokio_tungstenite::Connector::Rustls(opts.tls.clone());
-    let (mut ws, _response) =
-        match tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector)).await {
-            Ok(ok) => ok,
-            Err(e) => return handshake_error(e),
-        };
+    // Boxed: the handshake's state is several KiB, and a future keeps room
+    // for its largest state for as long as the connection lives.
+    let handshake =
+        Box::pin(tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, Some(connector)));
+    let (mut ws, _response) = match handshake.await {
+        Ok(ok) => ok,
+        Err(e) => return handshake_error(e),
+    };
     if events.send(ConnEvent::Opened(conn)).await.is_err() {
         return TransportError::Lost("driver gone".into());
     }
