@@ -47,6 +47,11 @@ const ARGS = [
   "--disable-component-update",
   "--disable-sync",
   "--no-first-run",
+  // A page nobody looks at is throttled as a background one; Playwright
+  // passes these too, so the figures compare with its runs.
+  "--disable-background-timer-throttling",
+  "--disable-backgrounding-occluded-windows",
+  "--disable-renderer-backgrounding",
   "--js-flags=--expose-gc",
 ];
 
