@@ -5,10 +5,12 @@
 # work as it would without resub, and resub must work beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The fixture as the other tiers build it (same profile: nothing rebuilt).
+cargo build -q --locked -p resub-fixture
 export CARGO_TARGET_DIR="$PWD/target/compat"
-# Only built to be run once: no debug info, which halves the link time.
+# The applications are built to be run once: no debug info, which halves the
+# link time.
 export CARGO_PROFILE_DEV_DEBUG=0
-cargo build -q --locked -p resub-fixture --target-dir target
 tmp=$(mktemp -d)
 fixture=
 trap '[ -n "$fixture" ] && kill "$fixture" 2>/dev/null; rm -rf "$tmp"' EXIT

@@ -15,15 +15,19 @@ use resub_fixture::{Fixture, FixtureConfig};
 const DEADLINE: Duration = Duration::from_secs(30);
 
 async fn connected_via(states: &mut States, want: Transport) -> ConnectionState {
+    let seen = std::sync::Mutex::new(Vec::new());
     let fut = async {
         while let Some(s) = states.next().await {
             if matches!(&s, ConnectionState::Connected { transport, .. } if *transport == want) {
                 return s;
             }
+            seen.lock().unwrap().push(s.to_string());
         }
         panic!("state stream ended before connecting via {want}");
     };
-    tokio::time::timeout(DEADLINE, fut).await.unwrap_or_else(|_| panic!("not connected via {want} in time"))
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .unwrap_or_else(|_| panic!("not connected via {want} in time; states meanwhile: {:?}", seen.lock().unwrap()))
 }
 
 async fn until(what: &str, cond: impl Fn() -> bool) {
@@ -49,7 +53,10 @@ async fn auto_falls_back_to_sse_then_poll_and_returns_to_websocket_without_loss(
             max_attempts: None,
         })
         .upgrade_probe(Some(Duration::from_millis(300)))
-        .open_timeout(Duration::from_secs(2))
+        // Long enough that a slow moment of a loaded machine is not taken
+        // for a transport that cannot open (which would skip SSE, the step
+        // this test checks); every switch here is a refusal, not a timeout.
+        .open_timeout(Duration::from_secs(10))
         .poll_hold(Duration::from_secs(2))
         .build()
         .unwrap();
