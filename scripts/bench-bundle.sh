@@ -6,7 +6,7 @@
 #   bash scripts/bench-bundle.sh
 #
 # resub is built with scripts/build-npm.sh into a temporary folder; counted
-# are the files a browser loads: the .wasm and the two JS modules (index.js,
+# are the files a browser loads: the .wasm and the three JS modules (index.js, client.js,
 # resub_wasm.js). Each other package is fetched with `npm pack NAME@latest`
 # and its minified browser bundle is measured (the file is named in the
 # table). Sizes are raw bytes and `gzip -9` bytes; they are deterministic for
@@ -27,7 +27,7 @@ bash scripts/build-npm.sh "$tmp/resub" >"$tmp/build.log" 2>&1 || {
   echo "bench-bundle.sh: building the npm package failed" >&2
   exit 1
 }
-resub_files=(resub_wasm_bg.wasm resub_wasm.js index.js)
+resub_files=(resub_wasm_bg.wasm resub_wasm.js client.js index.js)
 resub_version=$(node -p 'require(process.argv[1]).version' "$tmp/resub/package.json")
 resub_raw=0
 resub_gz=0
@@ -76,7 +76,7 @@ mkdir -p bench/results
 {
   echo "## Bundle size"
   echo
-  echo "What a browser downloads, as raw bytes and \`gzip -9\` bytes: resub's npm package built with \`scripts/build-npm.sh\` (the .wasm plus the two JS modules a page loads, minified as shipped) against the minified browser bundle each other package ships, fetched with \`npm pack NAME@latest\` in the same run (resub at commit \`$commit\`; sizes are deterministic, so one run is reported). The ratio is the package's gzip size over resub's."
+  echo "What a browser downloads, as raw bytes and \`gzip -9\` bytes: resub's npm package built with \`scripts/build-npm.sh\` (the .wasm plus the three JS modules a page loads, minified as shipped) against the minified browser bundle each other package ships, fetched with \`npm pack NAME@latest\` in the same run (resub at commit \`$commit\`; sizes are deterministic, so one run is reported). The ratio is the package's gzip size over resub's."
   echo
   echo "| package | version | file(s) | raw bytes | gzip bytes | ratio to resub (gzip) |"
   echo "|---|---|---|---:|---:|---:|"
