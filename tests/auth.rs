@@ -177,3 +177,28 @@ async fn without_a_provider_a_401_stops_at_once() {
     }
     assert_eq!(fx.stats().handshakes.iter().filter(|h| h.status == 401).count(), 1, "one attempt");
 }
+
+#[tokio::test]
+async fn a_fixed_token_is_sent_on_every_transport_and_with_publishes() {
+    let fx = Fixture::start().await.unwrap();
+    fx.set_tokens(Some(&["good"]));
+    for transport in Transport::ALL {
+        let c = Client::builder(&fx.url()).transports(&[transport]).token("good").build().unwrap();
+        let channel = format!("fixed-{transport}");
+        let mut sub = c.subscribe_from(&channel, &fx.head(&channel)).await.unwrap();
+        // Over SSE and long polling the publish is an HTTP POST carrying it.
+        tokio::time::timeout(DEADLINE, c.publish(&channel, "x")).await.unwrap().unwrap();
+        loop {
+            match tokio::time::timeout(DEADLINE, sub.next()).await.unwrap().unwrap().unwrap() {
+                Message::Event(e) => {
+                    assert_eq!(e.data, "x", "{transport}");
+                    break;
+                }
+                Message::Resumed { .. } => {}
+                other => panic!("{transport}: unexpected {other:?}"),
+            }
+        }
+        c.close().await;
+    }
+    assert_eq!(fx.stats().handshakes.iter().filter(|h| h.status == 401).count(), 0, "never refused");
+}

@@ -24,7 +24,8 @@ use crate::protocol::sse::{SseError, SseItem, SseParser};
 /// What a connection needs besides its URL.
 #[derive(Clone)]
 pub(crate) struct ConnectOptions {
-    pub headers: Vec<(String, String)>,
+    /// Sent on every request (checked once, when the client is built).
+    pub headers: http::HeaderMap,
     /// Asked for a token before each request, when set.
     pub token: Option<Arc<dyn crate::auth::TokenProvider>>,
     pub tls: Arc<rustls::ClientConfig>,
@@ -45,25 +46,14 @@ impl ConnectOptions {
         send_queue_bytes: usize,
     ) -> Result<Self, crate::Error> {
         let tls = tls_config(roots)?;
-        http_client::header_map(headers)?;
-        Ok(Self {
-            headers: headers.to_vec(),
-            token: None,
-            tls,
-            http: Arc::default(),
-            max_frame_bytes,
-            send_queue_bytes,
-        })
+        let headers = http_client::header_map(headers)?;
+        Ok(Self { headers, token: None, tls, http: Arc::default(), max_frame_bytes, send_queue_bytes })
     }
 
     /// The HTTP client for the SSE and long-polling transports and HTTP
     /// publishes.
     fn http(&self) -> &http_client::Http {
-        self.http.get_or_init(|| {
-            // The headers were checked in `new`.
-            let headers = http_client::header_map(&self.headers).unwrap_or_default();
-            http_client::Http::new(&self.tls, headers)
-        })
+        self.http.get_or_init(|| http_client::Http::new(&self.tls, self.headers.clone()))
     }
 }
 
@@ -524,13 +514,7 @@ async fn run_websocket(
         Ok(r) => r,
         Err(e) => return TransportError::Connect(format!("bad URL: {e}")),
     };
-    for (name, value) in &opts.headers {
-        let (Ok(name), Ok(value)) = (name.parse::<tungstenite::http::HeaderName>(), HeaderValue::from_str(value))
-        else {
-            return TransportError::Connect(format!("invalid header {name:?}"));
-        };
-        request.headers_mut().insert(name, value);
-    }
+    request.headers_mut().extend(opts.headers.clone());
     match bearer(opts).await {
         Ok(Some(auth)) => match HeaderValue::from_str(&auth) {
             Ok(v) => {
