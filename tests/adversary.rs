@@ -634,7 +634,7 @@ impl World {
                     self.links.remove(li);
                 }
             }
-            Output::Deliver { channel, message } => self.check(&channel, message),
+            Output::Deliver { message } => self.check(&message.channel().to_owned(), message),
             Output::SubscriptionEnded { channel, error } => {
                 panic!("subscription {channel} ended: {error}")
             }

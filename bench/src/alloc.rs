@@ -1,22 +1,31 @@
 //! A counting allocator: live heap bytes of the threads that count. Servers
 //! run on runtimes whose threads are marked, so that only the clients'
-//! memory is measured.
+//! memory is measured. Counting is off until [`start_counting`]: one shared
+//! counter updated from several threads on every allocation would slow the
+//! throughput and latency parts down, more for a reader whose allocations
+//! and frees happen on different threads than for one that stays on one.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
 thread_local! {
     static UNCOUNTED: Cell<bool> = const { Cell::new(false) };
 }
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+/// Counts from now on (for the memory part; never turned off again).
+pub fn start_counting() {
+    COUNTING.store(true, Ordering::SeqCst);
+}
 
 /// The global allocator of the benchmark binary.
 pub struct Counting;
 
 fn counted() -> bool {
-    UNCOUNTED.try_with(|u| !u.get()).unwrap_or(false)
+    COUNTING.load(Ordering::Relaxed) && UNCOUNTED.try_with(|u| !u.get()).unwrap_or(false)
 }
 
 // SAFETY: every call is forwarded to the system allocator unchanged; the

@@ -31,6 +31,10 @@ struct Args {
     /// Rounds per measure (medians and spreads are over these).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Run the clients on a current-thread runtime instead of a
+    /// multi-thread one with two workers (servers keep their own runtimes).
+    #[arg(long)]
+    current_thread: bool,
     #[command(subcommand)]
     part: Part,
 }
@@ -90,7 +94,12 @@ enum Part {
 
 fn main() {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+    }
+    .expect("runtime");
     let rounds = args.rounds.max(1);
     rt.block_on(async {
         match args.part {

@@ -298,6 +298,7 @@ pub fn transport(name: &str) -> Transport {
 /// Client heap per idle connection (on each of `transports`) and per
 /// subscription.
 pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize, transports: &[Transport]) {
+    alloc::start_counting();
     let server = alloc::server_runtime(2);
     let cfg = FixtureConfig { heartbeat: IDLE_HEARTBEAT, poll_hold: IDLE_HEARTBEAT, ..FixtureConfig::default() };
     let fx = Arc::new(fixture_on(&server, cfg).await);

@@ -51,7 +51,8 @@ fuzz_target!(|data: &[u8]| {
         while let Some(out) = s.poll_output() {
             match out {
                 Output::Connect { conn: c, .. } => conn = c,
-                Output::Deliver { channel, message: Message::Event(e) } => {
+                Output::Deliver { message: Message::Event(e) } => {
+                    let channel = e.channel.clone();
                     let id: EventId = e.id.parse().expect("delivered ids are well formed");
                     if let Some(prev) = last.get(&channel)
                         && prev.epoch() == id.epoch()
@@ -60,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                     last.insert(channel, id);
                 }
-                Output::Deliver { channel, message: Message::Reset { .. } } => {
+                Output::Deliver { message: Message::Reset { channel, .. } } => {
                     last.remove(&channel);
                 }
                 _ => {}

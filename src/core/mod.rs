@@ -382,6 +382,17 @@ pub enum Message {
     Presence(PresenceEvent),
 }
 
+impl Message {
+    /// The channel the message is about.
+    pub fn channel(&self) -> &str {
+        match self {
+            Message::Event(e) => &e.channel,
+            Message::Resumed { channel, .. } | Message::Reset { channel, .. } => channel,
+            Message::Presence(p) => &p.channel,
+        }
+    }
+}
+
 /// A member of a channel's presence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

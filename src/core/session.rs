@@ -89,10 +89,9 @@ pub enum Output {
         /// The connection.
         conn: ConnId,
     },
-    /// Hand a message to the subscription of `channel`.
+    /// Hand a message to the subscription of its channel
+    /// ([`Message::channel`]).
     Deliver {
-        /// The channel.
-        channel: String,
         /// The message.
         message: Message,
     },
@@ -1012,8 +1011,8 @@ impl Session {
             ServerFrame::Presence { channel, action, client_id, data } => {
                 if self.subs.contains_key(&channel) {
                     let member = Member { client_id, data };
-                    let message = Message::Presence(PresenceEvent { channel: channel.clone(), action, member });
-                    self.out.push_back(Output::Deliver { channel, message });
+                    let message = Message::Presence(PresenceEvent { channel, action, member });
+                    self.out.push_back(Output::Deliver { message });
                 }
             }
             _ => tracing::debug!("ignoring unknown frame type"),
@@ -1095,10 +1094,7 @@ impl Session {
                 // Every event up to the head that follows is a replay.
                 sub.replay_until = head_seq;
                 let after = after.unwrap_or_default();
-                self.out.push_back(Output::Deliver {
-                    channel: channel.clone(),
-                    message: Message::Resumed { channel, after },
-                });
+                self.out.push_back(Output::Deliver { message: Message::Resumed { channel, after } });
             }
             Start::Reset(reason) => self.deliver_reset(channel, reason),
             Start::Violation(why) => self.protocol_error(format!("'{channel}': {why}"), now),
@@ -1137,8 +1133,8 @@ impl Session {
             self.stats.replayed += 1;
         }
         self.stats.delivered += 1;
-        let message = Message::Event(Event { channel: channel.clone(), id, event, data });
-        self.out.push_back(Output::Deliver { channel, message });
+        let message = Message::Event(Event { channel, id, event, data });
+        self.out.push_back(Output::Deliver { message });
     }
 
     fn on_reset(&mut self, channel: String, reason: WireResetReason, head: &str, now: Instant) {
@@ -1169,8 +1165,8 @@ impl Session {
         sub.replay_until = 0;
         let head = sub.cursor.as_ref().map(EventId::to_string).unwrap_or_default();
         self.stats.resets += 1;
-        let message = Message::Reset { channel: channel.clone(), reason, head };
-        self.out.push_back(Output::Deliver { channel, message });
+        let message = Message::Reset { channel, reason, head };
+        self.out.push_back(Output::Deliver { message });
     }
 
     /// Counts an answer (`subscribed`, or an `error` about the channel) to a

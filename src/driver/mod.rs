@@ -359,16 +359,17 @@ pub(crate) async fn run(
                         }
                     }
                 }
-                Output::Deliver { channel, message } => {
-                    if let Some(entry) = subs.get_mut(&channel) {
+                Output::Deliver { message } => {
+                    if let Some(entry) = subs.get_mut(message.channel()) {
                         if entry.batch.capacity() == 0 {
                             entry.batch.reserve_exact(SUB_BATCH);
                         }
-                        entry.batch.push(Ok(message));
-                        if entry.batch.len() == 1 {
-                            dirty.push(channel.clone());
+                        if entry.batch.is_empty() {
+                            dirty.push(message.channel().to_owned());
                         }
-                        if entry.batch.len() >= SUB_BATCH {
+                        let full = (entry.batch.len() + 1 >= SUB_BATCH).then(|| message.channel().to_owned());
+                        entry.batch.push(Ok(message));
+                        if let Some(channel) = full {
                             flush(&mut subs, &channel, &mut session, &shared.closing).await;
                         }
                     }

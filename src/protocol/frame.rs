@@ -114,7 +114,7 @@ pub enum PresenceAction {
 #[derive(Deserialize, Default)]
 pub(crate) struct RawServerFrame {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: FrameKind,
     pub heartbeat_ms: Option<u64>,
     pub channel: Option<String>,
     pub outcome: Option<Outcome>,
@@ -128,6 +128,57 @@ pub(crate) struct RawServerFrame {
     pub message: Option<String>,
     pub action: Option<String>,
     pub client_id: Option<String>,
+}
+
+/// A frame's `type`, decoded without copying it; a type this version does
+/// not know is [`FrameKind::Unknown`].
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum FrameKind {
+    Welcome,
+    Subscribed,
+    Event,
+    Reset,
+    Ping,
+    Ack,
+    Error,
+    Presence,
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl FrameKind {
+    /// The kind named `s` on the wire.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn from_wire(s: &str) -> FrameKind {
+        match s {
+            "welcome" => FrameKind::Welcome,
+            "subscribed" => FrameKind::Subscribed,
+            "event" => FrameKind::Event,
+            "reset" => FrameKind::Reset,
+            "ping" => FrameKind::Ping,
+            "ack" => FrameKind::Ack,
+            "error" => FrameKind::Error,
+            "presence" => FrameKind::Presence,
+            _ => FrameKind::Unknown,
+        }
+    }
+
+    /// The wire name (`unknown` for a type this version does not know).
+    fn as_str(self) -> &'static str {
+        match self {
+            FrameKind::Welcome => "welcome",
+            FrameKind::Subscribed => "subscribed",
+            FrameKind::Event => "event",
+            FrameKind::Reset => "reset",
+            FrameKind::Ping => "ping",
+            FrameKind::Ack => "ack",
+            FrameKind::Error => "error",
+            FrameKind::Presence => "presence",
+            FrameKind::Unknown => "unknown",
+        }
+    }
 }
 
 impl TryFrom<RawServerFrame> for ServerFrame {
@@ -149,18 +200,18 @@ impl TryFrom<RawServerFrame> for ServerFrame {
         macro_rules! need {
             ($($field:ident),*) => {
                 $(if r.$field.is_none() {
-                    return Err(missing(&r.kind, stringify!($field)));
+                    return Err(missing(r.kind.as_str(), stringify!($field)));
                 })*
             };
         }
         // After `need!`, these are `Some`: the defaults are never used.
         let text = |v: Option<String>| v.unwrap_or_default();
-        Ok(match r.kind.as_str() {
-            "welcome" => {
+        Ok(match r.kind {
+            FrameKind::Welcome => {
                 need!(heartbeat_ms);
                 ServerFrame::Welcome { heartbeat_ms: r.heartbeat_ms.unwrap_or_default() }
             }
-            "subscribed" => {
+            FrameKind::Subscribed => {
                 need!(channel, outcome, head);
                 ServerFrame::Subscribed {
                     channel: text(r.channel),
@@ -169,11 +220,11 @@ impl TryFrom<RawServerFrame> for ServerFrame {
                     head: text(r.head),
                 }
             }
-            "event" => {
+            FrameKind::Event => {
                 need!(channel, id, data);
                 ServerFrame::Event { channel: text(r.channel), id: text(r.id), event: r.event, data: text(r.data) }
             }
-            "reset" => {
+            FrameKind::Reset => {
                 need!(channel, reason, head);
                 ServerFrame::Reset {
                     channel: text(r.channel),
@@ -181,16 +232,16 @@ impl TryFrom<RawServerFrame> for ServerFrame {
                     head: text(r.head),
                 }
             }
-            "ping" => ServerFrame::Ping,
-            "ack" => {
+            FrameKind::Ping => ServerFrame::Ping,
+            FrameKind::Ack => {
                 need!(key, id);
                 ServerFrame::Ack { key: text(r.key), id: text(r.id) }
             }
-            "error" => {
+            FrameKind::Error => {
                 need!(code);
                 ServerFrame::Error { code: text(r.code), channel: r.channel, key: r.key, message: text(r.message) }
             }
-            "presence" => {
+            FrameKind::Presence => {
                 need!(channel, action, client_id);
                 let action = match r.action.as_deref() {
                     Some("join") => PresenceAction::Join,
@@ -205,7 +256,7 @@ impl TryFrom<RawServerFrame> for ServerFrame {
                     data: text(r.data),
                 }
             }
-            _ => ServerFrame::Unknown,
+            FrameKind::Unknown => ServerFrame::Unknown,
         })
     }
 }

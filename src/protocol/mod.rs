@@ -8,7 +8,7 @@ mod frame;
 pub mod sse;
 
 #[cfg_attr(not(target_arch = "wasm32"), allow(unused_imports))]
-pub(crate) use frame::RawServerFrame;
+pub(crate) use frame::{FrameKind, RawServerFrame};
 pub use frame::{ClientFrame, Outcome, PresenceAction, ServerFrame, WireResetReason};
 
 use std::fmt;

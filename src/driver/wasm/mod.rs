@@ -24,7 +24,7 @@ use web_sys::{
 
 use super::{ConnEvent, EventSender};
 use crate::core::{ConnId, Input, PostError, Transport, TransportError};
-use crate::protocol::{Outcome, RawServerFrame, ServerFrame, WireResetReason, parse_retry_after};
+use crate::protocol::{FrameKind, Outcome, RawServerFrame, ServerFrame, WireResetReason, parse_retry_after};
 use crate::{Error, Instant};
 
 #[wasm_bindgen]
@@ -204,7 +204,7 @@ fn frame_from_js(o: &JsValue) -> Result<ServerFrame, String> {
         Some(s) => Some(Outcome::from_wire(&s).ok_or_else(|| format!("unknown outcome '{s}'"))?),
     };
     let raw = RawServerFrame {
-        kind,
+        kind: FrameKind::from_wire(&kind),
         heartbeat_ms,
         channel: text_field(o, "channel", bad),
         outcome,
