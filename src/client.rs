@@ -540,8 +540,8 @@ impl Subscription {
     fn save_cursor(&self, message: &Result<Message, Error>) -> Result<(), Error> {
         let Some(store) = &self.store else { return Ok(()) };
         let cursor = match message {
-            Ok(Message::Event(e)) => &e.id,
-            Ok(Message::Reset { head, .. }) => head,
+            Ok(Message::Event(e)) => e.id.as_str(),
+            Ok(Message::Reset { head, .. }) => head.as_str(),
             _ => return Ok(()),
         };
         store.save(&self.channel, cursor).map_err(|e| {

@@ -51,8 +51,8 @@ pub use core::plain::PlainEvent;
 pub use plain::{PlainSse, PlainSseBuilder};
 
 pub use core::{
-    ConnectionState, DisconnectReason, Event, Fallback, Member, Message, PresenceAction, PresenceEvent, ResetReason,
-    Stats, Transport,
+    CompactString, ConnectionState, DisconnectReason, Event, Fallback, Member, Message, PresenceAction, PresenceEvent,
+    ResetReason, Stats, Transport,
 };
 pub use error::Error;
 #[cfg(not(target_arch = "wasm32"))]

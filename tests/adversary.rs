@@ -634,7 +634,10 @@ impl World {
                     self.links.remove(li);
                 }
             }
-            Output::Deliver { message } => self.check(&message.channel().to_owned(), message),
+            Output::Deliver { message } => {
+                let channel = message.channel().to_owned();
+                self.check(&channel, message)
+            }
             Output::SubscriptionEnded { channel, error } => {
                 panic!("subscription {channel} ended: {error}")
             }
@@ -703,8 +706,8 @@ impl World {
                     ),
                 }
                 assert_eq!(
-                    self.ids.get(&e.data),
-                    Some(&e.id),
+                    self.ids.get(&e.data).map(String::as_str),
+                    Some(e.id.as_str()),
                     "safety: data {} delivered as {} on {ch}, published under another id",
                     e.data,
                     e.id

@@ -243,7 +243,7 @@ fn event(id: &str, data: &str) -> Ws {
 async fn next_event(sub: &mut resub::Subscription) -> (String, String) {
     loop {
         match tokio::time::timeout(DEADLINE, sub.next()).await.expect("a message") {
-            Some(Ok(Message::Event(e))) => return (e.id, e.data),
+            Some(Ok(Message::Event(e))) => return (e.id.into(), e.data),
             Some(Ok(Message::Resumed { .. })) => {}
             other => panic!("expected an event, got {other:?}"),
         }

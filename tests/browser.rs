@@ -153,7 +153,7 @@ async fn publishing_works_on_every_transport() {
             let mut sub = c.subscribe_from(&ch, &start).await.unwrap();
             let id = c.publish(&ch, "from the browser").await.unwrap();
             match sub.next().await.unwrap().unwrap() {
-                Message::Event(e) => assert_eq!((e.id, e.data.as_str()), (id, "from the browser")),
+                Message::Event(e) => assert_eq!((e.id.as_str(), e.data.as_str()), (id.as_str(), "from the browser")),
                 Message::Resumed { .. } => {
                     assert_eq!(events(&mut sub, 1).await, ["from the browser"]);
                 }

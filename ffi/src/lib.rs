@@ -713,7 +713,7 @@ fn deliver(
         let result = match m {
             Message::Event(e) => {
                 let event = e.event_type().to_owned();
-                listener.on_event(EventMessage { channel: e.channel, id: e.id, event, data: e.data })
+                listener.on_event(EventMessage { channel: e.channel.into(), id: e.id.into(), event, data: e.data })
             }
             Message::Resumed { channel, after } => listener.on_resumed(channel, after),
             Message::Reset { channel, reason, head } => listener.on_reset(channel, reason.to_string(), head),

@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
             match out {
                 Output::Connect { conn: c, .. } => conn = c,
                 Output::Deliver { message: Message::Event(e) } => {
-                    let channel = e.channel.clone();
+                    let channel = e.channel.to_string();
                     let id: EventId = e.id.parse().expect("delivered ids are well formed");
                     if let Some(prev) = last.get(&channel)
                         && prev.epoch() == id.epoch()

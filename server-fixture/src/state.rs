@@ -458,8 +458,8 @@ impl State {
         debug_assert_eq!(entry.seq, ch.next_seq);
         let id = format!("{}-{}", ch.epoch, entry.seq);
         let frame = encode(&ServerFrame::Event {
-            channel: name.to_owned(),
-            id,
+            channel: name.into(),
+            id: id.into(),
             event: entry.event.clone(),
             data: entry.data.clone(),
         });
@@ -798,8 +798,8 @@ impl Shared {
         ch.next_seq += 1;
         let id = format!("{}-{seq}", ch.epoch);
         let frame = encode(&ServerFrame::Event {
-            channel: channel.to_owned(),
-            id: id.clone(),
+            channel: channel.into(),
+            id: id.as_str().into(),
             event: event.map(str::to_owned),
             data: data.to_owned(),
         });

@@ -82,7 +82,7 @@ async fn an_event_published_on_either_node_reaches_both_with_one_id() {
         for (i, id) in ids.iter().enumerate() {
             for sub in [&mut on_a, &mut on_b] {
                 let e = next_event(sub).await;
-                assert_eq!((&e.id, e.data.as_str()), (id, format!("m{i}").as_str()), "{transport}");
+                assert_eq!((e.id.as_str(), e.data.as_str()), (id.as_str(), format!("m{i}").as_str()), "{transport}");
             }
         }
         ca.close().await;
@@ -105,7 +105,7 @@ async fn a_cursor_from_one_node_resumes_on_the_other() {
         for i in 0..5 {
             let e = next_event(&mut on_a).await;
             assert_eq!(e.data, i.to_string());
-            cursor = e.id;
+            cursor = e.id.into();
         }
         ca.close().await;
         // Published while the subscriber is away, on the other node.

@@ -99,7 +99,7 @@ async fn failover(transport: Transport) {
     let next_event = async |sub: &mut resub::Subscription, received: &mut Vec<(String, u64)>| loop {
         match sub.next().await.expect("not ended").expect("no error") {
             Message::Event(e) => {
-                received.push((e.id, e.data.parse().expect("a number")));
+                received.push((e.id.into(), e.data.parse().expect("a number")));
                 return;
             }
             // x takes part in presence: it sees the joins of the channel.

@@ -76,7 +76,7 @@ async fn recv_subscribed(ws: &mut Ws) -> (Outcome, Option<WireResetReason>, Stri
 /// Asserts the next frame is an event and returns `(id, event, data)`.
 async fn recv_event(ws: &mut Ws) -> (String, Option<String>, String) {
     match recv(ws).await {
-        ServerFrame::Event { id, event, data, .. } => (id, event, data),
+        ServerFrame::Event { id, event, data, .. } => (id.into(), event, data),
         other => panic!("expected an event, got {other:?}"),
     }
 }

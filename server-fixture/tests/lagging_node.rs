@@ -78,7 +78,7 @@ async fn lag(transport: Transport) {
     let mut before: Vec<(String, u64)> = Vec::new();
     while before.len() < 10 {
         match next(&mut sub, transport).await {
-            Message::Event(e) => before.push((e.id, e.data.parse().unwrap())),
+            Message::Event(e) => before.push((e.id.into(), e.data.parse().unwrap())),
             other => panic!("{transport}: unexpected {other:?}"),
         }
     }
@@ -95,7 +95,7 @@ async fn lag(transport: Transport) {
     // is told, with a reason, that it missed events.
     let head = loop {
         match next(&mut sub, transport).await {
-            Message::Event(e) => before.push((e.id, e.data.parse().unwrap())),
+            Message::Event(e) => before.push((e.id.into(), e.data.parse().unwrap())),
             Message::Reset { reason, head, .. } => {
                 assert_eq!(reason, ResetReason::HistoryTruncated, "{transport}");
                 break head;

@@ -32,7 +32,7 @@ fn subscribed(channel: &str, outcome: Outcome, reason: Option<WireResetReason>, 
 }
 
 fn event(channel: &str, id: &str, data: &str) -> ServerFrame {
-    ServerFrame::Event { channel: channel.to_owned(), id: id.to_owned(), event: None, data: data.to_owned() }
+    ServerFrame::Event { channel: channel.into(), id: id.into(), event: None, data: data.to_owned() }
 }
 
 /// Sends a poll in the background.
@@ -102,8 +102,8 @@ async fn poll_resumes_with_the_events_after_the_cursors() {
             event("c", &c[1], "c2"),
             event("c", &c[2], "c3"),
             ServerFrame::Event {
-                channel: "d".to_owned(),
-                id: d.clone(),
+                channel: "d".into(),
+                id: d.as_str().into(),
                 event: Some("tick".to_owned()),
                 data: "d1".to_owned(),
             },

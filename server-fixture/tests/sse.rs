@@ -14,7 +14,7 @@ fn subscribed(channel: &str, outcome: Outcome, reason: Option<WireResetReason>, 
 }
 
 fn event(channel: &str, id: &str, data: &str) -> ServerFrame {
-    ServerFrame::Event { channel: channel.to_owned(), id: id.to_owned(), event: None, data: data.to_owned() }
+    ServerFrame::Event { channel: channel.into(), id: id.into(), event: None, data: data.to_owned() }
 }
 
 /// Asserts the block is an event frame with its id on an `id:` line before
@@ -64,8 +64,8 @@ async fn sse_starts_with_retry_and_welcome_then_replays_and_goes_live() {
     assert_eq!(
         event_block(&block),
         ServerFrame::Event {
-            channel: "c".to_owned(),
-            id: live_c.clone(),
+            channel: "c".into(),
+            id: live_c.as_str().into(),
             event: Some("tick".to_owned()),
             data: "live-c".to_owned(),
         }

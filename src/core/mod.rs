@@ -32,6 +32,8 @@ pub(crate) use session::decode_frame_into;
 pub use session::decode_text;
 pub use session::{ConnId, Input, Output, POLL_BATCH_FACTOR, PostError, Seeds, Session};
 
+/// The string type of an event's channel and id: inline up to 24 bytes.
+pub use compact_str::CompactString;
 use std::fmt;
 use std::time::Duration;
 
@@ -303,10 +305,12 @@ pub struct Fallback {
 /// One event delivered to the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// The channel it belongs to.
-    pub channel: String,
-    /// Its id (`<epoch>-<seq>`): pass it as a starting cursor to resume after it.
-    pub id: String,
+    /// The channel it belongs to. A string held inline up to 24 bytes (it
+    /// derefs to `&str`), so that an event costs one allocation: its data.
+    pub channel: CompactString,
+    /// Its id (`<epoch>-<seq>`): pass it as a starting cursor to resume
+    /// after it. Held inline up to 24 bytes, like the channel.
+    pub id: CompactString,
     /// The event type, if the publisher gave one.
     pub event: Option<String>,
     /// The payload, exactly as published.

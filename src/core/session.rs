@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use compact_str::CompactString;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 #[cfg(feature = "json-decode")]
@@ -1101,7 +1102,14 @@ impl Session {
         }
     }
 
-    fn on_event(&mut self, channel: String, id: String, event: Option<String>, data: String, now: Instant) {
+    fn on_event(
+        &mut self,
+        channel: CompactString,
+        id: CompactString,
+        event: Option<String>,
+        data: String,
+        now: Instant,
+    ) {
         // The hot path: nothing allocated but the message itself.
         let Some((epoch, seq)) = crate::protocol::split_event_id(&id) else {
             return self.protocol_error(format!("bad event id '{id}'"), now);

@@ -12,7 +12,19 @@ use super::StateHub;
 use super::native::{self, ConnectOptions};
 use crate::core::ConnId;
 use crate::core::plain::{PlainEvent, PlainInput, PlainOutput, PlainSession};
+use crate::protocol::sse::SseRef;
 use crate::{ConnectionState, Error, Instant};
+
+/// Every item of a plain event stream, owned, for the session.
+struct PlainSink(ConnId);
+
+impl native::SseSink for PlainSink {
+    type Out = PlainInput;
+
+    fn item(&mut self, item: SseRef<'_>, out: &mut Vec<PlainInput>) {
+        out.push(PlainInput::Item { conn: self.0, item: item.to_item() });
+    }
+}
 
 /// Runs a plain SSE session until it stops, the handle is dropped, or
 /// `close` fires.
@@ -32,12 +44,10 @@ pub(crate) async fn run(
                     let opts = opts.clone();
                     let mut events = ev_tx.clone();
                     let task = tokio::spawn(async move {
-                        let map = |items: std::vec::Drain<'_, _>| {
-                            items.map(|item| PlainInput::Item { conn, item }).collect::<Vec<_>>()
-                        };
                         let opened = PlainInput::Opened { conn };
+                        let sink = PlainSink(conn);
                         let error =
-                            native::read_sse(&url, last_event_id.as_deref(), &opts, false, &mut events, opened, map)
+                            native::read_sse(&url, last_event_id.as_deref(), &opts, false, &mut events, opened, sink)
                                 .await;
                         let _ = events.send(PlainInput::Closed { conn, error }).await;
                     });

@@ -2,6 +2,7 @@
 //! and long-poll response arrays carry the same frames, so one decoder serves
 //! every transport.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// A frame the server sends.
@@ -33,10 +34,10 @@ pub enum ServerFrame {
     },
     /// One event of a channel.
     Event {
-        /// The channel the event belongs to.
-        channel: String,
-        /// Its id, `<epoch>-<seq>`.
-        id: String,
+        /// The channel the event belongs to (held inline up to 24 bytes).
+        channel: CompactString,
+        /// Its id, `<epoch>-<seq>` (held inline up to 24 bytes).
+        id: CompactString,
         /// The event type; absent means `message`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         event: Option<String>,
@@ -116,11 +117,11 @@ pub(crate) struct RawServerFrame {
     #[serde(rename = "type")]
     pub kind: FrameKind,
     pub heartbeat_ms: Option<u64>,
-    pub channel: Option<String>,
+    pub channel: Option<CompactString>,
     pub outcome: Option<Outcome>,
     pub reason: Option<WireResetReason>,
     pub head: Option<String>,
-    pub id: Option<String>,
+    pub id: Option<CompactString>,
     pub event: Option<String>,
     pub data: Option<String>,
     pub key: Option<String>,
@@ -206,6 +207,9 @@ impl TryFrom<RawServerFrame> for ServerFrame {
         }
         // After `need!`, these are `Some`: the defaults are never used.
         let text = |v: Option<String>| v.unwrap_or_default();
+        // Fields an event keeps inline; other frames (rare) take a `String`.
+        let short = |v: Option<CompactString>| v.unwrap_or_default();
+        let long = |v: Option<CompactString>| v.map(CompactString::into_string).unwrap_or_default();
         Ok(match r.kind {
             FrameKind::Welcome => {
                 need!(heartbeat_ms);
@@ -214,7 +218,7 @@ impl TryFrom<RawServerFrame> for ServerFrame {
             FrameKind::Subscribed => {
                 need!(channel, outcome, head);
                 ServerFrame::Subscribed {
-                    channel: text(r.channel),
+                    channel: long(r.channel),
                     outcome: r.outcome.unwrap_or(Outcome::Reset),
                     reason: r.reason,
                     head: text(r.head),
@@ -222,12 +226,12 @@ impl TryFrom<RawServerFrame> for ServerFrame {
             }
             FrameKind::Event => {
                 need!(channel, id, data);
-                ServerFrame::Event { channel: text(r.channel), id: text(r.id), event: r.event, data: text(r.data) }
+                ServerFrame::Event { channel: short(r.channel), id: short(r.id), event: r.event, data: text(r.data) }
             }
             FrameKind::Reset => {
                 need!(channel, reason, head);
                 ServerFrame::Reset {
-                    channel: text(r.channel),
+                    channel: long(r.channel),
                     reason: r.reason.unwrap_or(WireResetReason::UnknownCursor),
                     head: text(r.head),
                 }
@@ -235,11 +239,16 @@ impl TryFrom<RawServerFrame> for ServerFrame {
             FrameKind::Ping => ServerFrame::Ping,
             FrameKind::Ack => {
                 need!(key, id);
-                ServerFrame::Ack { key: text(r.key), id: text(r.id) }
+                ServerFrame::Ack { key: text(r.key), id: long(r.id) }
             }
             FrameKind::Error => {
                 need!(code);
-                ServerFrame::Error { code: text(r.code), channel: r.channel, key: r.key, message: text(r.message) }
+                ServerFrame::Error {
+                    code: text(r.code),
+                    channel: r.channel.map(CompactString::into_string),
+                    key: r.key,
+                    message: text(r.message),
+                }
             }
             FrameKind::Presence => {
                 need!(channel, action, client_id);
@@ -250,7 +259,7 @@ impl TryFrom<RawServerFrame> for ServerFrame {
                     _ => return Ok(ServerFrame::Unknown),
                 };
                 ServerFrame::Presence {
-                    channel: text(r.channel),
+                    channel: long(r.channel),
                     action,
                     client_id: text(r.client_id),
                     data: text(r.data),

@@ -7,9 +7,9 @@
 mod frame;
 pub mod sse;
 
+pub use frame::{ClientFrame, Outcome, PresenceAction, ServerFrame, WireResetReason};
 #[cfg_attr(not(target_arch = "wasm32"), allow(unused_imports))]
 pub(crate) use frame::{FrameKind, RawServerFrame};
-pub use frame::{ClientFrame, Outcome, PresenceAction, ServerFrame, WireResetReason};
 
 use std::fmt;
 use std::str::FromStr;

@@ -32,6 +32,48 @@ pub enum SseItem {
     Comment,
 }
 
+/// An item as the parser holds it, borrowing the parser's buffers: reading
+/// one costs no allocation (see [`SseParser::feed_each`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseRef<'a> {
+    /// A dispatched event; fields as in [`SseEvent`].
+    Event {
+        /// The `id` field given in this event, if any.
+        id: Option<&'a str>,
+        /// The stream's last event id when this event was dispatched.
+        last_event_id: &'a str,
+        /// The event type; `message` when the event had no `event` field.
+        event: &'a str,
+        /// The `data` lines joined with LF.
+        data: &'a str,
+    },
+    /// A `retry` field with a valid value, in ms.
+    Retry(u64),
+    /// A comment line.
+    Comment,
+}
+
+impl SseRef<'_> {
+    /// The owned item.
+    pub fn to_item(self) -> SseItem {
+        match self {
+            SseRef::Event { id, last_event_id, event, data } => SseItem::Event(SseEvent {
+                id: id.map(str::to_owned),
+                last_event_id: last_event_id.to_owned(),
+                event: event.to_owned(),
+                data: data.to_owned(),
+            }),
+            SseRef::Retry(ms) => SseItem::Retry(ms),
+            SseRef::Comment => SseItem::Comment,
+        }
+    }
+}
+
+/// Capacity above which the event buffers are let go after a dispatch
+/// rather than kept for the next event: one large event does not leave an
+/// idle stream holding its size.
+const KEEP_CAPACITY: usize = 4096;
+
 /// The parser rejected the stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -60,7 +102,9 @@ pub struct SseParser {
     /// Whether any `data` field was seen since the last dispatch.
     has_data: bool,
     event: String,
-    id_field: Option<String>,
+    /// Whether an `id` field was seen since the last dispatch (its value is
+    /// `last_event_id`).
+    id_field: bool,
     last_event_id: String,
     limit: usize,
     strict: bool,
@@ -84,7 +128,7 @@ impl SseParser {
             data: String::new(),
             has_data: false,
             event: String::new(),
-            id_field: None,
+            id_field: false,
             last_event_id: String::new(),
             limit,
             strict: false,
@@ -115,7 +159,13 @@ impl SseParser {
     }
 
     /// Parses `chunk`, appending what it completes to `out`.
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
+        self.feed_each(chunk, |item| out.push(item.to_item()))
+    }
+
+    /// Parses `chunk`, handing each item it completes to `each` as it is
+    /// completed, borrowed from the parser: nothing is allocated per event.
+    pub fn feed_each(&mut self, mut chunk: &[u8], mut each: impl FnMut(SseRef<'_>)) -> Result<(), SseError> {
         if self.at_start {
             // The BOM may itself arrive split: hold back a prefix of it.
             let mut probe = std::mem::take(&mut self.partial);
@@ -126,8 +176,7 @@ impl SseParser {
             }
             self.at_start = false;
             let start = if probe.starts_with(BOM) { BOM.len() } else { 0 };
-            let probe = probe[start..].to_vec();
-            return self.feed_lines(&probe, out);
+            return self.feed_lines(&probe[start..], &mut each);
         }
         if self.after_cr {
             self.after_cr = false;
@@ -135,10 +184,10 @@ impl SseParser {
                 chunk = rest;
             }
         }
-        self.feed_lines(chunk, out)
+        self.feed_lines(chunk, &mut each)
     }
 
-    fn feed_lines(&mut self, mut chunk: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
+    fn feed_lines(&mut self, mut chunk: &[u8], out: &mut impl FnMut(SseRef<'_>)) -> Result<(), SseError> {
         while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
             let line_end = chunk[pos];
             if self.partial.is_empty() {
@@ -166,13 +215,13 @@ impl SseParser {
         Ok(())
     }
 
-    fn line(&mut self, line: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
+    fn line(&mut self, line: &[u8], out: &mut impl FnMut(SseRef<'_>)) -> Result<(), SseError> {
         if line.is_empty() {
             self.dispatch(out);
             return Ok(());
         }
         if line[0] == b':' {
-            out.push(SseItem::Comment);
+            out(SseRef::Comment);
             return Ok(());
         }
         let (field, value) = match memchr::memchr(b':', line) {
@@ -194,37 +243,46 @@ impl SseParser {
                 self.data.push_str(&text);
                 self.has_data = true;
             }
-            b"event" => self.event = self.text(value)?.into_owned(),
+            b"event" => {
+                let text = self.text(value)?;
+                self.event.clear();
+                self.event.push_str(&text);
+            }
             // An id containing NUL is ignored.
             b"id" if memchr::memchr(0, value).is_none() => {
-                let id = self.text(value)?.into_owned();
-                self.last_event_id.clone_from(&id);
-                self.id_field = Some(id);
+                let text = self.text(value)?;
+                self.last_event_id.clear();
+                self.last_event_id.push_str(&text);
+                self.id_field = true;
             }
             // Only all-ASCII-digit values count; too large for u64 saturates.
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 let ms = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
-                out.push(SseItem::Retry(ms));
+                out(SseRef::Retry(ms));
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn dispatch(&mut self, out: &mut Vec<SseItem>) {
-        let id = self.id_field.take();
-        let event = std::mem::take(&mut self.event);
-        if !self.has_data {
-            self.data.clear();
-            return;
+    fn dispatch(&mut self, out: &mut impl FnMut(SseRef<'_>)) {
+        let id = std::mem::take(&mut self.id_field);
+        if self.has_data {
+            self.has_data = false;
+            out(SseRef::Event {
+                id: id.then_some(self.last_event_id.as_str()),
+                last_event_id: &self.last_event_id,
+                event: if self.event.is_empty() { "message" } else { &self.event },
+                data: &self.data,
+            });
         }
-        self.has_data = false;
-        out.push(SseItem::Event(SseEvent {
-            id,
-            last_event_id: self.last_event_id.clone(),
-            event: if event.is_empty() { "message".to_owned() } else { event },
-            data: std::mem::take(&mut self.data),
-        }));
+        for buf in [&mut self.data, &mut self.event] {
+            if buf.capacity() > KEEP_CAPACITY {
+                *buf = String::new();
+            } else {
+                buf.clear();
+            }
+        }
     }
 }
 
@@ -373,5 +431,28 @@ mod tests {
             p.feed(std::slice::from_ref(b), &mut out).unwrap();
         }
         assert_eq!(out, whole);
+    }
+
+    #[test]
+    fn borrowed_items_are_the_owned_ones() {
+        let stream = b"id: 7\nevent: tick\ndata: a\ndata: b\n\n: hi\nretry: 5\ndata: c\n\nid\ndata: d\n\n";
+        let mut seen = Vec::new();
+        SseParser::default().feed_each(stream, |item| seen.push(item.to_item())).unwrap();
+        assert_eq!(seen, parse(stream));
+        let SseItem::Event(last) = &seen[seen.len() - 1] else { panic!("{seen:?}") };
+        assert_eq!((last.id.as_deref(), last.last_event_id.as_str(), last.event.as_str()), (Some(""), "", "message"));
+    }
+
+    #[test]
+    fn a_large_event_does_not_leave_its_buffer_held() {
+        let mut p = SseParser::new(1 << 20);
+        let big = format!("event: {}\ndata: {}\n\n", "e".repeat(10_000), "x".repeat(100_000));
+        let mut n = 0;
+        p.feed_each(big.as_bytes(), |item| {
+            n += usize::from(matches!(item, SseRef::Event { data, .. } if data.len() == 100_000))
+        })
+        .unwrap();
+        assert_eq!(n, 1);
+        assert!(p.data.capacity() <= KEEP_CAPACITY && p.event.capacity() <= KEEP_CAPACITY);
     }
 }

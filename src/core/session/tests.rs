@@ -853,7 +853,7 @@ impl Model {
             for seq in from..=ch.events.len() as u64 {
                 frames.push(ServerFrame::Event {
                     channel: channel.into(),
-                    id: format!("{}-{seq}", ch.epoch),
+                    id: format!("{}-{seq}", ch.epoch).into(),
                     event: None,
                     data: ch.events[seq as usize - 1].clone(),
                 });
@@ -905,7 +905,7 @@ impl Model {
     fn publish(&mut self, channel: &str, data: String, dup: bool) {
         let ch = self.channels.get_mut(channel).unwrap();
         ch.events.push(data.clone());
-        let f = ServerFrame::Event { channel: channel.into(), id: ch.head().to_string(), event: None, data };
+        let f = ServerFrame::Event { channel: channel.into(), id: ch.head().to_string().into(), event: None, data };
         if std::mem::take(&mut self.lose_next) {
             return;
         }
@@ -930,11 +930,11 @@ impl Checker {
     fn check(&mut self, m: &Message, model: &Model, seed: u64) {
         match m {
             Message::Event(e) => {
-                let pos = self.pos.get_mut(&e.channel).unwrap();
+                let pos = self.pos.get_mut(e.channel.as_str()).unwrap();
                 let id: EventId = e.id.parse().unwrap();
                 assert_eq!(id.epoch(), pos.epoch(), "seed {seed}: epoch jump without reset on {}", e.channel);
                 assert_eq!(id.seq(), pos.seq() + 1, "seed {seed}: {} after {pos} on {}", e.id, e.channel);
-                let ch = &model.channels[&e.channel];
+                let ch = &model.channels[e.channel.as_str()];
                 if ch.epoch == id.epoch() {
                     assert_eq!(e.data, ch.events[id.seq() as usize - 1], "seed {seed}: wrong data for {}", e.id);
                 }
@@ -1037,7 +1037,7 @@ fn run_schedule(seed: u64, transport: Transport) -> (Stats, u32) {
                 }
                 Output::Deliver { message, .. } => {
                     if let Message::Event(e) = &message
-                        && !checker.pos.contains_key(&e.channel)
+                        && !checker.pos.contains_key(e.channel.as_str())
                     {
                         panic!("seed {seed}: event before subscription start on {}", e.channel);
                     }
@@ -1693,7 +1693,7 @@ fn presence_changes_reach_the_subscription_without_moving_its_cursor() {
         .iter()
         .map(|m| match m {
             Message::Presence(p) => format!("{:?} {} {}", p.action, p.member.client_id, p.member.data),
-            Message::Event(e) => e.id.clone(),
+            Message::Event(e) => e.id.to_string(),
             other => format!("{other:?}"),
         })
         .collect();
@@ -1711,7 +1711,7 @@ fn ids(r: &Rig) -> Vec<String> {
     r.delivered
         .iter()
         .filter_map(|m| match m {
-            Message::Event(e) => Some(e.id.clone()),
+            Message::Event(e) => Some(e.id.to_string()),
             _ => None,
         })
         .collect()

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use super::{ConnEvent, EventSender};
 use crate::core::{ConnId, PostError, Transport, TransportError};
 use crate::protocol::parse_retry_after;
-use crate::protocol::sse::{SseError, SseItem, SseParser};
+use crate::protocol::sse::{SseError, SseParser, SseRef};
 
 /// What a connection needs besides its URL.
 #[derive(Clone)]
@@ -233,71 +233,94 @@ async fn open_http(
 }
 
 async fn run_sse(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut EventSender) -> TransportError {
-    read_sse(url, None, opts, true, events, ConnEvent::Opened(conn), |items| sse_events(conn, items)).await
+    let sink = FrameSink { conn, frames: Vec::new(), bytes: 0, alive: false, failed: false };
+    read_sse(url, None, opts, true, events, ConnEvent::Opened(conn), sink).await
 }
 
-/// What one chunk of a resub event stream gives the loop: its frames,
-/// decoded here (off the loop's thread) as one event; a frame that does not
-/// decode ends the batch, after the frames before it. Comments alone are a
-/// sign of life.
-#[cfg(feature = "json-decode")]
-fn sse_events(conn: ConnId, items: std::vec::Drain<'_, SseItem>) -> Vec<ConnEvent> {
-    let mut out = Vec::new();
-    let mut frames = Vec::new();
-    let mut bytes = 0;
-    let mut alive = false;
-    for item in items {
+/// What reads the items of an event stream: `item` for each as the parser
+/// completes it (borrowed from the parser), `end` after each chunk; both
+/// queue what the loop is to be sent.
+pub(crate) trait SseSink {
+    /// What the loop is sent.
+    type Out;
+    /// One item.
+    fn item(&mut self, item: SseRef<'_>, out: &mut Vec<Self::Out>);
+    /// The chunk's items are all in.
+    fn end(&mut self, _out: &mut Vec<Self::Out>) {}
+}
+
+/// The frames of a resub event stream, decoded here (off the loop's thread)
+/// and sent as one event per chunk (at most [`BURST`] frames each); a frame
+/// that does not decode ends the stream's frames, after those before it.
+/// Comments alone are a sign of life.
+#[cfg_attr(not(feature = "json-decode"), allow(dead_code))]
+struct FrameSink {
+    conn: ConnId,
+    frames: Vec<crate::protocol::ServerFrame>,
+    /// The largest message among `frames`.
+    bytes: usize,
+    alive: bool,
+    failed: bool,
+}
+
+impl SseSink for FrameSink {
+    type Out = ConnEvent;
+
+    #[cfg(feature = "json-decode")]
+    fn item(&mut self, item: SseRef<'_>, out: &mut Vec<ConnEvent>) {
+        let conn = self.conn;
         match item {
-            SseItem::Event(ev) => {
-                bytes = bytes.max(ev.data.len());
-                if let Err(why) = crate::core::decode_frame_into(&ev.data, &mut frames) {
-                    out.push(ConnEvent::Frames(conn, Ok(frames), bytes));
-                    out.push(ConnEvent::Frames(conn, Err(why), ev.data.len()));
-                    return out;
-                }
-                // Events stay at most BURST frames, which bounds the queue.
-                if frames.len() == BURST {
-                    out.push(ConnEvent::Frames(conn, Ok(std::mem::take(&mut frames)), bytes));
-                    bytes = 0;
+            SseRef::Event { .. } if self.failed => {}
+            SseRef::Event { data, .. } => {
+                self.bytes = self.bytes.max(data.len());
+                if let Err(why) = crate::core::decode_frame_into(data, &mut self.frames) {
+                    out.push(ConnEvent::Frames(conn, Ok(std::mem::take(&mut self.frames)), self.bytes));
+                    out.push(ConnEvent::Frames(conn, Err(why), data.len()));
+                    self.failed = true;
+                } else if self.frames.len() == BURST {
+                    // Events stay at most BURST frames, which bounds the queue.
+                    out.push(ConnEvent::Frames(conn, Ok(std::mem::take(&mut self.frames)), self.bytes));
+                    self.bytes = 0;
                 }
             }
-            SseItem::Retry(_) | SseItem::Comment => alive = true,
+            SseRef::Retry(_) | SseRef::Comment => self.alive = true,
         }
     }
-    if !frames.is_empty() {
-        out.push(ConnEvent::Frames(conn, Ok(frames), bytes));
-    } else if alive && out.is_empty() {
-        out.push(ConnEvent::Activity(conn));
+
+    /// Without a JSON decoder, the session decodes: one event per item.
+    #[cfg(not(feature = "json-decode"))]
+    fn item(&mut self, item: SseRef<'_>, out: &mut Vec<ConnEvent>) {
+        out.push(match item {
+            SseRef::Event { data, .. } => ConnEvent::Received(self.conn, data.to_owned()),
+            SseRef::Retry(_) | SseRef::Comment => ConnEvent::Activity(self.conn),
+        });
     }
-    out
+
+    fn end(&mut self, out: &mut Vec<ConnEvent>) {
+        if !self.frames.is_empty() {
+            out.push(ConnEvent::Frames(self.conn, Ok(std::mem::take(&mut self.frames)), self.bytes));
+        } else if self.alive && out.is_empty() {
+            out.push(ConnEvent::Activity(self.conn));
+        }
+        self.bytes = 0;
+        self.alive = false;
+    }
 }
 
-/// Without a JSON decoder, the session decodes: one event per SSE item.
-#[cfg(not(feature = "json-decode"))]
-fn sse_events(conn: ConnId, items: std::vec::Drain<'_, SseItem>) -> Vec<ConnEvent> {
-    items
-        .map(|item| match item {
-            SseItem::Event(ev) => ConnEvent::Received(conn, ev.data),
-            SseItem::Retry(_) | SseItem::Comment => ConnEvent::Activity(conn),
-        })
-        .collect()
-}
-
-/// Opens an event stream and sends what its parser produces from each
-/// chunk, mapped by `map`, to `events`; returns how the stream ended.
+/// Opens an event stream and sends what `sink` makes of each chunk's items
+/// to `events`; returns how the stream ended.
 ///
 /// `strict_utf8` makes invalid UTF-8 end the stream (for the resub protocol,
 /// whose servers send UTF-8) instead of being replaced with U+FFFD as plain
 /// SSE requires.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn read_sse<E>(
+pub(crate) async fn read_sse<S: SseSink>(
     url: &str,
     last_event_id: Option<&str>,
     opts: &ConnectOptions,
     strict_utf8: bool,
-    events: &mut fmpsc::Sender<E>,
-    opened: E,
-    mut map: impl FnMut(std::vec::Drain<'_, SseItem>) -> Vec<E>,
+    events: &mut fmpsc::Sender<S::Out>,
+    opened: S::Out,
+    mut sink: S,
 ) -> TransportError {
     let resp = match open_http(url, "text/event-stream", last_event_id, opts).await {
         Ok(r) => r,
@@ -310,7 +333,7 @@ pub(crate) async fn read_sse<E>(
     if strict_utf8 {
         parser = parser.strict_utf8();
     }
-    let mut items = Vec::new();
+    let mut out = Vec::new();
     let mut body = resp.into_body();
     loop {
         let chunk = match http_client::chunk(&mut body).await {
@@ -318,15 +341,18 @@ pub(crate) async fn read_sse<E>(
             Some(Err(e)) => return TransportError::Lost(e.to_string()),
             None => return TransportError::Completed,
         };
-        match parser.feed(&chunk, &mut items) {
-            Ok(()) => {}
-            Err(SseError::TooLarge { limit }) => return TransportError::TooLarge { limit },
-            Err(e) => return TransportError::Lost(e.to_string()),
-        }
-        for ev in map(items.drain(..)) {
+        let parsed = parser.feed_each(&chunk, |item| sink.item(item, &mut out));
+        // What the chunk completed before a parse error is sent first.
+        sink.end(&mut out);
+        for ev in out.drain(..) {
             if events.send(ev).await.is_err() {
                 return TransportError::Lost("driver gone".into());
             }
+        }
+        match parsed {
+            Ok(()) => {}
+            Err(SseError::TooLarge { limit }) => return TransportError::TooLarge { limit },
+            Err(e) => return TransportError::Lost(e.to_string()),
         }
     }
 }

@@ -206,11 +206,11 @@ fn frame_from_js(o: &JsValue) -> Result<ServerFrame, String> {
     let raw = RawServerFrame {
         kind: FrameKind::from_wire(&kind),
         heartbeat_ms,
-        channel: text_field(o, "channel", bad),
+        channel: text_field(o, "channel", bad).map(Into::into),
         outcome,
         reason: text_field(o, "reason", bad).map(WireResetReason::from),
         head: text_field(o, "head", bad),
-        id: text_field(o, "id", bad),
+        id: text_field(o, "id", bad).map(Into::into),
         event: text_field(o, "event", bad),
         data: text_field(o, "data", bad),
         key: text_field(o, "key", bad),
