@@ -79,6 +79,20 @@ mod native {
         g.bench_function("json_value", |b| {
             b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&text)).expect("decodes"))
         });
+        // What a hand-written reader decodes into: the fields it needs, owned.
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Owned {
+            #[serde(rename = "type")]
+            kind: String,
+            channel: Option<String>,
+            id: Option<String>,
+            event: Option<String>,
+            data: Option<String>,
+        }
+        g.bench_function("owned_struct", |b| {
+            b.iter(|| serde_json::from_str::<Owned>(black_box(&text)).expect("decodes"))
+        });
         g.finish();
     }
 

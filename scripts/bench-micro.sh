@@ -41,6 +41,7 @@ ROWS = [
     ("sse", "memchr_lines", "baseline: memchr line splitter over the same bytes", "sse_parser"),
     ("frame", "server_frame", "`serde_json::from_str::<ServerFrame>`, one event frame", None),
     ("frame", "json_value", "baseline: `serde_json::from_str::<serde_json::Value>`, same text", "server_frame"),
+    ("frame", "owned_struct", "baseline: a hand-written reader's struct (type, channel, id, event, data as `String`s), same text", "server_frame"),
     ("core", "session_step", "`Session::handle_input(Input::Received)` + draining `poll_output`, one event", None),
     ("core", "frame_decode", "baseline: decoding the same frame alone", "session_step"),
 ]
