@@ -25,6 +25,8 @@ for part in $parts; do
     native)
       cargo build --release --locked -p resub-bench
       target/release/resub-bench --out "$out" --rounds "$rounds" all || failed+=(native)
+      # Throughput again with the clients on a current-thread runtime.
+      target/release/resub-bench --out "$out" --rounds "$rounds" --current-thread throughput || failed+=(native-ct)
       ;;
     micro) bash scripts/bench-micro.sh || failed+=(micro) ;;
     bundle) bash scripts/bench-bundle.sh || failed+=(bundle) ;;
@@ -41,7 +43,7 @@ done
   echo "the same machine; medians of several rounds with their spread (min–max). The machine is"
   echo "shared and noisy: compare ratios, not absolute numbers, across runs."
   echo
-  for f in throughput latency memory storm resume micro browser bundle; do
+  for f in throughput throughput-current-thread latency memory storm resume micro browser bundle; do
     if [ -f "$out/$f.md" ]; then
       cat "$out/$f.md"
       echo

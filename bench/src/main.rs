@@ -103,7 +103,7 @@ fn main() {
     let rounds = args.rounds.max(1);
     rt.block_on(async {
         match args.part {
-            Part::Throughput { events } => scenarios::throughput(&args.out, events, rounds).await,
+            Part::Throughput { events } => scenarios::throughput(&args.out, events, rounds, args.current_thread).await,
             Part::Latency { rate, secs } => scenarios::latency(&args.out, rate, secs, rounds).await,
             Part::Memory { connections, subscriptions, transports } => {
                 let transports: Vec<_> = transports.iter().map(|t| scenarios::transport(t)).collect();
@@ -113,7 +113,7 @@ fn main() {
             Part::Resume => scenarios::resume(&args.out, rounds.max(10)).await,
             Part::Profile { reader, events } => scenarios::profile(&reader, events).await,
             Part::All => {
-                scenarios::throughput(&args.out, 1_000_000, rounds).await;
+                scenarios::throughput(&args.out, 1_000_000, rounds, args.current_thread).await;
                 scenarios::latency(&args.out, 2_000, 5, rounds).await;
                 scenarios::memory(&args.out, 1_000, 10_000, rounds, &scenarios::ALL_TRANSPORTS).await;
                 scenarios::storm(&args.out, 2_000, &PathBuf::from("docs/reconnect-storm.png")).await;
