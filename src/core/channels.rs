@@ -41,6 +41,12 @@ impl<V> ChannelMap<V> {
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
             Err(i) => {
+                // Doubling from one entry rather than from four: most
+                // clients hold one or two subscriptions for hours.
+                let cap = self.entries.capacity();
+                if self.entries.len() == cap {
+                    self.entries.reserve_exact(cap.max(1));
+                }
                 self.entries.insert(i, (key, value));
                 None
             }
