@@ -365,6 +365,31 @@ async fn an_oversized_sse_event_stops_with_frame_too_large() {
 }
 
 #[tokio::test]
+async fn events_before_an_oversized_sse_line_in_the_same_write_are_delivered_first() {
+    // One write: the welcome, the subscription's answer, two events, then a
+    // line over the limit. The events are complete before the bad line.
+    let server = hostile(|mut conn: Conn| async move {
+        let path = conn.read_request().await;
+        conn.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n").await;
+        let mut body = SSE_WELCOME.to_owned();
+        if path.contains("channel=c") {
+            body += "data: {\"type\":\"subscribed\",\"channel\":\"c\",\"outcome\":\"resumed\",\"head\":\"e-2\"}\n\n";
+            body += "data: {\"type\":\"event\",\"channel\":\"c\",\"id\":\"e-1\",\"data\":\"one\"}\n\n";
+            body += "data: {\"type\":\"event\",\"channel\":\"c\",\"id\":\"e-2\",\"data\":\"two\"}\n\n";
+            body += &format!("data: {}\n\n", "x".repeat(4096));
+        }
+        conn.write(body.as_bytes()).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let c = builder(&server.url, &[Transport::Sse]).max_frame_bytes(1024).build().unwrap();
+    let mut sub = c.subscribe_from("c", "e-0").await.unwrap();
+    assert_eq!(next_event(&mut sub).await, ("e-1".into(), "one".into()));
+    assert_eq!(next_event(&mut sub).await, ("e-2".into(), "two".into()));
+    expect_stop(&c, &mut sub, &Error::FrameTooLarge { limit: 1024 }).await;
+}
+
+#[tokio::test]
 async fn an_oversized_poll_answer_stops_with_frame_too_large() {
     // Over max_frame_bytes × POLL_BATCH_FACTOR (16).
     let body = format!(r#"{{"frames":[{{"type":"ping","pad":"{}"}}]}}"#, "x".repeat(20_000));
