@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Unknown `type` values decode to [`ServerFrame::Unknown`] so that servers can
 /// add frame types without breaking older clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", try_from = "RawServerFrame")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ServerFrame {
     /// First frame on every connection: the server's heartbeat interval.
@@ -112,9 +112,8 @@ pub enum PresenceAction {
 /// decoder fast and small (it ships in the browser build).
 /// Other decoders (the browser's `JSON.parse`) fill it in too, so that every
 /// decoder applies the same rules.
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 pub(crate) struct RawServerFrame {
-    #[serde(rename = "type")]
     pub kind: FrameKind,
     pub heartbeat_ms: Option<u64>,
     pub channel: Option<CompactString>,
@@ -267,6 +266,108 @@ impl TryFrom<RawServerFrame> for ServerFrame {
             }
             FrameKind::Unknown => ServerFrame::Unknown,
         })
+    }
+}
+
+/// The names a frame's fields go by; anything else is ignored.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Field {
+    #[serde(rename = "type")]
+    Kind,
+    Channel,
+    Id,
+    Data,
+    Event,
+    HeartbeatMs,
+    Outcome,
+    Reason,
+    Head,
+    Key,
+    Code,
+    Message,
+    Action,
+    ClientId,
+    #[serde(other)]
+    Other,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        const NAMES: [&str; 14] = [
+            "type",
+            "channel",
+            "id",
+            "data",
+            "event",
+            "heartbeat_ms",
+            "outcome",
+            "reason",
+            "head",
+            "key",
+            "code",
+            "message",
+            "action",
+            "client_id",
+        ];
+        NAMES.get(self as usize).copied().unwrap_or("?")
+    }
+}
+
+/// Decodes a frame straight from its fields: the flat [`RawServerFrame`]
+/// is filled in place and checked once, rather than built and moved whole
+/// through each layer of a derived decoder (it is over 300 bytes; an event
+/// is ~100). A field given twice is an error, as with a derived decoder.
+impl<'de> Deserialize<'de> for ServerFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FrameVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for FrameVisitor {
+            type Value = ServerFrame;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a frame object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ServerFrame, A::Error> {
+                use serde::de::Error;
+                let mut r = RawServerFrame::default();
+                let mut kind = None;
+                let mut seen = 0u16;
+                while let Some(field) = map.next_key::<Field>()? {
+                    if !matches!(field, Field::Other) {
+                        let bit = 1u16 << (field as u16);
+                        if seen & bit != 0 {
+                            return Err(A::Error::duplicate_field(field.name()));
+                        }
+                        seen |= bit;
+                    }
+                    match field {
+                        Field::Kind => kind = Some(map.next_value()?),
+                        Field::Channel => r.channel = map.next_value()?,
+                        Field::Id => r.id = map.next_value()?,
+                        Field::Data => r.data = map.next_value()?,
+                        Field::Event => r.event = map.next_value()?,
+                        Field::HeartbeatMs => r.heartbeat_ms = map.next_value()?,
+                        Field::Outcome => r.outcome = map.next_value()?,
+                        Field::Reason => r.reason = map.next_value()?,
+                        Field::Head => r.head = map.next_value()?,
+                        Field::Key => r.key = map.next_value()?,
+                        Field::Code => r.code = map.next_value()?,
+                        Field::Message => r.message = map.next_value()?,
+                        Field::Action => r.action = map.next_value()?,
+                        Field::ClientId => r.client_id = map.next_value()?,
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                r.kind = kind.ok_or_else(|| A::Error::missing_field("type"))?;
+                ServerFrame::try_from(r).map_err(A::Error::custom)
+            }
+        }
+
+        deserializer.deserialize_map(FrameVisitor)
     }
 }
 
@@ -475,6 +576,37 @@ mod tests {
         let f: ServerFrame =
             serde_json::from_str(r#"{"type":"reset","channel":"c","reason":"moon_phase","head":"e-3"}"#).unwrap();
         assert!(matches!(f, ServerFrame::Reset { reason: WireResetReason::Other(r), .. } if r == "moon_phase"));
+    }
+
+    #[test]
+    fn fields_decode_in_any_order_and_unknown_ones_of_any_shape_are_skipped() {
+        let f: ServerFrame =
+            serde_json::from_str(r#"{"data":"x","x":{"a":[1,{"b":null}]},"id":"e-1","channel":"c","type":"event"}"#)
+                .unwrap();
+        assert_eq!(f, ServerFrame::Event { channel: "c".into(), id: "e-1".into(), event: None, data: "x".into() });
+        let f: ServerFrame =
+            serde_json::from_str(r#"{"type":"event","channel":"c","id":"e-1","event":null,"data":"x"}"#).unwrap();
+        assert!(matches!(f, ServerFrame::Event { event: None, .. }), "null is absent");
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        for bad in [
+            r#"{"channel":"c","id":"e-1","data":"x"}"#,
+            r#"{"type":"event","channel":"c","id":"e-1","id":"e-2","data":"x"}"#,
+            r#"{"type":"event","type":"ping"}"#,
+            r#"{"type":"event","channel":"c","id":"e-1"}"#,
+            r#"{"type":"event","channel":7,"id":"e-1","data":"x"}"#,
+            r#"{"type":"welcome","heartbeat_ms":-1}"#,
+            r#"["event"]"#,
+            r#""event""#,
+        ] {
+            assert!(serde_json::from_str::<ServerFrame>(bad).is_err(), "{bad}");
+        }
+        let e = serde_json::from_str::<ServerFrame>(r#"{"type":"ack","key":"k","key":"k","id":"e-1"}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate field `key`"), "{e}");
+        let e = serde_json::from_str::<ServerFrame>(r#"{"channel":"c"}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `type`"), "{e}");
     }
 
     #[test]
