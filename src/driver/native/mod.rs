@@ -651,6 +651,10 @@ where
         match ws.next().now_or_never() {
             Some(Some(Ok(WsMessage::Text(t)))) => {
                 bytes = bytes.max(t.len());
+                if frames.len() == 1 {
+                    // A burst: room for all of it at once, not by doubling.
+                    frames.reserve_exact(BURST - 1);
+                }
                 if let Err(why) = crate::core::decode_frame_into(t.as_str(), &mut frames) {
                     return vec![
                         ConnEvent::Frames(conn, Ok(frames), bytes),
