@@ -12,8 +12,9 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use resub_server::{Faults, Hub, Transport};
+
 use crate::FixtureError;
-use crate::state::{Shared, Transport};
 
 /// The most events one chaos run may publish.
 pub const CHAOS_MAX_EVENTS: u64 = 10_000_000;
@@ -170,10 +171,10 @@ impl ChaosState {
 }
 
 /// Starts `plan` on a task; refused while another run is going.
-pub(crate) fn start(shared: &Arc<Shared>, plan: ChaosPlan) -> Result<(), FixtureError> {
+pub(crate) fn start(hub: &Hub, faults: &Faults, chaos: &Arc<ChaosState>, plan: ChaosPlan) -> Result<(), FixtureError> {
     plan.validate()?;
     {
-        let mut report = shared.chaos.report.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut report = chaos.report.lock().unwrap_or_else(PoisonError::into_inner);
         if report.as_ref().is_some_and(|r| !r.done) {
             return Err(FixtureError::Busy);
         }
@@ -187,10 +188,10 @@ pub(crate) fn start(shared: &Arc<Shared>, plan: ChaosPlan) -> Result<(), Fixture
         });
     }
     let (tx, rx) = watch::channel(false);
-    *shared.chaos.done.lock().unwrap_or_else(PoisonError::into_inner) = Some(rx);
-    let shared = Arc::clone(shared);
+    *chaos.done.lock().unwrap_or_else(PoisonError::into_inner) = Some(rx);
+    let (hub, faults, chaos) = (hub.clone(), faults.clone(), Arc::clone(chaos));
     tokio::spawn(async move {
-        run(&shared, plan).await;
+        run(&hub, &faults, &chaos, plan).await;
         let _ = tx.send(true);
     });
     Ok(())
@@ -199,7 +200,7 @@ pub(crate) fn start(shared: &Arc<Shared>, plan: ChaosPlan) -> Result<(), Fixture
 /// Report progress every this many publishes.
 const PROGRESS_EVERY: u64 = 256;
 
-async fn run(shared: &Shared, plan: ChaosPlan) {
+async fn run(hub: &Hub, switches: &Faults, chaos: &ChaosState, plan: ChaosPlan) {
     let mut rng = StdRng::seed_from_u64(plan.seed);
     // After which publish each fault comes, in order.
     let mut at: Vec<u64> = (0..plan.faults).map(|_| rng.random_range(1..=plan.events)).collect();
@@ -223,14 +224,14 @@ async fn run(shared: &Shared, plan: ChaosPlan) {
         let k = ((i - 1) % plan.channels.len() as u64) as usize;
         counts[k] += 1;
         let channel = &plan.channels[k];
-        if let Err(err) = shared.publish(channel, None, None, &format!("{channel}:{}", counts[k])).await {
+        if let Err(err) = hub.publish(channel, &format!("{channel}:{}", counts[k])).await {
             tracing::error!(%err, "chaos publish failed");
         }
         let now = Instant::now();
         lift.retain(|(when, t)| {
             let due = *when <= now;
             if due {
-                shared.set_enabled(*t, true);
+                switches.set_enabled(*t, true);
             }
             !due
         });
@@ -240,10 +241,10 @@ async fn run(shared: &Shared, plan: ChaosPlan) {
             let mut record = FaultRecord { after_event: i, kind, channel: None };
             match kind {
                 FaultKind::Drop => {
-                    shared.drop_all();
+                    switches.drop_all();
                 }
                 FaultKind::Stall => {
-                    shared.stall_all();
+                    switches.stall_all();
                 }
                 FaultKind::RefuseWebsocket | FaultKind::RefuseSse | FaultKind::RefusePoll => {
                     let t = match kind {
@@ -251,18 +252,18 @@ async fn run(shared: &Shared, plan: ChaosPlan) {
                         FaultKind::RefuseSse => Transport::Sse,
                         _ => Transport::Poll,
                     };
-                    shared.set_enabled(t, false);
+                    switches.set_enabled(t, false);
                     lift.push((now + Duration::from_millis(rng.random_range(10..=100)), t));
                 }
-                FaultKind::Unavailable => shared.set_unavailable(0, Some(rng.random_range(1..=3))),
+                FaultKind::Unavailable => switches.set_unavailable(0, Some(rng.random_range(1..=3))),
                 FaultKind::Truncate => {
                     let ch = &plan.channels[rng.random_range(0..plan.channels.len())];
-                    let _ = shared.truncate(ch, rng.random_range(0..=500)).await;
+                    let _ = switches.truncate(ch, rng.random_range(0..=500)).await;
                     record.channel = Some(ch.clone());
                 }
                 FaultKind::Epoch => {
                     let ch = &plan.channels[rng.random_range(0..plan.channels.len())];
-                    let _ = shared.new_epoch(ch).await;
+                    let _ = switches.new_epoch(ch).await;
                     record.channel = Some(ch.clone());
                 }
             }
@@ -270,7 +271,7 @@ async fn run(shared: &Shared, plan: ChaosPlan) {
         }
         if i % PROGRESS_EVERY == 0 || i == plan.events {
             let new: Vec<FaultRecord> = std::mem::take(&mut faults);
-            shared.chaos.update(|r| {
+            chaos.update(|r| {
                 r.published = i;
                 r.faults.extend(new);
             });
@@ -280,14 +281,14 @@ async fn run(shared: &Shared, plan: ChaosPlan) {
     lift.sort_by_key(|(when, _)| *when);
     for (when, t) in lift {
         tokio::time::sleep_until(when.into()).await;
-        shared.set_enabled(t, true);
+        switches.set_enabled(t, true);
     }
     let mut ends = BTreeMap::new();
     for (ch, &published) in plan.channels.iter().zip(&counts) {
-        ends.insert(ch.clone(), ChannelEnd { head: shared.head(ch).await.unwrap_or_default(), published });
+        ends.insert(ch.clone(), ChannelEnd { head: hub.head(ch).await.unwrap_or_default(), published });
     }
     let elapsed = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    shared.chaos.update(|r| {
+    chaos.update(|r| {
         r.channels = ends;
         r.duration_ms = elapsed;
         r.done = true;

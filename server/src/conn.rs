@@ -5,33 +5,91 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use resub::protocol::{ClientFrame, ServerFrame, validate_channel};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, warn};
 
-use crate::MAX_PAYLOAD;
-use crate::state::{ClientInfo, Frame, Mode, Registered, Shared, Transport, bad_request, encode, error_frame};
+use crate::auth::Identity;
+use crate::state::{
+    ClientInfo, Frame, Mode, NotRegistered, Registered, Shared, Transport, bad_request, encode, error_frame,
+};
+
+/// The close code telling a client to reconnect at once, elsewhere if it
+/// can: the server is going away (PROTOCOL.md §6).
+pub(crate) const CLOSE_RESTART: u16 = 1012;
 
 /// Serves an upgraded connection until the client leaves or the fixture
 /// drops it. Returning drops the socket; no close frame is sent unless the
 /// client started the closing handshake.
-pub(crate) async fn run(shared: Arc<Shared>, ws: WebSocket, client: Option<ClientInfo>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut ws: WebSocket, client: Option<ClientInfo>, identity: Arc<Identity>) {
     let capacity = shared.cfg.max_connection_queue;
-    let Some(Registered { registration, tx, rx, mode: mode_rx }) =
-        shared.register(Transport::WebSocket, capacity, client)
-    else {
-        debug!("connection refused: shutting down");
-        return;
+    let registered = shared.register(Transport::WebSocket, capacity, client, Arc::clone(&identity));
+    let Registered { registration, tx, rx, mode: mode_rx } = match registered {
+        Ok(registered) => registered,
+        Err(refused) => {
+            // Upgraded already: the refusal is a close code.
+            let (code, reason) = match refused {
+                NotRegistered::Closing => (CLOSE_RESTART, "the server is shutting down"),
+                NotRegistered::TooMany => (4503, "1"),
+            };
+            debug!(code, "connection refused");
+            let _ = ws.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+            return;
+        }
     };
     let id = registration.id();
     debug!(conn = id, "connection open");
     let dropped = until_dropped(mode_rx.clone());
+    let conn =
+        Connection { shared: &shared, id, tx, identity, bucket: PublishBucket::new(shared.cfg.limits.publish_rate) };
     tokio::select! {
         biased;
         () = dropped => debug!(conn = id, "connection dropped abruptly"),
-        () = serve(&shared, id, ws, tx, rx, mode_rx) => debug!(conn = id, "connection closed"),
+        () = serve(conn, ws, rx, mode_rx) => debug!(conn = id, "connection closed"),
+    }
+}
+
+/// What a connection's handler works with.
+struct Connection<'a> {
+    shared: &'a Shared,
+    id: u64,
+    /// A sender of the outbound queue, for replies.
+    tx: mpsc::Sender<Frame>,
+    identity: Arc<Identity>,
+    bucket: PublishBucket,
+}
+
+/// A token bucket bounding a connection's publishes per second, with bursts
+/// of as many.
+struct PublishBucket {
+    /// Publishes per second; 0: unlimited.
+    rate: u32,
+    tokens: f64,
+    at: Instant,
+}
+
+impl PublishBucket {
+    fn new(rate: u32) -> Self {
+        Self { rate, tokens: f64::from(rate), at: Instant::now() }
+    }
+
+    /// Takes a token; false when none is left.
+    fn take(&mut self) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let rate = f64::from(self.rate);
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -42,13 +100,12 @@ async fn until_dropped(mut mode: watch::Receiver<Mode>) {
 }
 
 async fn serve(
-    shared: &Shared,
-    id: u64,
+    mut conn: Connection<'_>,
     mut ws: WebSocket,
-    tx: mpsc::Sender<Frame>,
     mut rx: mpsc::Receiver<Frame>,
     mut mode: watch::Receiver<Mode>,
 ) {
+    let (shared, id) = (conn.shared, conn.id);
     let heartbeat = shared.cfg.heartbeat.max(Duration::from_millis(1));
     let heartbeat_ms = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX);
     let welcome = encode(&ServerFrame::Welcome { heartbeat_ms });
@@ -76,7 +133,7 @@ async fn serve(
             }
             msg = ws.recv() => match msg {
                 Some(Ok(msg)) => {
-                    if !handle(shared, id, &tx, msg).await {
+                    if !handle(&mut conn, msg).await {
                         return;
                     }
                 }
@@ -93,6 +150,18 @@ async fn serve(
                 next_ping = Instant::now() + heartbeat;
             }
         }
+    }
+    if *mode.borrow() == Mode::Restart {
+        // What is queued goes first: fewer events to replay on the next node.
+        while let Ok(frame) = rx.try_recv() {
+            if ws.send(Message::Text(frame.json)).await.is_err() {
+                return;
+            }
+        }
+        let close = CloseFrame { code: CLOSE_RESTART, reason: "the server is shutting down".into() };
+        let _ = ws.send(Message::Close(Some(close))).await;
+        debug!(conn = id, "told to reconnect");
+        return;
     }
     debug!(conn = id, "connection stalled");
     // Silent until the client goes away: read and discard. The queue is kept
@@ -112,7 +181,8 @@ fn reply(id: u64, tx: &mpsc::Sender<Frame>, frame: &ServerFrame) -> bool {
 }
 
 /// Handles one client message; false when the connection must end.
-async fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message) -> bool {
+async fn handle(conn: &mut Connection<'_>, msg: Message) -> bool {
+    let (shared, id, tx) = (conn.shared, conn.id, &conn.tx);
     let text = match msg {
         Message::Text(text) => text,
         Message::Binary(_) => {
@@ -157,14 +227,20 @@ async fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message
             true
         }
         ClientFrame::Publish { channel, key, event, data } => {
-            if data.len() > MAX_PAYLOAD {
-                let frame = error_frame(
-                    "too_large",
-                    Some(&channel),
-                    Some(&key),
-                    format!("data is {} bytes; the limit is {MAX_PAYLOAD}", data.len()),
-                );
-                return reply(id, tx, &frame);
+            let limit = shared.cfg.limits.max_payload;
+            let refusal = if data.len() > limit {
+                Some(("too_large", format!("data is {} bytes; the limit is {limit}", data.len())))
+            } else if !conn.identity.publish.allows(&channel) {
+                Some(("forbidden", "this token may not publish to the channel".to_owned()))
+            } else if !conn.bucket.take() {
+                let rate = shared.cfg.limits.publish_rate;
+                Some(("rate_limited", format!("a connection may publish {rate} events per second")))
+            } else {
+                None
+            };
+            if let Some((code, message)) = refusal {
+                shared.count_refusal(code);
+                return reply(id, tx, &error_frame(code, Some(&channel), Some(&key), message));
             }
             let frame = match shared.publish(&channel, Some(&key), event.as_deref(), &data).await {
                 Ok(_) if shared.take_drop_ack() => {
@@ -172,7 +248,7 @@ async fn handle(shared: &Shared, id: u64, tx: &mpsc::Sender<Frame>, msg: Message
                     return false;
                 }
                 Ok(event_id) => ServerFrame::Ack { key, id: event_id },
-                Err(err @ crate::FixtureError::Redis(_)) => {
+                Err(err @ crate::ServerError::Redis(_)) => {
                     error_frame("unavailable", Some(&channel), Some(&key), err.to_string())
                 }
                 Err(err) => bad_request(Some(&channel), Some(&key), err.to_string()),

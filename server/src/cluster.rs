@@ -31,7 +31,7 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 use tracing::{debug, warn};
 
-use crate::FixtureError;
+use crate::ServerError;
 use crate::state::{Shared, unix_ms};
 
 /// How long an idempotency key is remembered in Redis (24 hours).
@@ -51,8 +51,8 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key the node uses (default `resub`). Nodes that share
     /// channels must use the same prefix, the same
-    /// [`history`](crate::FixtureConfig::history) and the same
-    /// [`presence_ttl`](crate::FixtureConfig::presence_ttl).
+    /// [`history`](crate::Config::history) and the same
+    /// [`presence_ttl`](crate::Config::presence_ttl).
     pub prefix: String,
 }
 
@@ -121,6 +121,7 @@ return {epoch, tonumber(gen), tonumber(head), entries, plog}
 /// KEYS: meta, events, epochs. ARGV: fresh epoch for a new channel, the new
 /// epoch's name. Returns the new head, or false when the name was used
 /// before (the caller draws another).
+#[cfg(feature = "fault-injection")]
 const NEW_EPOCH: &str = r"
 ensure(KEYS[1], KEYS[3], ARGV[1])
 if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return false end
@@ -133,6 +134,7 @@ return ARGV[2] .. '-0'
 
 /// KEYS: meta, events, epochs. ARGV: fresh epoch, keep. Returns the oldest
 /// retained id, or false when none is.
+#[cfg(feature = "fault-injection")]
 const TRUNCATE: &str = r"
 ensure(KEYS[1], KEYS[3], ARGV[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -241,15 +243,17 @@ pub(crate) struct Store {
     history: usize,
     publish: Script,
     snapshot: Script,
+    #[cfg(feature = "fault-injection")]
     new_epoch: Script,
+    #[cfg(feature = "fault-injection")]
     truncate: Script,
     join: Script,
     leave: Script,
     sweep: Script,
 }
 
-fn redis_error(e: redis::RedisError) -> FixtureError {
-    FixtureError::Redis(e.to_string())
+fn redis_error(e: redis::RedisError) -> ServerError {
+    ServerError::Redis(e.to_string())
 }
 
 /// Parses a stream id `GEN-SEQ`.
@@ -273,7 +277,7 @@ fn entry_from_fields(seq: u64, fields: &[String]) -> Entry {
 impl Store {
     /// Connects to Redis; fails when it cannot be reached within a few
     /// seconds.
-    pub(crate) async fn connect(cfg: &RedisConfig, history: usize) -> Result<Self, FixtureError> {
+    pub(crate) async fn connect(cfg: &RedisConfig, history: usize) -> Result<Self, ServerError> {
         let client = redis::Client::open(cfg.url.as_str()).map_err(redis_error)?;
         let conn = client.get_multiplexed_async_connection_with_config(&command_config()).await.map_err(redis_error)?;
         let script = |body: &str| Script::new(&format!("{ENSURE}{body}"));
@@ -284,7 +288,9 @@ impl Store {
             history,
             publish: script(PUBLISH),
             snapshot: script(SNAPSHOT),
+            #[cfg(feature = "fault-injection")]
             new_epoch: script(NEW_EPOCH),
+            #[cfg(feature = "fault-injection")]
             truncate: script(TRUNCATE),
             join: Script::new(PRESENCE_JOIN),
             leave: Script::new(PRESENCE_LEAVE),
@@ -292,8 +298,14 @@ impl Store {
         })
     }
 
+    /// Whether Redis answers a `PING`.
+    pub(crate) async fn ping(&self) -> Result<(), ServerError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(redis_error)
+    }
+
     /// A separate connection for blocking reads.
-    pub(crate) async fn follower_connection(&self) -> Result<MultiplexedConnection, FixtureError> {
+    pub(crate) async fn follower_connection(&self) -> Result<MultiplexedConnection, ServerError> {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_millis(FOLLOW_BLOCK_MS as u64 + 2_000)));
@@ -312,7 +324,7 @@ impl Store {
         key: Option<&str>,
         event: Option<&str>,
         data: &str,
-    ) -> Result<(String, bool), FixtureError> {
+    ) -> Result<(String, bool), ServerError> {
         let idem = self.key(channel, &format!("idem:{}", key.unwrap_or("")));
         let (id, applied): (String, u8) = self
             .publish
@@ -340,7 +352,7 @@ impl Store {
         channel: &str,
         after: Option<(u64, u64)>,
         count: usize,
-    ) -> Result<Snapshot, FixtureError> {
+    ) -> Result<Snapshot, ServerError> {
         type Raw = (String, u64, u64, Vec<(String, Vec<String>)>, String);
         let (g, s) = after.map_or((String::new(), String::new()), |(g, s)| (g.to_string(), s.to_string()));
         let (epoch, generation, head, raw, plog): Raw = self
@@ -367,7 +379,8 @@ impl Store {
     }
 
     /// Starts a new epoch; returns its head, `<epoch>-0`.
-    pub(crate) async fn new_epoch(&self, channel: &str) -> Result<String, FixtureError> {
+    #[cfg(feature = "fault-injection")]
+    pub(crate) async fn new_epoch(&self, channel: &str) -> Result<String, ServerError> {
         loop {
             let head: Option<String> = self
                 .new_epoch
@@ -386,7 +399,8 @@ impl Store {
     }
 
     /// Keeps the newest `keep` events; returns the oldest retained id.
-    pub(crate) async fn truncate(&self, channel: &str, keep: usize) -> Result<Option<String>, FixtureError> {
+    #[cfg(feature = "fault-injection")]
+    pub(crate) async fn truncate(&self, channel: &str, keep: usize) -> Result<Option<String>, ServerError> {
         self.truncate
             .key(self.key(channel, "meta"))
             .key(self.key(channel, "events"))
@@ -414,7 +428,7 @@ impl Store {
         data: &str,
         node: &str,
         expires_ms: u64,
-    ) -> Result<(), FixtureError> {
+    ) -> Result<(), ServerError> {
         let mut inv = self.presence_keys(&self.join, channel);
         inv.arg(client_id).arg(data).arg(node).arg(expires_ms).arg(PLOG_LEN);
         inv.invoke_async::<u8>(&mut self.conn.clone()).await.map_err(redis_error)?;
@@ -422,7 +436,7 @@ impl Store {
     }
 
     /// Removes a member if `node` owns it.
-    pub(crate) async fn presence_leave(&self, channel: &str, client_id: &str, node: &str) -> Result<(), FixtureError> {
+    pub(crate) async fn presence_leave(&self, channel: &str, client_id: &str, node: &str) -> Result<(), ServerError> {
         let mut inv = self.presence_keys(&self.leave, channel);
         inv.arg(client_id).arg(node).arg(PLOG_LEN);
         inv.invoke_async::<u8>(&mut self.conn.clone()).await.map_err(redis_error)?;
@@ -430,7 +444,7 @@ impl Store {
     }
 
     /// Removes expired members; returns those present, sorted by client id.
-    pub(crate) async fn presence(&self, channel: &str, now_ms: u64) -> Result<Vec<(String, String)>, FixtureError> {
+    pub(crate) async fn presence(&self, channel: &str, now_ms: u64) -> Result<Vec<(String, String)>, ServerError> {
         let mut inv = self.presence_keys(&self.sweep, channel);
         inv.arg(now_ms).arg(PLOG_LEN);
         let flat: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;

@@ -87,6 +87,12 @@ pub(crate) fn body(registered: Registered, heartbeat: Duration) -> Body {
     Body::from_stream(futures::stream::unfold(stream, next_chunk))
 }
 
+/// The `error` frame telling a client to reconnect at once, elsewhere if it
+/// can (PROTOCOL.md §6).
+pub(crate) fn restarting() -> ServerFrame {
+    crate::state::error_frame("restarting", None, None, "the server is shutting down")
+}
+
 fn dropped() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, "connection dropped by the fixture")
 }
@@ -102,6 +108,18 @@ async fn next_chunk(mut s: Stream) -> Option<(Result<Bytes, io::Error>, Stream)>
         let mode = *s.mode.borrow_and_update();
         match mode {
             Mode::Normal => {}
+            Mode::Restart => {
+                // What is queued, then the word to reconnect, then the end of
+                // the body.
+                let mut out = Vec::new();
+                while let Ok(frame) = s.rx.try_recv() {
+                    write_event(&frame, &mut out);
+                }
+                write_event(&encode(&restarting()), &mut out);
+                s.done = true;
+                debug!(conn = id, "sse stream told to reconnect");
+                return Some((Ok(out.into()), s));
+            }
             Mode::Dropped => {
                 debug!(conn = id, "sse stream dropped abruptly");
                 s.done = true;

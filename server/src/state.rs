@@ -3,7 +3,7 @@
 //! fault switches and counters. Everything lives behind one
 //! `std::sync::Mutex` that is never held across an `.await`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -14,8 +14,9 @@ use resub::protocol::{EventId, Outcome, PresenceAction, ServerFrame, WireResetRe
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::auth::Identity;
 use crate::cluster::{Entry, PresenceChange, Snapshot, Store, StreamItem};
-use crate::{FixtureConfig, FixtureError, FixtureStats, HANDSHAKE_LOG, HandshakeRecord, POLL_MAX_EVENTS};
+use crate::{Config, HANDSHAKE_LOG, HandshakeRecord, POLL_MAX_EVENTS, ServerError, Stats};
 
 /// An encoded server frame, cheap to clone (shared bytes).
 #[derive(Debug, Clone)]
@@ -40,7 +41,8 @@ pub(crate) fn encode(frame: &ServerFrame) -> Frame {
 
 /// The transports a client connects with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Transport {
+#[non_exhaustive]
+pub enum Transport {
     /// `GET /ws`.
     WebSocket,
     /// `GET /sse`.
@@ -51,7 +53,7 @@ pub(crate) enum Transport {
 
 impl Transport {
     /// The name recorded in [`HandshakeRecord::transport`].
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::WebSocket => "ws",
             Self::Sse => "sse",
@@ -94,9 +96,14 @@ pub(crate) enum Mode {
     /// Serve the connection.
     Normal,
     /// Send nothing, ignore what arrives, wait for the client to close.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     Stalled,
     /// Drop the socket now, without a close frame.
     Dropped,
+    /// The server is shutting down: tell the client to reconnect at once
+    /// (elsewhere), then end (close code 1012, or a `restarting` error
+    /// frame).
+    Restart,
 }
 
 /// Why a handshake on `/ws`, `/sse` or `/poll` is refused by a fault switch.
@@ -170,18 +177,23 @@ pub(crate) enum PollStart {
 
 /// State shared by the routes, the connection tasks and [`crate::Fixture`].
 pub(crate) struct Shared {
-    pub(crate) cfg: FixtureConfig,
+    pub(crate) cfg: Config,
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub(crate) started: Instant,
     /// Failed TLS handshakes, counted by the TLS listener.
     pub(crate) tls_failures: Arc<AtomicU64>,
-    /// The current or last chaos run.
-    pub(crate) chaos: crate::chaos::ChaosState,
+    /// Observed latency of Redis commands.
+    pub(crate) redis_latency: crate::metrics::Latency,
+    /// What every connection may do when no authorizer is configured.
+    pub(crate) anonymous: Arc<Identity>,
     /// Where channels live when the node shares them with others.
     pub(crate) store: Option<Store>,
     /// This node's name in presence ownership.
     pub(crate) node: String,
     /// Wakes the follower when a channel is mirrored for the first time.
     pub(crate) follow_wake: Notify,
+    /// Wakes [`Shared::drained`] when the last connection ends.
+    drained: Notify,
     state: Mutex<State>,
 }
 
@@ -215,6 +227,12 @@ struct State {
     accepted: HashMap<Transport, u64>,
     refused: u64,
     slow_drops: u64,
+    /// Events queued for subscribers.
+    delivered: u64,
+    /// Subscriptions by how they started.
+    resumes: BTreeMap<&'static str, u64>,
+    /// Refusals by reason.
+    refusals: BTreeMap<&'static str, u64>,
     /// Mirrors rebuilt because they fell behind Redis' retention.
     rebuilds: u64,
     published: u64,
@@ -235,6 +253,8 @@ struct Conn {
     subscriptions: HashSet<String>,
     /// Set when the connection takes part in presence.
     client: Option<ClientInfo>,
+    /// What it may do.
+    identity: Arc<Identity>,
 }
 
 impl Conn {
@@ -348,6 +368,7 @@ impl Channel {
         self.history.front().map_or(self.next_seq, |e| e.seq)
     }
 
+    #[cfg(feature = "fault-injection")]
     fn oldest_retained(&self) -> Option<String> {
         self.history.front().map(|e| format!("{}-{}", self.epoch, e.seq))
     }
@@ -385,14 +406,14 @@ impl Channel {
 
 /// PROTOCOL.md §7.4: an event type is 1-128 bytes without control
 /// characters, a key 1-128 visible ASCII characters.
-fn check_publish(key: Option<&str>, event: Option<&str>) -> Result<(), FixtureError> {
+fn check_publish(key: Option<&str>, event: Option<&str>) -> Result<(), ServerError> {
     if let Some(event) = event {
-        resub::protocol::validate_event_type(event).map_err(|e| FixtureError::InvalidPublish(e.to_string()))?;
+        resub::protocol::validate_event_type(event).map_err(|e| ServerError::InvalidPublish(e.to_string()))?;
     }
     if let Some(key) = key
         && (key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()))
     {
-        return Err(FixtureError::InvalidPublish(format!(
+        return Err(ServerError::InvalidPublish(format!(
             "invalid idempotency key {:?}: 1-128 visible ASCII characters",
             key.chars().take(140).collect::<String>()
         )));
@@ -400,25 +421,62 @@ fn check_publish(key: Option<&str>, event: Option<&str>) -> Result<(), FixtureEr
     Ok(())
 }
 
-fn check_channel(name: &str) -> Result<(), FixtureError> {
-    validate_channel(name).map_err(|_| FixtureError::InvalidChannel(name.to_owned()))
+fn check_channel(name: &str) -> Result<(), ServerError> {
+    validate_channel(name).map_err(|_| ServerError::InvalidChannel(name.to_owned()))
 }
 
 /// Queues `frame` on every subscriber; returns the connections whose queue
 /// is full or gone. A held poll's queue only wakes it up: a full one is fine.
-fn deliver(subscribers: &HashSet<u64>, conns: &HashMap<u64, Conn>, frame: &Frame) -> Vec<u64> {
-    subscribers
-        .iter()
-        .copied()
-        .filter(|id| match conns.get(id) {
-            Some(conn) => conn.tx.try_send(frame.clone()).is_err() && conn.transport != Transport::Poll,
-            None => true,
-        })
-        .collect()
+fn deliver(subscribers: &HashSet<u64>, conns: &HashMap<u64, Conn>, frame: &Frame, delivered: &mut u64) -> Vec<u64> {
+    let mut slow = Vec::new();
+    for &id in subscribers {
+        match conns.get(&id) {
+            Some(conn) => match conn.tx.try_send(frame.clone()) {
+                Ok(()) => *delivered += u64::from(frame.event_id.is_some()),
+                Err(_) if conn.transport == Transport::Poll => {}
+                Err(_) => slow.push(id),
+            },
+            None => slow.push(id),
+        }
+    }
+    slow
+}
+
+/// The name a subscription's start is counted under in [`Stats::resumes`].
+fn outcome_name(outcome: Outcome, reason: Option<&WireResetReason>) -> &'static str {
+    match (outcome, reason) {
+        (Outcome::Resumed, _) => "resumed",
+        (Outcome::Reset, Some(WireResetReason::HistoryTruncated)) => "history_truncated",
+        (Outcome::Reset, Some(WireResetReason::EpochChanged)) => "epoch_changed",
+        (Outcome::Reset, _) => "unknown_cursor",
+        _ => "live",
+    }
+}
+
+/// The reason an error code is counted under in [`Stats::refusals`].
+pub(crate) fn refusal_reason(code: &str) -> &'static str {
+    match code {
+        "unauthorized" => "unauthorized",
+        "forbidden" => "forbidden",
+        "too_many_connections" => "too_many_connections",
+        "too_many_subscriptions" => "too_many_subscriptions",
+        "too_large" => "too_large",
+        "rate_limited" => "rate_limited",
+        _ => "bad_request",
+    }
+}
+
+/// Why a connection could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotRegistered {
+    /// The server is shutting down.
+    Closing,
+    /// [`crate::Limits::max_connections`] are open.
+    TooMany,
 }
 
 impl State {
-    fn channel(&mut self, name: &str) -> Result<&mut Channel, FixtureError> {
+    fn channel(&mut self, name: &str) -> Result<&mut Channel, ServerError> {
         check_channel(name)?;
         Ok(self.channels.entry(name.to_owned()).or_insert_with(Channel::new))
     }
@@ -435,6 +493,8 @@ impl State {
                 ch.subscribers.remove(&id);
             }
             match &conn.client {
+                // Never added to this channel's presence.
+                Some(_) if !conn.identity.presence.allows(name) => {}
                 // A held poll ended: its client stays present a little
                 // longer, for its next poll.
                 Some(client) if conn.transport == Transport::Poll => {
@@ -468,7 +528,7 @@ impl State {
         while ch.history.len() > history {
             ch.history.pop_front();
         }
-        let slow = deliver(&ch.subscribers, &self.conns, &frame);
+        let slow = deliver(&ch.subscribers, &self.conns, &frame, &mut self.delivered);
         self.kill_slow(slow);
     }
 
@@ -495,7 +555,7 @@ impl State {
         let head = ch.head();
         let frame =
             encode(&ServerFrame::Reset { channel: channel.to_owned(), reason: WireResetReason::EpochChanged, head });
-        let slow = deliver(&ch.subscribers, &self.conns, &frame);
+        let slow = deliver(&ch.subscribers, &self.conns, &frame, &mut self.delivered);
         self.kill_slow(slow);
         info!(channel, epoch, "new epoch from redis");
     }
@@ -682,13 +742,36 @@ impl State {
 
     /// The body of a long-poll answer, and whether the request may be held
     /// (every channel resumes and no event follows any cursor).
-    fn poll_answer(&mut self, channels: &[ChannelCursor], hold_ms: u64) -> (String, bool) {
+    fn poll_answer(
+        &mut self,
+        channels: &[ChannelCursor],
+        hold_ms: u64,
+        identity: &Identity,
+        max_subscriptions: usize,
+    ) -> (String, bool) {
         let mut body = String::from(r#"{"frames":["#);
         body.push_str(encode(&ServerFrame::Welcome { heartbeat_ms: hold_ms }).json.as_str());
         let mut replays = Vec::new();
         let mut holdable = true;
-        for (name, cursor) in channels {
+        for (i, (name, cursor)) in channels.iter().enumerate() {
             if check_channel(name).is_err() {
+                continue;
+            }
+            let refusal = if !identity.subscribe.allows(name) {
+                Some(error_frame("forbidden", Some(name), None, "this token may not subscribe to the channel"))
+            } else if i >= max_subscriptions {
+                let message = format!("a request may hold {max_subscriptions} subscriptions");
+                Some(error_frame("too_many_subscriptions", Some(name), None, message))
+            } else {
+                None
+            };
+            if let Some(frame) = refusal {
+                if let ServerFrame::Error { code, .. } = &frame {
+                    self.refuse(refusal_reason(code));
+                }
+                body.push(',');
+                body.push_str(encode(&frame).json.as_str());
+                holdable = false;
                 continue;
             }
             let ch = self.channels.entry(name.clone()).or_insert_with(Channel::new);
@@ -721,6 +804,10 @@ impl State {
         (body, holdable)
     }
 
+    fn refuse(&mut self, reason: &'static str) {
+        *self.refusals.entry(reason).or_default() += 1;
+    }
+
     fn record_handshake(&mut self, transport: Transport, status: u16) {
         if status == transport.accepted_status() {
             *self.accepted.entry(transport).or_default() += 1;
@@ -735,16 +822,18 @@ impl State {
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: FixtureConfig, store: Option<Store>) -> Self {
+    pub(crate) fn new(cfg: Config, store: Option<Store>) -> Self {
         let state = State { clustered: store.is_some(), ..State::default() };
         Self {
             cfg,
             started: Instant::now(),
             tls_failures: Arc::default(),
-            chaos: Default::default(),
+            redis_latency: crate::metrics::Latency::default(),
+            anonymous: Arc::new(Identity::anonymous()),
             node: new_epoch_name(),
             store,
             follow_wake: Notify::new(),
+            drained: Notify::new(),
             state: Mutex::new(state),
         }
     }
@@ -762,13 +851,16 @@ impl Shared {
         key: Option<&str>,
         event: Option<&str>,
         data: &str,
-    ) -> Result<String, FixtureError> {
+    ) -> Result<String, ServerError> {
         check_publish(key, event)?;
         let Some(store) = &self.store else {
             return self.publish_local(channel, key, event, data);
         };
         check_channel(channel)?;
-        let (id, applied) = store.publish(channel, key, event, data).await?;
+        let started = Instant::now();
+        let result = store.publish(channel, key, event, data).await;
+        self.redis_latency.observe(started.elapsed());
+        let (id, applied) = result?;
         if applied {
             self.lock().published += 1;
         }
@@ -783,7 +875,7 @@ impl Shared {
         key: Option<&str>,
         event: Option<&str>,
         data: &str,
-    ) -> Result<String, FixtureError> {
+    ) -> Result<String, ServerError> {
         let history = self.cfg.history;
         let key_limit = self.cfg.idempotency_keys;
         let mut st = self.lock();
@@ -810,7 +902,7 @@ impl Shared {
         if let Some(key) = key {
             ch.remember_key(key, &id, key_limit);
         }
-        let slow = deliver(&ch.subscribers, &st.conns, &frame);
+        let slow = deliver(&ch.subscribers, &st.conns, &frame, &mut st.delivered);
         st.published += 1;
         st.kill_slow(slow);
         debug!(channel, %id, "published");
@@ -818,15 +910,17 @@ impl Shared {
     }
 
     /// Registers a new connection with an outbound queue of `capacity`
-    /// frames; `None` once the server is shutting down.
+    /// frames; refused once the server is shutting down, or when
+    /// [`crate::Limits::max_connections`] are open.
     pub(crate) fn register(
         self: &Arc<Self>,
         transport: Transport,
         capacity: usize,
         client: Option<ClientInfo>,
-    ) -> Option<Registered> {
+        identity: Arc<Identity>,
+    ) -> Result<Registered, NotRegistered> {
         let mut st = self.lock();
-        Self::register_locked(self, &mut st, transport, capacity, client)
+        Self::register_locked(self, &mut st, transport, capacity, client, identity)
     }
 
     fn register_locked(
@@ -835,24 +929,45 @@ impl Shared {
         transport: Transport,
         capacity: usize,
         client: Option<ClientInfo>,
-    ) -> Option<Registered> {
+        identity: Arc<Identity>,
+    ) -> Result<Registered, NotRegistered> {
         if st.closed {
-            return None;
+            return Err(NotRegistered::Closing);
+        }
+        if st.conns.len() >= self.cfg.limits.max_connections {
+            st.refuse("too_many_connections");
+            return Err(NotRegistered::TooMany);
         }
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (mode_tx, mode) = watch::channel(Mode::Normal);
         st.next_conn += 1;
         let id = st.next_conn;
-        st.conns.insert(
-            id,
-            Conn { transport, tx: tx.clone(), mode: mode_tx, stalled: false, subscriptions: HashSet::new(), client },
-        );
-        Some(Registered { registration: Registration { shared: Arc::clone(self), id }, tx, rx, mode })
+        let conn = Conn {
+            transport,
+            tx: tx.clone(),
+            mode: mode_tx,
+            stalled: false,
+            subscriptions: HashSet::new(),
+            client,
+            identity,
+        };
+        st.conns.insert(id, conn);
+        Ok(Registered { registration: Registration { shared: Arc::clone(self), id }, tx, rx, mode })
+    }
+
+    /// Counts a refusal that happened outside the registry (an unauthorized
+    /// handshake, a forbidden publish, a rate limit).
+    pub(crate) fn count_refusal(&self, reason: &'static str) {
+        self.lock().refuse(reason);
     }
 
     /// Removes a connection whose task ended.
     pub(crate) fn unregister(&self, id: u64) {
-        self.lock().kill(id);
+        let mut st = self.lock();
+        st.kill(id);
+        if st.conns.is_empty() {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Subscribes a connection: computes the outcome, queues `subscribed` and
@@ -869,15 +984,30 @@ impl Shared {
         if conn.stalled {
             return;
         }
-        if check_channel(channel).is_err() {
-            let frame = encode(&bad_request(Some(channel), None, format!("invalid channel name {channel:?}")));
-            if conn.tx.try_send(frame).is_err() {
+        let refusal = if check_channel(channel).is_err() {
+            Some(bad_request(Some(channel), None, format!("invalid channel name {channel:?}")))
+        } else if !conn.identity.subscribe.allows(channel) {
+            Some(error_frame("forbidden", Some(channel), None, "this token may not subscribe to the channel"))
+        } else if !conn.subscriptions.contains(channel) && conn.subscriptions.len() >= self.cfg.limits.max_subscriptions
+        {
+            let limit = self.cfg.limits.max_subscriptions;
+            let message = format!("a connection may hold {limit} subscriptions");
+            Some(error_frame("too_many_subscriptions", Some(channel), None, message))
+        } else {
+            None
+        };
+        if let Some(frame) = refusal {
+            if let ServerFrame::Error { code, .. } = &frame {
+                *st.refusals.entry(refusal_reason(code)).or_default() += 1;
+            }
+            if conn.tx.try_send(encode(&frame)).is_err() {
                 st.kill_slow(vec![conn_id]);
             }
             return;
         }
         let ch = st.channels.entry(channel.to_owned()).or_insert_with(Channel::new);
         let (outcome, reason, replay_after) = ch.outcome(cursor);
+        *st.resumes.entry(outcome_name(outcome, reason.as_ref())).or_default() += 1;
         debug!(conn = conn_id, channel, ?cursor, ?outcome, ?reason, "subscribe");
         let subscribed =
             encode(&ServerFrame::Subscribed { channel: channel.to_owned(), outcome, reason, head: ch.head() });
@@ -896,6 +1026,7 @@ impl Shared {
         }
         ch.subscribers.insert(conn_id);
         if conn.subscriptions.insert(channel.to_owned())
+            && conn.identity.presence.allows(channel)
             && let Some(client) = conn.client.clone()
         {
             st.presence_add(channel, &client);
@@ -908,6 +1039,7 @@ impl Shared {
         let mut left = None;
         if let Some(conn) = st.conns.get_mut(&conn_id)
             && conn.subscriptions.remove(channel)
+            && conn.identity.presence.allows(channel)
         {
             left = conn.client.clone();
         }
@@ -929,6 +1061,7 @@ impl Shared {
         ids.len()
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn stall_all(&self) -> usize {
         let mut st = self.lock();
         let st = &mut *st;
@@ -943,7 +1076,9 @@ impl Shared {
                 if let Some(ch) = st.channels.get_mut(&name) {
                     ch.subscribers.remove(&id);
                 }
-                if let Some(client) = &conn.client {
+                if let Some(client) = &conn.client
+                    && conn.identity.presence.allows(&name)
+                {
                     left.push((name, client.clone()));
                 }
             }
@@ -957,6 +1092,7 @@ impl Shared {
         count
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn set_enabled(&self, transport: Transport, on: bool) {
         let mut st = self.lock();
         if on {
@@ -967,10 +1103,12 @@ impl Shared {
         info!(transport = transport.name(), enabled = on, "transport switch");
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn enabled(&self, transport: Transport) -> bool {
         !self.lock().disabled.contains(&transport)
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn set_unavailable(&self, retry_after: u64, count: Option<u32>) {
         let mut st = self.lock();
         st.unavailable = match count {
@@ -980,16 +1118,19 @@ impl Shared {
         info!(retry_after, ?count, "handshakes answered 503");
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn clear_unavailable(&self) {
         self.lock().unavailable = None;
         info!("handshakes no longer answered 503");
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn set_drop_acks(&self, count: u32) {
         info!(count, "publishes to apply without an answer");
         self.lock().drop_acks = count;
     }
 
+    #[cfg(feature = "fault-injection")]
     /// Pads the next `count` answers to HTTP publishes (`publish`) or polls
     /// to `bytes` bytes.
     pub(crate) fn set_oversize(&self, publish: bool, count: u32, bytes: usize) {
@@ -1020,19 +1161,22 @@ impl Shared {
         due
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn set_tokens(&self, tokens: Option<HashSet<String>>) {
         info!(tokens = ?tokens.as_ref().map(HashSet::len), "accepted tokens");
         self.lock().tokens = tokens;
     }
 
+    #[cfg(feature = "fault-injection")]
     pub(crate) fn set_reject_auth(&self, on: bool) {
         self.lock().reject_auth = on;
         info!(reject = on, "handshake authentication");
     }
 
+    #[cfg(feature = "fault-injection")]
     /// Keeps the newest `keep` events of the channel (in Redis and in this
     /// node's mirror); returns the oldest retained id.
-    pub(crate) async fn truncate(&self, channel: &str, keep: usize) -> Result<Option<String>, FixtureError> {
+    pub(crate) async fn truncate(&self, channel: &str, keep: usize) -> Result<Option<String>, ServerError> {
         let Some(store) = &self.store else {
             return self.truncate_local(channel, keep);
         };
@@ -1048,7 +1192,8 @@ impl Shared {
         Ok(oldest)
     }
 
-    pub(crate) fn truncate_local(&self, channel: &str, keep: usize) -> Result<Option<String>, FixtureError> {
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn truncate_local(&self, channel: &str, keep: usize) -> Result<Option<String>, ServerError> {
         let mut st = self.lock();
         let ch = st.channel(channel)?;
         while ch.history.len() > keep {
@@ -1059,9 +1204,10 @@ impl Shared {
         Ok(oldest)
     }
 
+    #[cfg(feature = "fault-injection")]
     /// Starts a new epoch; on Redis, this node's subscribers get their
     /// `reset` before it returns, the other nodes' through their followers.
-    pub(crate) async fn new_epoch(&self, channel: &str) -> Result<String, FixtureError> {
+    pub(crate) async fn new_epoch(&self, channel: &str) -> Result<String, ServerError> {
         let Some(store) = &self.store else {
             return self.new_epoch_local(channel);
         };
@@ -1071,7 +1217,8 @@ impl Shared {
         Ok(head)
     }
 
-    pub(crate) fn new_epoch_local(&self, channel: &str) -> Result<String, FixtureError> {
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn new_epoch_local(&self, channel: &str) -> Result<String, ServerError> {
         let mut st = self.lock();
         let st = &mut *st;
         check_channel(channel)?;
@@ -1089,14 +1236,14 @@ impl Shared {
             reason: WireResetReason::EpochChanged,
             head: head.clone(),
         });
-        let slow = deliver(&ch.subscribers, &st.conns, &frame);
+        let slow = deliver(&ch.subscribers, &st.conns, &frame, &mut st.delivered);
         st.kill_slow(slow);
         info!(channel, %head, "new epoch");
         Ok(head)
     }
 
     /// The channel's head (on Redis, as Redis has it now).
-    pub(crate) async fn head(&self, channel: &str) -> Result<String, FixtureError> {
+    pub(crate) async fn head(&self, channel: &str) -> Result<String, ServerError> {
         let Some(store) = &self.store else {
             return self.head_local(channel);
         };
@@ -1105,14 +1252,14 @@ impl Shared {
         Ok(format!("{}-{}", snap.epoch, snap.head))
     }
 
-    pub(crate) fn head_local(&self, channel: &str) -> Result<String, FixtureError> {
+    pub(crate) fn head_local(&self, channel: &str) -> Result<String, ServerError> {
         Ok(self.lock().channel(channel)?.head())
     }
 
     /// On Redis, brings this node's mirror of `channel` up to date (creating
     /// it on first use), so that a subscribe decides its outcome on
     /// everything published before it on any node. Nothing to do otherwise.
-    pub(crate) async fn sync_channel(&self, channel: &str) -> Result<(), FixtureError> {
+    pub(crate) async fn sync_channel(&self, channel: &str) -> Result<(), ServerError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
@@ -1120,7 +1267,10 @@ impl Shared {
         let history = self.cfg.history;
         loop {
             let after = self.lock().channels.get(channel).map(|ch| (ch.generation, ch.head_seq()));
-            let snap = store.snapshot(channel, after, crate::cluster::PAGE).await?;
+            let started = Instant::now();
+            let snap = store.snapshot(channel, after, crate::cluster::PAGE).await;
+            self.redis_latency.observe(started.elapsed());
+            let snap = snap?;
             let full = snap.entries.len() >= crate::cluster::PAGE;
             let created = {
                 let mut st = self.lock();
@@ -1191,10 +1341,15 @@ impl Shared {
 
     /// Who is present on `channel`, sorted by client id: on Redis, over every
     /// node (expired members are removed first); else this node's.
-    pub(crate) async fn presence(&self, channel: &str) -> Result<Vec<(String, String)>, FixtureError> {
+    pub(crate) async fn presence(&self, channel: &str) -> Result<Vec<(String, String)>, ServerError> {
         check_channel(channel)?;
         match &self.store {
-            Some(store) => store.presence(channel, unix_ms()).await,
+            Some(store) => {
+                let started = Instant::now();
+                let members = store.presence(channel, unix_ms()).await;
+                self.redis_latency.observe(started.elapsed());
+                members
+            }
             None => {
                 let st = self.lock();
                 let mut members: Vec<(String, String)> = st
@@ -1256,23 +1411,29 @@ impl Shared {
         hold_ms: u64,
         hold: bool,
         client: Option<&ClientInfo>,
+        identity: &Arc<Identity>,
     ) -> PollStart {
         let mut st = self.lock();
         let st = &mut *st;
-        let (body, holdable) = st.poll_answer(channels, hold_ms);
+        let (body, holdable) = st.poll_answer(channels, hold_ms, identity, self.cfg.limits.max_subscriptions);
         let held = hold && holdable;
         if let Some(client) = client {
             // Present for a grace period after each poll is answered, and
             // while one is held (counted below).
             let until = Instant::now() + POLL_PRESENCE_GRACE;
             for (name, _) in channels {
-                st.presence_poll(name, client, until);
+                if identity.presence.allows(name) {
+                    st.presence_poll(name, client, until);
+                }
             }
         }
         if !held {
             return PollStart::Answer(body);
         }
-        let Some(registered) = Self::register_locked(self, st, Transport::Poll, 1, client.cloned()) else {
+        let registered = Self::register_locked(self, st, Transport::Poll, 1, client.cloned(), Arc::clone(identity));
+        let Ok(registered) = registered else {
+            // Not held (shutting down, or at the connection limit): the
+            // client polls again.
             return PollStart::Answer(body);
         };
         let id = registered.registration.id();
@@ -1286,7 +1447,9 @@ impl Shared {
         }
         if let Some(client) = client {
             for (name, _) in channels {
-                st.presence_mark(name, client, |m| m.refs += 1);
+                if identity.presence.allows(name) {
+                    st.presence_mark(name, client, |m| m.refs += 1);
+                }
             }
         }
         debug!(conn = id, "poll held");
@@ -1294,8 +1457,8 @@ impl Shared {
     }
 
     /// The answer to a long poll at this moment.
-    pub(crate) fn poll_answer(&self, channels: &[ChannelCursor], hold_ms: u64) -> String {
-        self.lock().poll_answer(channels, hold_ms).0
+    pub(crate) fn poll_answer(&self, channels: &[ChannelCursor], hold_ms: u64, identity: &Identity) -> String {
+        self.lock().poll_answer(channels, hold_ms, identity, self.cfg.limits.max_subscriptions).0
     }
 
     /// Marks the server as shutting down and drops every connection.
@@ -1304,11 +1467,42 @@ impl Shared {
         self.drop_all();
     }
 
-    pub(crate) fn stats(&self) -> FixtureStats {
+    /// Starts a graceful shutdown: new connections are refused, and every
+    /// open one is told to reconnect at once (elsewhere, given a choice) and
+    /// ends. Returns how many were told.
+    pub(crate) fn drain(&self) -> usize {
+        let mut st = self.lock();
+        st.closed = true;
+        for conn in st.conns.values() {
+            conn.mode.send_replace(Mode::Restart);
+        }
+        info!(count = st.conns.len(), "draining: every connection is told to reconnect");
+        st.conns.len()
+    }
+
+    /// Completes when no connection is open.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().conns.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether the server accepts new connections (not shutting down).
+    pub(crate) fn accepting(&self) -> bool {
+        !self.lock().closed
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
         let st = self.lock();
         let accepted = |t: Transport| st.accepted.get(&t).copied().unwrap_or(0);
         let open = |t: Transport| st.conns.values().filter(|c| c.transport == t).count();
-        FixtureStats {
+        Stats {
             connections_accepted: st.accepted.values().sum(),
             websocket_accepted: accepted(Transport::WebSocket),
             sse_accepted: accepted(Transport::Sse),
@@ -1317,6 +1511,10 @@ impl Shared {
             websocket_open: open(Transport::WebSocket),
             sse_open: open(Transport::Sse),
             polls_held: open(Transport::Poll),
+            subscriptions_open: st.conns.values().map(|c| c.subscriptions.len()).sum(),
+            events_delivered: st.delivered,
+            resumes: st.resumes.clone(),
+            refusals: st.refusals.clone(),
             handshakes_refused: st.refused,
             slow_consumer_drops: st.slow_drops,
             mirror_rebuilds: st.rebuilds,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
+use crate::auth::Identity;
 use crate::state::{ChannelCursor, Mode, Registered, Shared};
 
 /// Waits for a held poll to be answered. Returns the answer, or `None` when
@@ -19,6 +20,7 @@ pub(crate) async fn hold(
     registered: Registered,
     channels: &[ChannelCursor],
     hold_ms: u64,
+    identity: Arc<Identity>,
 ) -> Option<String> {
     let Registered { registration, tx, mut rx, mut mode } = registered;
     drop(tx);
@@ -32,6 +34,14 @@ pub(crate) async fn hold(
         let now = *mode.borrow_and_update();
         match now {
             Mode::Normal => {}
+            Mode::Restart => {
+                // The events there are, then the word to reconnect.
+                let answer = shared.poll_answer(channels, hold_ms, &identity);
+                drop(registration);
+                let frame = crate::state::encode(&crate::sse::restarting());
+                let head = answer.strip_suffix("]}").unwrap_or(&answer);
+                return Some(format!("{head},{}]}}", frame.json.as_str()));
+            }
             Mode::Dropped => {
                 debug!(conn = id, "held poll dropped abruptly");
                 return None;
@@ -64,7 +74,7 @@ pub(crate) async fn hold(
     // Answer with the state at this moment; the registration is removed after
     // the answer is computed, and an event published in between only wakes a
     // request that no longer waits.
-    let answer = shared.poll_answer(channels, hold_ms);
+    let answer = shared.poll_answer(channels, hold_ms, &identity);
     drop(registration);
     debug!(conn = id, "held poll answered");
     Some(answer)
