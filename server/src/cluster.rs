@@ -44,7 +44,7 @@ pub(crate) const PAGE: usize = 1_000;
 /// How long the follower's `XREAD` blocks when nothing arrives.
 pub(crate) const FOLLOW_BLOCK_MS: usize = 200;
 
-/// Where a fixture node keeps its channels in Redis.
+/// Where a node keeps its channels in Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     /// The server, `redis://HOST:PORT[/DB]`.

@@ -131,10 +131,11 @@ impl Hub {
         }
     }
 
-    /// Starts a graceful shutdown: new connections are refused (`503`), and
-    /// every open one is told to reconnect at once, elsewhere if the client
-    /// can (WebSocket close code 1012; a `restarting` error frame ending an
-    /// SSE stream or a held poll's answer). Returns how many were told.
+    /// Starts a graceful shutdown: every open connection is told to
+    /// reconnect at once, elsewhere if the client can (WebSocket close code
+    /// 1012; a `restarting` error frame ending an SSE stream or a held poll's
+    /// answer), and so is every new handshake; [`Hub::ready`] turns false.
+    /// Returns how many were told.
     pub fn drain(&self) -> usize {
         self.inner.shared.drain()
     }

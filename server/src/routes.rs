@@ -126,11 +126,15 @@ fn presence_client(client: Option<ClientInfo>, identity: &Identity) -> Option<Cl
     }
 }
 
-/// `503` for a connection the registry did not take.
+/// The answer to an SSE request the registry did not take: while the
+/// server drains, a stream carrying only the `restarting` frame (the client
+/// goes elsewhere at once); at the connection limit, `503`.
 fn not_registered(why: NotRegistered) -> Response {
     match why {
         NotRegistered::Closing => {
-            (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, "0")], "shutting down").into_response()
+            let mut body = Vec::new();
+            crate::sse::write_event(&crate::state::encode(&crate::sse::restarting()), &mut body);
+            ([(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")], body).into_response()
         }
         NotRegistered::TooMany => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -400,6 +404,12 @@ async fn poll(State(hub): State<AppState>, uri: Uri, headers: HeaderMap) -> Resp
         Err(err) => return auth_refused(shared, &err),
     };
     let client = presence_client(request.client, &identity);
+    if !shared.accepting() {
+        // Draining: go elsewhere at once.
+        let frame = crate::state::encode(&crate::sse::restarting());
+        let body = format!(r#"{{"frames":[{}]}}"#, frame.json.as_str());
+        return ([(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")], body).into_response();
+    }
     for (channel, _) in &request.channels {
         if let Err(err) = shared.sync_channel(channel).await {
             return unavailable(&err);
@@ -416,6 +426,7 @@ async fn poll(State(hub): State<AppState>, uri: Uri, headers: HeaderMap) -> Resp
             }
         }
     };
+    *shared.last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
     if let Some(bytes) = shared.take_oversize(false) {
         // The answer's frames, then a padding field: valid JSON past any bound.
         let frames = answer.strip_suffix('}').unwrap_or(&answer);

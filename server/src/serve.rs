@@ -20,6 +20,9 @@ use tower_http::services::ServeDir;
 use crate::hub::Hub;
 use crate::tls;
 
+/// How long after its last answer a long-polling client is expected back.
+const POLL_RETURN: Duration = Duration::from_secs(1);
+
 /// Whether a server without authentication may listen on `addr`: only on a
 /// loopback address, unless `anonymous` says that anyone reaching the
 /// address may subscribe and publish on every channel. The binary refuses
@@ -133,18 +136,28 @@ impl Server {
         &self.hub
     }
 
-    /// Stops gracefully: stops accepting, tells every connected client to
-    /// reconnect at once (elsewhere if it can; see [`Hub::drain`]), waits up
-    /// to `drain` for the connections to end and for in-flight requests to
-    /// finish, then closes whatever is left.
+    /// Stops gracefully, as on SIGTERM: `/readyz` turns `503` and every
+    /// connected client is told to reconnect at once, elsewhere if it can
+    /// (see [`Hub::drain`]); handshakes that still arrive are told the same.
+    /// Once every connection has ended, or `drain` has passed, the listener
+    /// closes, whatever is left is closed, and in-flight requests get what
+    /// remains of `drain` to finish.
     pub async fn shutdown(mut self, drain: Duration) {
         let deadline = tokio::time::Instant::now() + drain;
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
         let told = self.hub.drain();
         if tokio::time::timeout_at(deadline, self.hub.drained()).await.is_err() {
             tracing::warn!(told, left = self.hub.stats().connections_open, "drain time over; closing the rest");
+        }
+        // A long-polling client has no connection between two polls: one
+        // answered lately comes back, and is told to go rather than finding
+        // the port closed.
+        let last_poll = *self.hub.shared().last_poll.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = last_poll {
+            let linger = tokio::time::Instant::from_std(at) + POLL_RETURN;
+            tokio::time::sleep_until(linger.min(deadline)).await;
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
         self.hub.close();
         if let Some(task) = self.task.take() {

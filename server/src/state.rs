@@ -194,6 +194,9 @@ pub(crate) struct Shared {
     pub(crate) follow_wake: Notify,
     /// Wakes [`Shared::drained`] when the last connection ends.
     drained: Notify,
+    /// When a poll was last answered with events or a timeout (not told to
+    /// go): its client polls again soon.
+    pub(crate) last_poll: Mutex<Option<Instant>>,
     state: Mutex<State>,
 }
 
@@ -834,6 +837,7 @@ impl Shared {
             store,
             follow_wake: Notify::new(),
             drained: Notify::new(),
+            last_poll: Mutex::new(None),
             state: Mutex::new(state),
         }
     }

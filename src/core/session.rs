@@ -23,6 +23,10 @@ use crate::{Error, Instant};
 /// larger values are clamped so that hostile input cannot overflow a deadline.
 const MAX_HINT: Duration = Duration::from_secs(3600);
 
+/// The close code of a server going away (PROTOCOL.md §6): reconnect at
+/// once, elsewhere if possible.
+const CLOSE_RESTART: u16 = 1012;
+
 /// A transport that worked but then fails to open this many times in a row,
 /// for reasons the platform hides, is given up for the next one.
 const OPEN_FAILURES_BEFORE_FALLBACK: u32 = 3;
@@ -310,7 +314,30 @@ enum Decision {
     Fallback,
     /// The credentials were refused: try again with fresh ones.
     RefreshAuth,
+    /// The server is going away (close code 1012, a `restarting` error
+    /// frame): reconnect at once, to the next server if there are several,
+    /// spread over one base delay; not counted as a failure.
+    Restart,
     Stop(Error),
+}
+
+/// The code and message of a refused HTTP publish: those of its JSON body
+/// `{"code": …, "message": …}` (PROTOCOL.md §7.4), else the status and the
+/// body's text.
+fn rejection(status: u16, body: String) -> (String, String) {
+    #[cfg(feature = "json-decode")]
+    {
+        #[derive(Deserialize)]
+        struct Body {
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        if let Ok(b) = serde_json::from_str::<Body>(&body) {
+            return (b.code, b.message);
+        }
+    }
+    (status.to_string(), body)
 }
 
 #[cfg(feature = "json-decode")]
@@ -922,7 +949,8 @@ impl Session {
             Err(PostError::Status { status, message })
                 if (400..500).contains(&status) && !matches!(status, 408 | 429) =>
             {
-                Err(Error::PublishRejected { code: status.to_string(), message })
+                let (code, message) = rejection(status, message);
+                Err(Error::PublishRejected { code, message })
             }
             Err(e) => {
                 // Not applied, or not known to be: post again later with the same key.
@@ -1216,6 +1244,7 @@ impl Session {
         let decision = match code.as_str() {
             "unauthorized" => self.auth_decision(),
             "bad_request" => Decision::Stop(Error::BadRequest(message.clone())),
+            "restarting" => Decision::Restart,
             _ => Decision::Retry { hint: None },
         };
         self.fail(DisconnectReason::ServerClosed { code: 0, reason: format!("{code}: {message}") }, decision, now);
@@ -1274,6 +1303,7 @@ impl Session {
                         let hint = parse_seconds(reason.trim()).map(|d| d.min(MAX_HINT));
                         return (DisconnectReason::Unavailable { retry_after: hint }, Decision::Retry { hint });
                     }
+                    CLOSE_RESTART => Decision::Restart,
                     _ => retry,
                 };
                 (DisconnectReason::ServerClosed { code, reason }, decision)
@@ -1326,6 +1356,12 @@ impl Session {
             Decision::Retry { hint } => {
                 self.rotate(&reason);
                 hint
+            }
+            Decision::Restart => {
+                // Told, not failed: the next attempt is the first.
+                self.failures = 1;
+                self.rotate(&reason);
+                None
             }
             Decision::RefreshAuth => {
                 self.auth_refusals += 1;

@@ -1379,6 +1379,15 @@ fn publish_on_http_transports_posts_with_an_idempotency_key_until_it_lands() {
     let key = r.posts.last().unwrap().0.clone();
     r.input(Input::Posted { key, result: Err(PostError::Status { status: 413, message: "too large".into() }) });
     assert!(matches!(&r.published[1], (2, Err(Error::PublishRejected { code, .. })) if code == "413"));
+    // A body shaped like an error frame gives the code and message.
+    r.s.publish(3, "c", None, "x".into()).unwrap();
+    r.drain();
+    let key = r.posts.last().unwrap().0.clone();
+    let body = r#"{"code":"forbidden","message":"not this channel"}"#.to_owned();
+    r.input(Input::Posted { key, result: Err(PostError::Status { status: 403, message: body }) });
+    #[cfg(feature = "json-decode")]
+    assert!(matches!(&r.published[2], (3, Err(Error::PublishRejected { code, message }))
+        if code == "forbidden" && message == "not this channel"));
 }
 
 /// Brings a rig to "connected via SSE after WebSocket was refused", with
@@ -1569,6 +1578,65 @@ fn a_failed_server_is_left_for_the_next_with_backoff() {
     assert_eq!(r.urls.last().unwrap().1, "ws://example.test:80/ws", "round the list again");
     let ConnectionState::Connecting { attempt, .. } = r.last_state().clone() else { panic!() };
     assert_eq!(attempt, 3, "the failure count spans servers, so the backoff keeps growing");
+}
+
+/// Fails `n` connection attempts in a row, so that the backoff has grown.
+fn fail_attempts(r: &mut Rig, n: usize) {
+    for _ in 0..n {
+        r.close(TransportError::Connect("refused".into()));
+        r.advance_to_timeout();
+    }
+}
+
+#[test]
+fn a_server_going_away_is_left_at_once_for_the_next() {
+    for restart in [
+        TransportError::Closed { code: 1012, reason: "the server is shutting down".into() },
+        TransportError::Closed { code: 1001, reason: String::new() },
+    ] {
+        let going_away = matches!(restart, TransportError::Closed { code: 1012, .. });
+        let mut r = Rig::with(cluster_config());
+        r.s.subscribe("c", None, r.now).unwrap();
+        // Grown backoff: four failures, the ceiling at 1.6 s.
+        fail_attempts(&mut r, 4);
+        r.open();
+        r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
+        let before = r.urls.last().unwrap().1.clone();
+        r.close(restart);
+        let ConnectionState::Disconnected { retry_in, attempt, .. } = r.last_state().clone() else { panic!() };
+        if going_away {
+            assert_eq!(attempt, 1, "told to go, not failed");
+            assert!(retry_in <= Duration::from_millis(100), "within one base delay: {retry_in:?}");
+        } else {
+            assert!(attempt > 1, "an ordinary close counts as a failure");
+        }
+        r.advance_to_timeout();
+        assert_ne!(r.urls.last().unwrap().1, before, "the next server");
+    }
+}
+
+#[test]
+fn a_restarting_error_frame_reconnects_at_once_with_the_cursor() {
+    let mut r = Rig::with(cluster_config());
+    r.s.subscribe("c", None, r.now).unwrap();
+    fail_attempts(&mut r, 4);
+    r.open();
+    r.recv(subscribed("c", Outcome::Live, None, "ep-0"));
+    r.recv(event("c", "ep-1", "a"));
+    let restarting = ServerFrame::Error { code: "restarting".into(), channel: None, key: None, message: "bye".into() };
+    r.recv(encode_server(&restarting));
+    let ConnectionState::Disconnected { retry_in, attempt, .. } = r.last_state().clone() else { panic!() };
+    assert_eq!(attempt, 1);
+    assert!(retry_in <= Duration::from_millis(100), "{retry_in:?}");
+    r.advance_to_timeout();
+    let conn = r.conn();
+    r.input(Input::Opened { conn });
+    r.recv(welcome(1000));
+    let resumed = r.sent.iter().rev().find_map(|(_, f)| match f {
+        ClientFrame::Subscribe { channel, cursor } if channel == "c" => Some(cursor.clone()),
+        _ => None,
+    });
+    assert_eq!(resumed, Some(Some("ep-1".into())), "resumes from its cursor on the next server");
 }
 
 #[test]
