@@ -54,6 +54,11 @@ mod app {
         /// `--tls-cert-out` writes).
         #[arg(long, value_name = "FILE")]
         root_cert: Option<std::path::PathBuf>,
+        /// Send this bearer token (a secured resub-server's JWT). A channel
+        /// the token does not cover ends tail with the error on stderr and
+        /// exit status 1.
+        #[arg(long, value_name = "T")]
+        token: Option<String>,
         /// The server's base URL (http://host:port), then the channels. With no
         /// URL, an embedded fixture with a publisher and faults is started.
         #[arg(value_name = "URL|CHANNEL")]
@@ -100,6 +105,9 @@ mod app {
             one => vec![one.parse::<Transport>().expect("validated by clap")],
         };
         let mut builder = Client::builder(url).transports(&transports);
+        if let Some(token) = &args.token {
+            builder = builder.token(token);
+        }
         if let Some(path) = &args.root_cert {
             use rustls::pki_types::{CertificateDer, pem::PemObject};
             let certs = match CertificateDer::pem_file_iter(path).and_then(|certs| certs.collect::<Result<Vec<_>, _>>())

@@ -145,6 +145,7 @@ cli_check() {
 cli_check "tail --plain-sse" bash scripts/plain-sse-check.sh
 cli_check "demo from event 1" bash scripts/demo-check.sh
 cli_check "resub beside an application's reqwest" bash scripts/beside-reqwest.sh
+cli_check "resub-server with JWT, tail --token" bash scripts/server-check.sh
 contract=../shared/tools/contract-check.sh
 if [ -f "$contract" ]; then
   for t in ws sse poll auto; do
