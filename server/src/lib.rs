@@ -300,3 +300,8 @@ pub struct Stats {
     /// the certificate, a client speaking plain HTTP); always 0 without TLS.
     pub tls_failures: u64,
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
