@@ -11,6 +11,8 @@
 #                      is built into wasm/pkg with scripts/build-npm.sh
 #   RESUB_FIXTURE_BIN  the fixture binary (default target/debug/resub-fixture,
 #                      built with `cargo build -p resub-fixture` when missing)
+#   RESUB_SERVER_BIN   the resub-server binary (default target/debug/resub-server,
+#                      built with `cargo build -p resub-server` when missing)
 #   RESUB_CHROMIUM     the browser (default /usr/bin/chromium)
 set -euo pipefail
 
@@ -21,6 +23,7 @@ root=$(cd "$here/.." && pwd)
 abs() { case $1 in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 pkg_dir=${RESUB_PKG_DIR:+$(abs "$RESUB_PKG_DIR")}
 fixture_bin=$(abs "${RESUB_FIXTURE_BIN:-$root/target/debug/resub-fixture}")
+server_bin=$(abs "${RESUB_SERVER_BIN:-$root/target/debug/resub-server}")
 cd "$here"
 
 tmp=$(mktemp -d)
@@ -82,6 +85,16 @@ esac
 export RESUB_FIXTURE_URL=${line#listening on }
 # The cluster test starts its own nodes (and redis-server) from this binary.
 export RESUB_FIXTURE_BIN=$fixture_bin
+# The server test starts two resub-server nodes.
+if [ ! -x "$server_bin" ]; then
+  if [ -z "${RESUB_SERVER_BIN:-}" ]; then
+    (cd "$root" && cargo build -p resub-server)
+  else
+    echo "run.sh: RESUB_SERVER_BIN=$server_bin is not an executable" >&2
+    exit 1
+  fi
+fi
+export RESUB_SERVER_BIN=$server_bin
 echo "fixture (pid $fixture_pid) at $RESUB_FIXTURE_URL"
 
 # 4. The checks: both run, either failing fails the script.

@@ -6,7 +6,7 @@
 #   bash scripts/ffi-test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q --locked -p resub-ffi -p resub-fixture
+cargo build -q --locked -p resub-ffi -p resub-fixture -p resub-server
 out=target/ffi-bindings
 rm -rf "$out"
 lib=target/debug/libresub_ffi.so
@@ -18,5 +18,5 @@ cp "$lib" "$out/python/"
 # The Python idioms ship beside the generated module.
 cp ffi/python/resub.py "$out/python/"
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pytest
-RESUB_FIXTURE_BIN=target/debug/resub-fixture RESUB_BINDINGS_DIR="$out" PYTHONPATH="$out/python" \
+RESUB_FIXTURE_BIN=target/debug/resub-fixture RESUB_SERVER_BIN=target/debug/resub-server RESUB_BINDINGS_DIR="$out" PYTHONPATH="$out/python" \
   python3 -m pytest -q -p no:cacheprovider ffi/tests

@@ -772,3 +772,110 @@ def test_the_contract_table_codes_on_this_surface():
     ]
     stats = resub.Stats(delivered=0, replayed=0, duplicates=0, resets=0, connections=0, failures=0)
     assert sorted(vars(stats)) == ["connections", "delivered", "duplicates", "failures", "replayed", "resets"]
+
+
+# --- resub-server, the server teams deploy ---------------------------------
+
+JWT_SECRET = b"a secret shared by the nodes and the token issuer"
+
+
+def jwt(claims):
+    """An HS256 JWT with these claims, valid for ten minutes."""
+    import base64
+    import hashlib
+    import hmac
+
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"exp": int(time.time()) + 600, **claims}).encode())
+    sig = b64(hmac.new(JWT_SECRET, head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
+
+
+def start_process(args, ready):
+    """Starts a process; returns it once a stdout line contains `ready`."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if ready in line:
+            return proc, line.strip()
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"{args[0]} did not start")
+
+
+def test_two_resub_server_nodes_with_jwt_refuse_a_channel_and_move_a_client_on_drain(tmp_path):
+    """As server/README.md sets them up: two nodes on Redis, HS256 tokens. A
+    channel outside the token ends with `forbidden`; SIGTERM on the node in
+    use moves the client to the other, with every event once and in order."""
+    binary = os.environ.get("RESUB_SERVER_BIN", "target/debug/resub-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        redis_port = s.getsockname()[1]
+    procs = []
+    try:
+        redis, _ = start_process(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+            "Ready to accept connections",
+        )
+        procs.append(redis)
+        secret = tmp_path / "secret"
+        secret.write_bytes(JWT_SECRET + b"\n")
+        prefix = channel("ffi")
+        nodes = []
+        for _ in range(2):
+            args = [binary, "--addr", "127.0.0.1:0", "--heartbeat-ms", "300", "--jwt-secret-file", str(secret)]
+            args += ["--redis", f"redis://127.0.0.1:{redis_port}", "--redis-prefix", prefix, "--drain-ms", "5000"]
+            proc, line = start_process(args, "listening on ")
+            procs.append(proc)
+            nodes.append((proc, line.removeprefix("listening on ")))
+        (a_proc, a), (_, b) = nodes
+        writer = jwt({"sub": "writer", "publish": ["orders-*"]})
+
+        def publish_to(node, ch, data):
+            req = urllib.request.Request(
+                f"{node}/publish/{ch}", data=data.encode(), method="POST", headers={"authorization": f"Bearer {writer}"}
+            )
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as r:
+                return json.loads(r.read())["id"]
+
+        cfg = config(a, [TransportKind.WS])
+        cfg.backoff_base_ms = 200
+        cfg.backoff_cap_ms = 30_000
+        cfg.endpoints = [b]
+        tokens = QueueTokens(jwt({"sub": "reader", "subscribe": ["orders-*"]}))
+        client = Client.with_callbacks(cfg, None, tokens)
+        states = States()
+        watch = client.on_state(states)
+        refused = Collector()
+        forbidden_sub = client.subscribe("secret", None, refused)
+        assert refused.next() == ("error", "forbidden")
+        assert refused.next() == ("end", None)
+
+        ch = channel("orders")
+        start = publish_to(b, ch, "0")
+        got = Collector()
+        sub = client.subscribe(ch, start, got)
+        for i in range(1, 21):
+            publish_to(b, ch, str(i))
+        assert got.datas(20) == [str(i) for i in range(1, 21)]
+        a_proc.terminate()  # SIGTERM: the node drains
+        told = states.until(lambda s: isinstance(s, State.DISCONNECTED))
+        assert str(told.reason).endswith("SERVER_CLOSED"), told
+        assert told.retry_in_ms <= 200, f"at once, not after the grown backoff: {told}"
+        moved = states.until(lambda s: isinstance(s, State.CONNECTED))
+        assert moved.endpoint == b
+        for i in range(21, 41):
+            publish_to(b, ch, str(i))
+        assert got.datas(20) == [str(i) for i in range(21, 41)], "every event once, in order"
+        assert a_proc.wait(timeout=TIMEOUT) == 0, "the drained node exits cleanly"
+        watch.cancel()
+        sub.cancel()
+        forbidden_sub.cancel()
+        client.shutdown()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

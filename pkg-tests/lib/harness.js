@@ -4,8 +4,11 @@
 //
 // The fixture's URL comes from RESUB_FIXTURE_URL (run.sh starts the fixture
 // and sets it).
+import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
+import net from "node:net";
+import readline from "node:readline";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { before, after } from "node:test";
@@ -338,4 +341,45 @@ export async function finishCollect(page, key, ms) {
     const r = window.runs[k];
     return { messages: r.messages, states: r.states, error: r.error };
   }, key);
+}
+
+/** A free loopback port. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts `cmd` (added to `children`, for the caller to kill) and resolves with
+ * the child and its first stdout line matching `ready`.
+ */
+export function spawnUntil(children, cmd, args, ready) {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "ignore"] });
+  children.push(child);
+  const lines = readline.createInterface({ input: child.stdout });
+  return within(
+    20_000,
+    `${cmd} to start`,
+    new Promise((resolve, reject) => {
+      child.once("error", reject);
+      child.once("exit", (code) => reject(new Error(`${cmd} exited with ${code}`)));
+      lines.on("line", (line) => {
+        if (ready.test(line)) resolve({ child, line });
+      });
+    }),
+  );
+}
+
+/** A redis-server on a free port, without persistence; resolves with its URL. */
+export async function startRedis(children) {
+  const port = await freePort();
+  const args = ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no"];
+  await spawnUntil(children, "redis-server", args, /Ready to accept connections/);
+  return `redis://127.0.0.1:${port}`;
 }

@@ -8,10 +8,7 @@
 // (RESUB_FIXTURE_BIN, set by run.sh).
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import net from "node:net";
-import readline from "node:readline";
-import { finishCollect, pageForTests, uniqueChannel, waitUntil, within } from "../lib/harness.js";
+import { finishCollect, pageForTests, spawnUntil, startRedis, uniqueChannel, waitUntil } from "../lib/harness.js";
 
 const FIXTURE_BIN = process.env.RESUB_FIXTURE_BIN;
 /** The nodes' presence TTL. */
@@ -20,47 +17,10 @@ const TTL_MS = 3000;
 const children = [];
 let page;
 
-/** A free loopback port. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts `cmd` and resolves with the child and the first stdout line matching `ready`. */
-function start(cmd, args, ready) {
-  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "ignore"] });
-  children.push(child);
-  const lines = readline.createInterface({ input: child.stdout });
-  return within(
-    20_000,
-    `${cmd} to start`,
-    new Promise((resolve, reject) => {
-      child.once("error", reject);
-      child.once("exit", (code) => reject(new Error(`${cmd} exited with ${code}`)));
-      lines.on("line", (line) => {
-        if (ready.test(line)) resolve({ child, line });
-      });
-    }),
-  );
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const args = ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no"];
-  await start("redis-server", args, /Ready to accept connections/);
-  return `redis://127.0.0.1:${port}`;
-}
-
 async function startNode(redis, prefix) {
   const args = ["--addr", "127.0.0.1:0", "--heartbeat-ms", "500", "--redis", redis, "--redis-prefix", prefix];
   args.push("--presence-ttl-ms", String(TTL_MS));
-  const { child, line } = await start(FIXTURE_BIN, args, /^listening on /);
+  const { child, line } = await spawnUntil(children, FIXTURE_BIN, args, /^listening on /);
   return { child, url: line.replace(/^listening on /, "") };
 }
 
@@ -86,7 +46,7 @@ const presenceOf = (key) =>
   page.evaluate((k) => window.runs[k].messages.filter((m) => "presence" in m).map((m) => `${m.presence} ${m.clientId}`), key);
 
 test("a node is killed: the client moves to the other endpoint with nothing lost or repeated, presence drops the stranded client", { timeout: 90_000 }, async () => {
-  const redis = await startRedis();
+  const redis = await startRedis(children);
   const prefix = uniqueChannel("npm");
   const a = await startNode(redis, prefix);
   const b = await startNode(redis, prefix);

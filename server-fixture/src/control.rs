@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use resub_server::{Faults, Hub, Transport};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tower_http::cors::{Any, CorsLayer};
 
 use crate::chaos::ChaosState;
 use crate::{ChaosPlan, FixtureError};
@@ -43,6 +44,8 @@ pub(crate) fn router(control: Control) -> Router {
         .route("/control/oversize", post(control_oversize))
         .route("/control/stats", get(control_stats))
         .route("/control/chaos", post(control_chaos_start).get(control_chaos_report))
+        // Pages on other origins drive the faults too (the package tests).
+        .layer(CorsLayer::new().allow_origin(Any).allow_methods(Any).allow_headers(Any))
         .with_state(control)
 }
 
