@@ -62,6 +62,12 @@ pub fn live() -> isize {
 
 /// A multi-threaded runtime whose threads are not counted: for servers.
 pub fn server_runtime(threads: usize) -> tokio::runtime::Runtime {
+    uncounted_runtime(threads)
+}
+
+/// A multi-threaded runtime whose threads are not counted: for whatever is
+/// not measured (servers in the client parts, clients in the server part).
+pub fn uncounted_runtime(threads: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .on_thread_start(|| UNCOUNTED.with(|u| u.set(true)))

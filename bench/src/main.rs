@@ -13,6 +13,7 @@ mod readers;
 mod report;
 mod scenarios;
 mod senders;
+mod server;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,41 @@ enum Part {
     },
     /// From the server accepting again to the first replayed event.
     Resume,
+    /// resub-server beside a hand-written axum + broadcast server: fan-out,
+    /// latency under fan-out, memory per idle connection, two nodes on Redis.
+    Server {
+        /// WebSocket subscribers of the fan-out.
+        #[arg(long, default_value_t = 1_000)]
+        subscribers: usize,
+        /// Events per fan-out round.
+        #[arg(long, default_value_t = 2_000)]
+        events: u64,
+        /// Idle connections per transport in the memory measurement.
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+        /// Events per second in the latency measurement.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        /// A Redis for the two-node measurement (`redis://HOST:PORT`).
+        #[arg(long)]
+        redis: Option<String>,
+    },
+    /// The client process of the server memory measurement (internal).
+    #[command(hide = true)]
+    IdleClients {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        transport: String,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value = "")]
+        cursor: String,
+        #[arg(long)]
+        resub: bool,
+        #[arg(long)]
+        baseline: bool,
+    },
     /// Every part above with its defaults.
     All,
     /// One reader once, for a profiler: `resub-ws`, `raw-ws`, `resub-sse`,
@@ -112,6 +148,12 @@ fn main() {
             Part::Storm { clients, png } => scenarios::storm(&args.out, clients, &png).await,
             Part::Resume => scenarios::resume(&args.out, rounds.max(10)).await,
             Part::Profile { reader, events } => scenarios::profile(&reader, events).await,
+            Part::Server { subscribers, events, idle, rate, redis } => {
+                server::run(&args.out, subscribers, events, idle, rate, rounds, redis).await;
+            }
+            Part::IdleClients { url, transport, count, cursor, resub, baseline: _ } => {
+                server::idle_clients(&url, &transport, count, &cursor, resub).await;
+            }
             Part::All => {
                 scenarios::throughput(&args.out, 1_000_000, rounds, args.current_thread).await;
                 scenarios::latency(&args.out, 2_000, 5, rounds).await;

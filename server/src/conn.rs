@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::SinkExt;
 use resub::protocol::{ClientFrame, ServerFrame, validate_channel};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
@@ -15,6 +16,9 @@ use crate::auth::Identity;
 use crate::state::{
     ClientInfo, Frame, Mode, NotRegistered, Registered, Shared, Transport, bad_request, encode, error_frame,
 };
+
+/// The most queued frames written at once (one flush).
+const WRITE_BATCH: usize = 64;
 
 /// The close code telling a client to reconnect at once, elsewhere if it
 /// can: the server is going away (PROTOCOL.md §6).
@@ -103,7 +107,7 @@ async fn serve(
     mut conn: Connection<'_>,
     mut ws: WebSocket,
     mut rx: mpsc::Receiver<Frame>,
-    mut mode: watch::Receiver<Mode>,
+    mode: watch::Receiver<Mode>,
 ) {
     let (shared, id) = (conn.shared, conn.id);
     let heartbeat = shared.cfg.heartbeat.max(Duration::from_millis(1));
@@ -113,20 +117,39 @@ async fn serve(
         return;
     }
     let ping = encode(&ServerFrame::Ping).json;
+    // A ping is due a heartbeat after the last frame sent. The timer is reset
+    // lazily, when it fires early, not on every frame.
     let mut next_ping = Instant::now() + heartbeat;
+    let timer = sleep_until(next_ping);
+    tokio::pin!(timer);
+    // Modes never return to normal: one future, polled across the loop,
+    // rather than a new registration with the watch on every frame.
+    let mut watched = mode.clone();
+    let leaving = async move { watched.wait_for(|m| *m != Mode::Normal).await.is_ok() };
+    tokio::pin!(leaving);
     loop {
-        if *mode.borrow_and_update() != Mode::Normal {
-            break;
-        }
         tokio::select! {
-            changed = mode.changed() => {
-                if changed.is_err() {
+            biased;
+            told = &mut leaving => {
+                if !told {
                     return;
                 }
+                break;
             }
             frame = rx.recv() => {
                 let Some(frame) = frame else { return };
-                if ws.send(Message::Text(frame.json)).await.is_err() {
+                // Whatever else is queued goes in the same write: under
+                // fan-out a connection is often several frames behind.
+                if ws.feed(Message::Text(frame.json)).await.is_err() {
+                    return;
+                }
+                for _ in 1..WRITE_BATCH {
+                    let Ok(frame) = rx.try_recv() else { break };
+                    if ws.feed(Message::Text(frame.json)).await.is_err() {
+                        return;
+                    }
+                }
+                if ws.flush().await.is_err() {
                     return;
                 }
                 next_ping = Instant::now() + heartbeat;
@@ -143,11 +166,14 @@ async fn serve(
                 }
                 None => return,
             },
-            () = sleep_until(next_ping) => {
-                if ws.send(Message::Text(ping.clone())).await.is_err() {
-                    return;
+            () = &mut timer => {
+                if Instant::now() >= next_ping {
+                    if ws.send(Message::Text(ping.clone())).await.is_err() {
+                        return;
+                    }
+                    next_ping = Instant::now() + heartbeat;
                 }
-                next_ping = Instant::now() + heartbeat;
+                timer.as_mut().reset(next_ping);
             }
         }
     }

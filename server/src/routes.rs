@@ -66,6 +66,13 @@ pub fn router(hub: Hub) -> Router {
         .with_state(hub)
 }
 
+/// The WebSocket read buffer of a connection: client frames are small
+/// (subscribe, publish); a larger message grows it while it is read.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
+/// Frames are written out once this much is buffered, or at each flush.
+const WS_WRITE_BUFFER: usize = 16 * 1024;
+
 /// WebSocket messages above this size are refused by the WebSocket layer
 /// (close code 1009): a `publish` frame carries at most `max_payload` bytes
 /// of data, JSON-escaped, plus the frame's other fields.
@@ -251,7 +258,12 @@ async fn websocket(
     let shared = Arc::clone(shared);
     match upgrade {
         Ok(upgrade) => {
-            upgrade.max_message_size(max).on_upgrade(move |ws| crate::conn::run(shared, ws, client, identity))
+            upgrade
+                .max_message_size(max)
+                // tungstenite's defaults are 128 KiB each, per connection.
+                .read_buffer_size(WS_READ_BUFFER)
+                .write_buffer_size(WS_WRITE_BUFFER)
+                .on_upgrade(move |ws| crate::conn::run(shared, ws, client, identity))
         }
         Err(rejection) => rejection.into_response(),
     }

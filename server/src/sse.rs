@@ -35,7 +35,7 @@ fn heartbeat_block() -> Bytes {
 /// Writes one frame as an SSE event: an `id:` line for event frames, then the
 /// frame's JSON on one `data:` line.
 pub(crate) fn write_event(frame: &Frame, out: &mut Vec<u8>) {
-    if let Some(id) = &frame.event_id {
+    if let Some(id) = frame.event_id() {
         out.extend_from_slice(b"id: ");
         out.extend_from_slice(id.as_bytes());
         out.push(b'\n');

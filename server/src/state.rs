@@ -18,13 +18,23 @@ use crate::auth::Identity;
 use crate::cluster::{Entry, PresenceChange, Snapshot, Store, StreamItem};
 use crate::{Config, HANDSHAKE_LOG, HandshakeRecord, POLL_MAX_EVENTS, ServerError, Stats};
 
-/// An encoded server frame, cheap to clone (shared bytes).
+/// An encoded server frame, cheap to clone: one reference count (the
+/// shared bytes). A frame is cloned once per subscriber.
 #[derive(Debug, Clone)]
 pub(crate) struct Frame {
     /// The frame as JSON text, on one line.
     pub(crate) json: Utf8Bytes,
-    /// The event id, for `event` frames (SSE writes it as an `id:` line).
-    pub(crate) event_id: Option<Arc<str>>,
+    /// For `event` frames, where the event id sits in `json` (start, length):
+    /// SSE writes it as an `id:` line.
+    id_at: Option<(u32, u32)>,
+}
+
+impl Frame {
+    /// The event id of an `event` frame.
+    pub(crate) fn event_id(&self) -> Option<&str> {
+        let (start, len) = self.id_at?;
+        self.json.as_str().get(start as usize..(start + len) as usize)
+    }
 }
 
 /// Encodes a server frame as JSON text.
@@ -32,11 +42,20 @@ pub(crate) fn encode(frame: &ServerFrame) -> Frame {
     // The frame types hold only strings, integers and unit enums; encoding
     // them cannot fail.
     let json = serde_json::to_string(frame).expect("server frames always encode");
-    let event_id = match frame {
-        ServerFrame::Event { id, .. } => Some(Arc::from(id.as_str())),
+    let id_at = match frame {
+        ServerFrame::Event { id, .. } => id_position(&json, id),
         _ => None,
     };
-    Frame { json: json.into(), event_id }
+    Frame { json: json.into(), id_at }
+}
+
+/// Where `id` sits in an encoded event frame: after `"id":"`. Ids are
+/// `epoch-seq` (no character JSON escapes) and the frame's fields before it
+/// are `type` and a channel name (none either), so the first `"id":"` is it.
+fn id_position(json: &str, id: &str) -> Option<(u32, u32)> {
+    const KEY: &str = r#""id":""#;
+    let start = json.find(KEY)? + KEY.len();
+    (json.get(start..start + id.len()) == Some(id)).then_some((start as u32, id.len() as u32))
 }
 
 /// The transports a client connects with.
@@ -307,7 +326,9 @@ struct Channel {
     /// The seq the next event gets; the head is `next_seq - 1`.
     next_seq: u64,
     history: VecDeque<Stored>,
-    subscribers: HashSet<u64>,
+    /// Live subscribers by connection, with their queues: an event goes to
+    /// each without a look-up in the registry.
+    subscribers: HashMap<u64, Subscriber>,
     keys: HashMap<String, String>,
     key_order: VecDeque<String>,
 }
@@ -335,7 +356,7 @@ impl Channel {
             epoch,
             next_seq: 1,
             history: VecDeque::new(),
-            subscribers: HashSet::new(),
+            subscribers: HashMap::new(),
             keys: HashMap::new(),
             key_order: VecDeque::new(),
         }
@@ -430,19 +451,29 @@ fn check_channel(name: &str) -> Result<(), ServerError> {
 
 /// Queues `frame` on every subscriber; returns the connections whose queue
 /// is full or gone. A held poll's queue only wakes it up: a full one is fine.
-fn deliver(subscribers: &HashSet<u64>, conns: &HashMap<u64, Conn>, frame: &Frame, delivered: &mut u64) -> Vec<u64> {
+fn deliver(subscribers: &HashMap<u64, Subscriber>, frame: &Frame, delivered: &mut u64) -> Vec<u64> {
     let mut slow = Vec::new();
-    for &id in subscribers {
-        match conns.get(&id) {
-            Some(conn) => match conn.tx.try_send(frame.clone()) {
-                Ok(()) => *delivered += u64::from(frame.event_id.is_some()),
-                Err(_) if conn.transport == Transport::Poll => {}
-                Err(_) => slow.push(id),
-            },
-            None => slow.push(id),
+    for (&id, sub) in subscribers {
+        match sub.tx.try_send(frame.clone()) {
+            Ok(()) => *delivered += u64::from(frame.id_at.is_some()),
+            Err(_) if sub.poll => {}
+            Err(_) => slow.push(id),
         }
     }
     slow
+}
+
+/// A channel's live subscriber: its connection's queue.
+struct Subscriber {
+    tx: mpsc::Sender<Frame>,
+    /// A held poll: its queue only wakes it, a full one is fine.
+    poll: bool,
+}
+
+impl Subscriber {
+    fn of(conn: &Conn) -> Self {
+        Self { tx: conn.tx.clone(), poll: conn.transport == Transport::Poll }
+    }
 }
 
 /// The name a subscription's start is counted under in [`Stats::resumes`].
@@ -531,7 +562,7 @@ impl State {
         while ch.history.len() > history {
             ch.history.pop_front();
         }
-        let slow = deliver(&ch.subscribers, &self.conns, &frame, &mut self.delivered);
+        let slow = deliver(&ch.subscribers, &frame, &mut self.delivered);
         self.kill_slow(slow);
     }
 
@@ -558,7 +589,7 @@ impl State {
         let head = ch.head();
         let frame =
             encode(&ServerFrame::Reset { channel: channel.to_owned(), reason: WireResetReason::EpochChanged, head });
-        let slow = deliver(&ch.subscribers, &self.conns, &frame, &mut self.delivered);
+        let slow = deliver(&ch.subscribers, &frame, &mut self.delivered);
         self.kill_slow(slow);
         info!(channel, epoch, "new epoch from redis");
     }
@@ -569,7 +600,7 @@ impl State {
     /// mirror restarts from `snap`.
     fn rebuild(&mut self, channel: &str, snap: &Snapshot, history: usize) {
         let subscribers: Vec<u64> =
-            self.channels.get(channel).map(|ch| ch.subscribers.iter().copied().collect()).unwrap_or_default();
+            self.channels.get(channel).map(|ch| ch.subscribers.keys().copied().collect()).unwrap_or_default();
         warn!(channel, dropped = subscribers.len(), "mirror fell behind redis; its subscribers resume");
         self.rebuilds += 1;
         for id in subscribers {
@@ -658,7 +689,7 @@ impl State {
         let conns = &self.conns;
         let slow: Vec<u64> = ch
             .subscribers
-            .iter()
+            .keys()
             .copied()
             .filter(|id| conns.get(id).is_some_and(|c| c.wants_presence() && c.tx.try_send(frame.clone()).is_err()))
             .collect();
@@ -906,7 +937,7 @@ impl Shared {
         if let Some(key) = key {
             ch.remember_key(key, &id, key_limit);
         }
-        let slow = deliver(&ch.subscribers, &st.conns, &frame, &mut st.delivered);
+        let slow = deliver(&ch.subscribers, &frame, &mut st.delivered);
         st.published += 1;
         st.kill_slow(slow);
         debug!(channel, %id, "published");
@@ -1028,7 +1059,7 @@ impl Shared {
         if !ok {
             return st.kill_slow(vec![conn_id]);
         }
-        ch.subscribers.insert(conn_id);
+        ch.subscribers.insert(conn_id, Subscriber::of(conn));
         if conn.subscriptions.insert(channel.to_owned())
             && conn.identity.presence.allows(channel)
             && let Some(client) = conn.client.clone()
@@ -1240,7 +1271,7 @@ impl Shared {
             reason: WireResetReason::EpochChanged,
             head: head.clone(),
         });
-        let slow = deliver(&ch.subscribers, &st.conns, &frame, &mut st.delivered);
+        let slow = deliver(&ch.subscribers, &frame, &mut st.delivered);
         st.kill_slow(slow);
         info!(channel, %head, "new epoch");
         Ok(head)
@@ -1443,7 +1474,7 @@ impl Shared {
         let id = registered.registration.id();
         for (name, _) in channels {
             if let Some(ch) = st.channels.get_mut(name) {
-                ch.subscribers.insert(id);
+                ch.subscribers.insert(id, Subscriber { tx: registered.tx.clone(), poll: true });
             }
         }
         if let Some(conn) = st.conns.get_mut(&id) {
@@ -1535,4 +1566,27 @@ impl Shared {
 /// nodes, so it is wall-clock time).
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_frame_knows_where_its_id_is() {
+        for (channel, id, data) in [
+            ("c", "ab12cd34-1", "x"),
+            ("orders.eu:2-x_y", "zz99zz99-18446744073709551615", r#"{"id":"not this one"}"#),
+            ("id", "e-7", "\"id\":\""),
+        ] {
+            let frame = encode(&ServerFrame::Event {
+                channel: channel.into(),
+                id: id.into(),
+                event: Some("id".into()),
+                data: data.into(),
+            });
+            assert_eq!(frame.event_id(), Some(id), "{}", frame.json.as_str());
+        }
+        assert_eq!(encode(&ServerFrame::Ping).event_id(), None);
+    }
 }
