@@ -5,6 +5,9 @@
 # same machine (medians of several rounds, with their spread). Parts:
 #   native   resub-bench (release): throughput, latency, memory, reconnect
 #            storm (docs/reconnect-storm.png), resume latency
+#   server   resub-server beside an axum + broadcast server: fan-out to 1,000
+#            WebSocket subscribers, latency under it, memory per idle
+#            connection (10,000 per transport), two nodes on Redis
 #   micro    criterion microbenchmarks (scripts/bench-micro.sh)
 #   bundle   npm package gzip size against other clients (scripts/bench-bundle.sh)
 #   browser  the npm package in Chromium against a plain WebSocket loop
@@ -14,7 +17,7 @@
 # run it on a machine that is otherwise quiet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-parts=${RESUB_BENCH_PARTS:-native micro bundle browser}
+parts=${RESUB_BENCH_PARTS:-native server micro bundle browser}
 rounds=${RESUB_BENCH_ROUNDS:-5}
 out=bench/results
 mkdir -p "$out" docs
@@ -27,6 +30,15 @@ for part in $parts; do
       target/release/resub-bench --out "$out" --rounds "$rounds" all || failed+=(native)
       # Throughput again with the clients on a current-thread runtime.
       target/release/resub-bench --out "$out" --rounds "$rounds" --current-thread throughput || failed+=(native-ct)
+      ;;
+    server)
+      cargo build --release --locked -p resub-bench
+      # The two-node measurement shares a local redis-server.
+      redis_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+      redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --daemonize yes >/dev/null
+      target/release/resub-bench --out "$out" --rounds "$rounds" server --redis "redis://127.0.0.1:$redis_port" ||
+        failed+=(server)
+      redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
       ;;
     micro) bash scripts/bench-micro.sh || failed+=(micro) ;;
     bundle) bash scripts/bench-bundle.sh || failed+=(bundle) ;;
@@ -43,7 +55,7 @@ done
   echo "the same machine; medians of several rounds with their spread (min–max). The machine is"
   echo "shared and noisy: compare ratios, not absolute numbers, across runs."
   echo
-  for f in throughput throughput-current-thread latency memory storm resume micro browser bundle; do
+  for f in throughput throughput-current-thread latency memory storm resume server micro browser bundle; do
     if [ -f "$out/$f.md" ]; then
       cat "$out/$f.md"
       echo

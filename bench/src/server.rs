@@ -417,7 +417,9 @@ pub async fn run(out: &Path, subs: usize, n: u64, idle: usize, rate: u32, rounds
             }
             text += &format!(
                 "### Two nodes sharing Redis\n\nThe fan-out above with the {subs} subscribers split over two \
-                 resub-server nodes on one local Redis, published on the first; same events.\n\n"
+                 resub-server nodes on one local Redis, published on the first; same events. The publisher awaits \
+                 each publish, which on Redis is a round trip (the id comes from Redis), so this figure is bound \
+                 by one publisher's round trips, not by delivery.\n\n"
             );
             text += &table(
                 &["setup", "deliveries/s", "ratio to one node"],
