@@ -379,3 +379,48 @@ async fn a_draining_node_sends_its_clients_to_the_other_at_once_and_nothing_is_l
         drop(b);
     }
 }
+
+#[tokio::test]
+async fn an_oversized_frame_closes_only_its_own_connection() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    let cfg = Config { limits: Limits { max_payload: 1024, ..Limits::default() }, ..Config::default() };
+    let server = start(cfg).await;
+    let c = client(&server.url(), Transport::WebSocket, None);
+    let mut sub = c.subscribe("calm").await.unwrap();
+    connected(&c).await;
+    subscriptions(server.hub(), 1).await;
+
+    let url = format!("{}/ws", server.url().replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // Twice the payload limit plus the frame's room: refused by the WebSocket layer.
+    let huge = format!(r#"{{"type":"publish","channel":"calm","key":"k","data":"{}"}}"#, "x".repeat(200 * 1024));
+    let _ = ws.send(Ws::text(huge)).await;
+    let close = loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.expect("answered in time") {
+            Some(Ok(Ws::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(close, Some(1009), "closed as too big");
+    // Nothing was published, and the other connection goes on.
+    server.hub().publish("calm", "after").await.unwrap();
+    assert_eq!(event_data(&mut sub).await, "after");
+    assert!(matches!(c.state(), ConnectionState::Connected { .. }));
+    assert_eq!(server.hub().stats().events_published, 1);
+
+    // A resub client publishing that much is told, once; its next publish
+    // goes through on the new connection.
+    let big = tokio::time::timeout(DEADLINE, c.publish("calm", "x".repeat(200 * 1024))).await.expect("told in time");
+    match big {
+        Err(Error::PublishRejected { code, .. }) => assert_eq!(code, "too_large"),
+        other => panic!("expected too_large, got {other:?}"),
+    }
+    let id = tokio::time::timeout(DEADLINE, c.publish("calm", "small")).await.unwrap().unwrap();
+    match next(&mut sub).await {
+        Some(Ok(Message::Event(e))) => assert_eq!((e.id.as_str(), e.data.as_str()), (id.as_str(), "small")),
+        other => panic!("expected the small event, got {other:?}"),
+    }
+}

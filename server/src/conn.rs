@@ -17,6 +17,17 @@ use crate::state::{
     ClientInfo, Frame, Mode, NotRegistered, Registered, Shared, Transport, bad_request, encode, error_frame,
 };
 
+/// The close code for a message over the size limit (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Whether a read failed because the message was over the size limit.
+fn too_big(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    err.source()
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
 /// The most queued frames written at once (one flush).
 const WRITE_BATCH: usize = 64;
 
@@ -162,6 +173,11 @@ async fn serve(
                 }
                 Some(Err(err)) => {
                     debug!(conn = id, %err, "read failed");
+                    if too_big(&err) {
+                        // Told, so the client does not just retry the same.
+                        let close = CloseFrame { code: CLOSE_TOO_BIG, reason: "message too big".into() };
+                        let _ = ws.send(Message::Close(Some(close))).await;
+                    }
                     return;
                 }
                 None => return,

@@ -27,6 +27,9 @@ const MAX_HINT: Duration = Duration::from_secs(3600);
 /// once, elsewhere if possible.
 const CLOSE_RESTART: u16 = 1012;
 
+/// The close code of a message over the peer's size limit (RFC 6455).
+const CLOSE_TOO_BIG: u16 = 1009;
+
 /// A transport that worked but then fails to open this many times in a row,
 /// for reasons the platform hides, is given up for the next one.
 const OPEN_FAILURES_BEFORE_FALLBACK: u32 = 3;
@@ -625,6 +628,9 @@ impl Session {
                     // A poll answered: ask again at once with the new cursors.
                     return self.connect(now);
                 }
+                if matches!(error, TransportError::Closed { code: CLOSE_TOO_BIG, .. }) {
+                    self.reject_largest_publish();
+                }
                 let (reason, decision) = self.classify(error);
                 self.fail(reason, decision, now);
             }
@@ -913,6 +919,25 @@ impl Session {
             data: p.data.clone(),
         };
         self.send(conn, &frame);
+    }
+
+    /// The server closed the WebSocket because a message was over its size
+    /// limit (1009). Client frames other than publishes are small, so the
+    /// largest waiting publish was it: sent again on every connection, it
+    /// would close every one. It fails with `too_large`; the others stay.
+    fn reject_largest_publish(&mut self) {
+        if self.transport() != Transport::WebSocket {
+            return;
+        }
+        let size = |p: &PendingPublish| p.data.len() + p.event.as_ref().map_or(0, String::len) + p.channel.len();
+        let Some(i) = (0..self.publishes.len()).max_by_key(|&i| size(&self.publishes[i])) else {
+            return;
+        };
+        let p = self.take_publish(i);
+        tracing::warn!(channel = %p.channel, bytes = p.data.len(), "publish over the server's size limit");
+        let message = "the server closed the connection: message too big (1009)".to_owned();
+        let result = Err(Error::PublishRejected { code: "too_large".into(), message });
+        self.out.push_back(Output::PublishDone { token: p.token, result });
     }
 
     /// Removes the waiting publish at `i` (an index from `position`).

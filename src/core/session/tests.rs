@@ -1580,6 +1580,34 @@ fn a_failed_server_is_left_for_the_next_with_backoff() {
     assert_eq!(attempt, 3, "the failure count spans servers, so the backoff keeps growing");
 }
 
+#[test]
+fn a_message_too_big_for_the_server_fails_the_largest_publish_and_keeps_the_rest() {
+    let mut r = Rig::new();
+    r.open();
+    r.s.publish(1, "c", None, "small".into()).unwrap();
+    r.s.publish(2, "c", None, "x".repeat(100_000)).unwrap();
+    r.s.publish(3, "c", None, "also small".into()).unwrap();
+    r.drain();
+    r.close(TransportError::Closed { code: 1009, reason: "message too big".into() });
+    assert!(
+        matches!(&r.published[..], [(2, Err(Error::PublishRejected { code, .. }))] if code == "too_large"),
+        "{:?}",
+        r.published
+    );
+    // The others are sent again on the next connection.
+    r.advance_to_timeout();
+    r.open();
+    let sent: Vec<String> = r
+        .sent
+        .iter()
+        .filter_map(|(c, f)| match f {
+            ClientFrame::Publish { data, .. } if *c == r.conn() => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, ["small", "also small"]);
+}
+
 /// Fails `n` connection attempts in a row, so that the backoff has grown.
 fn fail_attempts(r: &mut Rig, n: usize) {
     for _ in 0..n {
