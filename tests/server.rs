@@ -200,7 +200,10 @@ async fn publishes_outside_the_tokens_rights_are_refused_and_the_connection_goes
     let t = token("alice", &["chat"], &["chat"], false);
     for transport in Transport::ALL {
         let c = client(&server.url(), transport, Some(&t));
-        let mut chat = c.subscribe("chat").await.unwrap();
+        // From the head: the event published next arrives however soon the
+        // subscription is set up.
+        let head = server.hub().head("chat").await.unwrap();
+        let mut chat = c.subscribe_from("chat", &head).await.unwrap();
         match tokio::time::timeout(DEADLINE, c.publish("news", "x")).await.unwrap() {
             Err(Error::PublishRejected { code, .. }) => assert_eq!(code, "forbidden", "{transport}"),
             other => panic!("{transport}: expected a refusal, got {other:?}"),
@@ -422,5 +425,36 @@ async fn an_oversized_frame_closes_only_its_own_connection() {
     match next(&mut sub).await {
         Some(Ok(Message::Event(e))) => assert_eq!((e.id.as_str(), e.data.as_str()), (id.as_str(), "small")),
         other => panic!("expected the small event, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_router_mounted_under_a_prefix_serves_every_transport() {
+    let hub = Hub::new(Config::default()).await.unwrap();
+    let app = axum::Router::new().nest("/rt", resub_server::router(hub.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/rt", listener.local_addr().unwrap());
+    tokio::spawn(axum_serve(listener, app));
+    for transport in Transport::ALL {
+        let c = client(&base, transport, None);
+        let ch = format!("mounted-{transport}");
+        // From the head: what is published next arrives whenever the
+        // subscription is set up.
+        let head = hub.head(&ch).await.unwrap();
+        let mut sub = c.subscribe_from(&ch, &head).await.unwrap();
+        connected(&c).await;
+        // The client's publish goes over the transport in use (HTTP under
+        // the prefix on SSE and polling).
+        let id = tokio::time::timeout(DEADLINE, c.publish(&ch, "via the client")).await.unwrap().unwrap();
+        let from_app = hub.publish(&ch, "from the application").await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            match next(&mut sub).await {
+                Some(Ok(Message::Event(e))) => got.push((e.id.to_string(), e.data)),
+                other => panic!("{transport}: {other:?}"),
+            }
+        }
+        assert_eq!(got, [(id, "via the client".to_owned()), (from_app, "from the application".to_owned())]);
+        c.close().await;
     }
 }
