@@ -304,7 +304,13 @@ pub fn transport(name: &str) -> Transport {
 pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize, transports: &[Transport]) {
     alloc::start_counting();
     let server = alloc::server_runtime(2);
-    let cfg = FixtureConfig { heartbeat: IDLE_HEARTBEAT, poll_hold: IDLE_HEARTBEAT, ..FixtureConfig::default() };
+    let cfg = FixtureConfig {
+        heartbeat: IDLE_HEARTBEAT,
+        poll_hold: IDLE_HEARTBEAT,
+        // One connection holds `subs` subscriptions and one more below.
+        limits: resub_server::Limits { max_subscriptions: subs + 1, ..Default::default() },
+        ..FixtureConfig::default()
+    };
     let fx = Arc::new(fixture_on(&server, cfg).await);
     let mut per_conn: Vec<Samples> = transports.iter().map(|_| Samples::default()).collect();
     let mut per_conn_raw = Samples::default();
@@ -386,7 +392,13 @@ pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize, transp
         // Every subscribe was answered once the last one carries an event.
         fx.publish(&last, None, "x").expect("publish");
         let tail = held.last_mut().expect("a subscription");
-        while !matches!(tail.next().await, Some(Ok(Message::Event(_)))) {}
+        loop {
+            match tail.next().await {
+                Some(Ok(Message::Event(_))) => break,
+                Some(Ok(_)) => {}
+                other => panic!("the last subscription ended: {other:?}"),
+            }
+        }
         per_sub.push((alloc::live() - before) as f64 / subs as f64);
         client.close().await;
         drop(held);
