@@ -22,6 +22,8 @@
 # The last line totals the tests run: "total: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Every tier builds once: incremental caches would only cost disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 log=$(mktemp)
 pids=()
