@@ -10,7 +10,8 @@
 //! `cluster_failover` runs the same against two fixture nodes sharing Redis:
 //! the seeded chaos on node A (its truncations and new epochs reach node B
 //! through Redis), seeded abrupt drops on node B, and a client that knows
-//! both and moves between them.
+//! both and moves between them. `cluster_failover_in_memory` runs it again
+//! with the two nodes sharing one in-process `MemoryStorage` instead.
 //!
 //! CI runs a smaller size; the full size (100,000 events, 1,000 faults per
 //! mode) is
@@ -29,7 +30,9 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use resub::core::Backoff;
 use resub::{Client, ConnectionState, Transport};
-use resub_fixture::{ChaosPlan, ChaosReport, FaultKind, Fixture, FixtureConfig, RedisConfig, RedisServer};
+use resub_fixture::{
+    ChaosPlan, ChaosReport, FaultKind, Fixture, FixtureConfig, MemoryStorage, RedisConfig, RedisServer,
+};
 
 mod chaos_check;
 
@@ -67,6 +70,8 @@ enum Nodes {
     One,
     /// Two fixture nodes sharing history on Redis.
     TwoOnRedis,
+    /// Two fixture nodes sharing history in one `MemoryStorage`.
+    TwoInMemory,
 }
 
 const ALL_REFUSALS: [FaultKind; 3] = [FaultKind::RefuseWebsocket, FaultKind::RefuseSse, FaultKind::RefusePoll];
@@ -97,6 +102,11 @@ async fn cluster_failover() {
     chaos("cluster", &Transport::ALL, &ALL_REFUSALS, size(4), Nodes::TwoOnRedis).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_in_memory() {
+    chaos("memory", &Transport::ALL, &ALL_REFUSALS, size(5), Nodes::TwoInMemory).await;
+}
+
 /// Connection outages seen on the state stream.
 #[derive(Default)]
 struct Outages {
@@ -116,7 +126,8 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
             "sse" => 1,
             "poll" => 2,
             "auto" => 3,
-            _ => 4,
+            "cluster" => 4,
+            _ => 5,
         })
     );
     println!("chaos {mode}: seed {seed}; {replay}");
@@ -128,18 +139,24 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
         ..FixtureConfig::default()
     };
     let redis = match nodes {
-        Nodes::One => None,
+        Nodes::One | Nodes::TwoInMemory => None,
         Nodes::TwoOnRedis => {
             Some(RedisServer::start().await.expect("redis-server starts (scripts/test.sh installs it)"))
         }
     };
     let cfg = FixtureConfig { redis: redis.as_ref().map(|r| RedisConfig::new(r.url())), ..cfg };
+    let cfg = match nodes {
+        Nodes::TwoInMemory => FixtureConfig { storage: Some(Arc::new(MemoryStorage::new())), ..cfg },
+        _ => cfg,
+    };
     let fx = Fixture::start_with("127.0.0.1:0".parse().unwrap(), cfg.clone()).await.unwrap();
     // Node B: no chaos of its own, but its connections are dropped at seeded
     // random times, so that the client keeps moving between the nodes.
     let other = match nodes {
         Nodes::One => None,
-        Nodes::TwoOnRedis => Some(Arc::new(Fixture::start_with("127.0.0.1:0".parse().unwrap(), cfg).await.unwrap())),
+        Nodes::TwoOnRedis | Nodes::TwoInMemory => {
+            Some(Arc::new(Fixture::start_with("127.0.0.1:0".parse().unwrap(), cfg).await.unwrap()))
+        }
     };
     let endpoints: Vec<String> = other.iter().map(|b| b.url()).collect();
     let endpoints: Vec<&str> = endpoints.iter().map(String::as_str).collect();
@@ -290,7 +307,7 @@ async fn chaos(mode: &str, transports: &[Transport], refusals: &[FaultKind], siz
         }
     }
     assert_eq!(report.faults.len() as u64, faults, "every fault was injected");
-    if nodes == Nodes::TwoOnRedis {
+    if nodes != Nodes::One {
         assert_eq!(per_node.len(), 2, "chaos {mode}: the client used both nodes: {per_node:?}\n{replay}");
     }
     for (ch, t) in &tracks {

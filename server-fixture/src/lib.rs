@@ -36,8 +36,8 @@ pub use chaos::{CHAOS_MAX_CHANNELS, CHAOS_MAX_EVENTS, ChannelEnd, ChaosPlan, Cha
 pub use plain::{PlainRequest, PlainSse};
 pub use redis_server::RedisServer;
 pub use resub_server::{
-    HANDSHAKE_LOG, HandshakeRecord, IDEMPOTENCY_TTL_SECS, MAX_PRESENCE_DATA, POLL_MAX_EVENTS, POLL_MAX_HOLD_MS,
-    RedisConfig, TlsError, TlsIdentity,
+    HANDSHAKE_LOG, HandshakeRecord, IDEMPOTENCY_TTL_SECS, MAX_PRESENCE_DATA, MemoryStorage, POLL_MAX_EVENTS,
+    POLL_MAX_HOLD_MS, RedisConfig, RedisStorage, Storage, TlsError, TlsIdentity,
 };
 
 use std::fmt;
@@ -86,10 +86,11 @@ pub enum FixtureError {
     Busy,
     /// A publish's event type or idempotency key breaks PROTOCOL.md §7.4.
     InvalidPublish(String),
-    /// Redis failed or could not be reached.
-    Redis(String),
-    /// The operation needs Redis I/O: on a node with
-    /// [`FixtureConfig::redis`], call its `_async` form.
+    /// The storage (Redis) failed or could not be reached.
+    Storage(String),
+    /// The operation needs the storage's I/O: on a node with
+    /// [`FixtureConfig::redis`] or [`FixtureConfig::storage`], call its
+    /// `_async` form.
     NeedsAsync,
     /// Anything else the server refused.
     Server(String),
@@ -100,7 +101,7 @@ impl From<resub_server::Error> for FixtureError {
         match err {
             resub_server::Error::InvalidChannel(name) => Self::InvalidChannel(name),
             resub_server::Error::InvalidPublish(why) => Self::InvalidPublish(why),
-            resub_server::Error::Redis(why) => Self::Redis(why),
+            resub_server::Error::Storage(why) => Self::Storage(why),
             resub_server::Error::NeedsAsync => Self::NeedsAsync,
             other => Self::Server(other.to_string()),
         }
@@ -116,8 +117,8 @@ impl fmt::Display for FixtureError {
             Self::InvalidPlan(why) => write!(f, "invalid chaos plan: {why}"),
             Self::Busy => f.write_str("a chaos run is already going"),
             Self::InvalidPublish(why) => f.write_str(why),
-            Self::Redis(why) => write!(f, "redis: {why}"),
-            Self::NeedsAsync => f.write_str("this node keeps its channels in redis: use the _async form"),
+            Self::Storage(why) => write!(f, "storage: {why}"),
+            Self::NeedsAsync => f.write_str("this node keeps its channels in a storage: use the _async form"),
             Self::Server(why) => f.write_str(why),
         }
     }

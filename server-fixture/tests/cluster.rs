@@ -1,16 +1,19 @@
-//! Fixture nodes sharing channels on Redis: ids, replay, idempotency keys,
-//! epochs, truncation and presence across nodes, through the resub client
-//! on each transport. Each test starts its own `redis-server`.
+//! Fixture nodes sharing channels through a storage: ids, replay,
+//! idempotency keys, epochs, truncation and presence across nodes, through
+//! the resub client on each transport. Each shared-storage test runs twice:
+//! `redis` on its own `redis-server` (Redis Streams), and `memory` on one
+//! in-process `MemoryStorage` (the same model without a server).
 
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{WAIT, post};
 use futures::StreamExt;
 use resub::{Client, Message, PresenceAction, ResetReason, Subscription, Transport};
-use resub_fixture::{Fixture, FixtureConfig, FixtureError, RedisConfig, RedisServer};
+use resub_fixture::{Fixture, FixtureConfig, FixtureError, MemoryStorage, RedisConfig, RedisServer};
 use tokio::time::timeout;
 
 async fn redis() -> RedisServer {
@@ -21,17 +24,63 @@ async fn redis() -> RedisServer {
     RedisServer::start().await.expect("redis-server starts (scripts/test.sh installs it)")
 }
 
-fn node_config(redis: &RedisServer) -> FixtureConfig {
-    FixtureConfig {
-        heartbeat: Duration::from_millis(500),
-        redis: Some(RedisConfig::new(redis.url())),
-        presence_ttl: Duration::from_secs(2),
-        ..FixtureConfig::default()
+/// Where the nodes of a test share their channels.
+enum Shared {
+    Redis(RedisServer),
+    Memory(Arc<MemoryStorage>),
+}
+
+impl Shared {
+    async fn redis() -> Self {
+        Self::Redis(redis().await)
+    }
+
+    fn memory() -> Self {
+        Self::Memory(Arc::new(MemoryStorage::new()))
     }
 }
 
-async fn node(redis: &RedisServer) -> Fixture {
-    node_with(node_config(redis)).await
+/// Runs `$case` once on Redis and once on a `MemoryStorage`, as the tests
+/// `$case::redis` and `$case::memory`.
+macro_rules! on_both_storages {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test]
+            async fn redis() {
+                super::$case(super::Shared::redis().await).await;
+            }
+
+            #[tokio::test]
+            async fn memory() {
+                super::$case(super::Shared::memory()).await;
+            }
+        }
+    )*};
+}
+
+on_both_storages!(
+    an_event_published_on_either_node_reaches_both_with_one_id,
+    a_cursor_from_one_node_resumes_on_the_other,
+    an_idempotency_key_is_applied_once_across_nodes,
+    a_new_epoch_on_one_node_resets_the_subscribers_of_the_other,
+    history_truncated_on_one_node_is_reported_on_the_other,
+    presence_spans_nodes_and_a_client_that_goes_leaves,
+);
+
+fn node_config(shared: &Shared) -> FixtureConfig {
+    let cfg = FixtureConfig {
+        heartbeat: Duration::from_millis(500),
+        presence_ttl: Duration::from_secs(2),
+        ..FixtureConfig::default()
+    };
+    match shared {
+        Shared::Redis(redis) => FixtureConfig { redis: Some(RedisConfig::new(redis.url())), ..cfg },
+        Shared::Memory(storage) => FixtureConfig { storage: Some(storage.clone()), ..cfg },
+    }
+}
+
+async fn node(shared: &Shared) -> Fixture {
+    node_with(node_config(shared)).await
 }
 
 async fn node_with(cfg: FixtureConfig) -> Fixture {
@@ -65,10 +114,8 @@ async fn subscribe_at_head(client: &Client, node: &Fixture, channel: &str) -> Su
     client.subscribe_from(channel, &head).await.expect("subscribe")
 }
 
-#[tokio::test]
-async fn an_event_published_on_either_node_reaches_both_with_one_id() {
-    let redis = redis().await;
-    let (a, b) = (node(&redis).await, node(&redis).await);
+async fn an_event_published_on_either_node_reaches_both_with_one_id(shared: Shared) {
+    let (a, b) = (node(&shared).await, node(&shared).await);
     for transport in Transport::ALL {
         let channel = format!("shared-{transport}");
         let (ca, cb) = (client(&a, transport), client(&b, transport));
@@ -90,10 +137,8 @@ async fn an_event_published_on_either_node_reaches_both_with_one_id() {
     }
 }
 
-#[tokio::test]
-async fn a_cursor_from_one_node_resumes_on_the_other() {
-    let redis = redis().await;
-    let (a, b) = (node(&redis).await, node(&redis).await);
+async fn a_cursor_from_one_node_resumes_on_the_other(shared: Shared) {
+    let (a, b) = (node(&shared).await, node(&shared).await);
     for transport in Transport::ALL {
         let channel = format!("resume-{transport}");
         let ca = client(&a, transport);
@@ -122,10 +167,8 @@ async fn a_cursor_from_one_node_resumes_on_the_other() {
     }
 }
 
-#[tokio::test]
-async fn an_idempotency_key_is_applied_once_across_nodes() {
-    let redis = redis().await;
-    let (a, b) = (node(&redis).await, node(&redis).await);
+async fn an_idempotency_key_is_applied_once_across_nodes(shared: Shared) {
+    let (a, b) = (node(&shared).await, node(&shared).await);
     let first = a.publish_async("keys", Some("k-1"), None, "x").await.unwrap();
     let again = b.publish_async("keys", Some("k-1"), None, "x").await.unwrap();
     assert_eq!(first, again);
@@ -135,10 +178,8 @@ async fn an_idempotency_key_is_applied_once_across_nodes() {
     assert_eq!(a.stats().events_published + b.stats().events_published, 2);
 }
 
-#[tokio::test]
-async fn a_new_epoch_on_one_node_resets_the_subscribers_of_the_other() {
-    let redis = redis().await;
-    let (a, b) = (node(&redis).await, node(&redis).await);
+async fn a_new_epoch_on_one_node_resets_the_subscribers_of_the_other(shared: Shared) {
+    let (a, b) = (node(&shared).await, node(&shared).await);
     let cb = client(&b, Transport::WebSocket);
     let mut on_b = subscribe_at_head(&cb, &b, "epochs").await;
     assert!(matches!(next(&mut on_b).await, Message::Resumed { .. }), "confirmed before the epoch changes");
@@ -157,10 +198,8 @@ async fn a_new_epoch_on_one_node_resets_the_subscribers_of_the_other() {
     cb.close().await;
 }
 
-#[tokio::test]
-async fn history_truncated_on_one_node_is_reported_on_the_other() {
-    let redis = redis().await;
-    let (a, b) = (node(&redis).await, node(&redis).await);
+async fn history_truncated_on_one_node_is_reported_on_the_other(shared: Shared) {
+    let (a, b) = (node(&shared).await, node(&shared).await);
     let mut ids = Vec::new();
     for i in 0..10 {
         ids.push(a.publish_async("trim", None, None, &i.to_string()).await.unwrap());
@@ -192,10 +231,8 @@ async fn next_presence(sub: &mut Subscription) -> (PresenceAction, String, Strin
     }
 }
 
-#[tokio::test]
-async fn presence_spans_nodes_and_a_client_that_goes_leaves() {
-    let redis = redis().await;
-    let (a, b) = (node(&redis).await, node(&redis).await);
+async fn presence_spans_nodes_and_a_client_that_goes_leaves(shared: Shared) {
+    let (a, b) = (node(&shared).await, node(&shared).await);
     for transport in [Transport::WebSocket, Transport::Sse] {
         let channel = format!("room-{transport}");
         let watcher = Client::builder(&a.url()).transports(&[transport]).presence("watcher", "").build().unwrap();
@@ -254,12 +291,13 @@ async fn presence_on_a_single_node_and_its_http_listing() {
 
 #[tokio::test]
 async fn a_node_that_loses_redis_answers_unavailable() {
-    let mut redis = redis().await;
-    let a = node(&redis).await;
+    let shared = Shared::redis().await;
+    let a = node(&shared).await;
+    let Shared::Redis(mut redis) = shared else { unreachable!() };
     a.publish_async("c", None, None, "ok").await.unwrap();
     redis.kill().await.unwrap();
     let err = a.publish_async("c", None, None, "lost").await.unwrap_err();
-    assert!(matches!(err, FixtureError::Redis(_)), "{err:?}");
+    assert!(matches!(err, FixtureError::Storage(_)), "{err:?}");
     let reply = post(a.addr(), "/publish/c").await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert!(reply.header("retry-after").is_some());

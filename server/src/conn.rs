@@ -290,7 +290,7 @@ async fn handle(conn: &mut Connection<'_>, msg: Message) -> bool {
                     return false;
                 }
                 Ok(event_id) => ServerFrame::Ack { key, id: event_id },
-                Err(err @ crate::ServerError::Redis(_)) => {
+                Err(err @ crate::ServerError::Storage(_)) => {
                     error_frame("unavailable", Some(&channel), Some(&key), err.to_string())
                 }
                 Err(err) => bad_request(Some(&channel), Some(&key), err.to_string()),

@@ -8,14 +8,14 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::state::Shared;
-use crate::{Config, ServerError, Stats, cluster};
+use crate::{Config, RedisStorage, ServerError, Stats, Storage, cluster};
 
 /// The channels of a server node: history, subscribers, presence, and (with
-/// [`Config::redis`]) the link to the other nodes.
+/// [`Config::storage`] or [`Config::redis`]) the link to the other nodes.
 ///
 /// Cheap to clone; every clone is the same hub. [`crate::router`] serves it
 /// over HTTP; the application publishes with [`Hub::publish`]. Its
-/// background work (Redis following, presence upkeep, long-poll expiry)
+/// background work (following the storage, presence upkeep, long-poll expiry)
 /// stops when the last clone, and the last router made from one, is gone.
 #[derive(Clone)]
 pub struct Hub {
@@ -46,12 +46,17 @@ const POLL_EXPIRY_TICK: Duration = Duration::from_millis(250);
 
 impl Hub {
     /// Creates a hub with `config`; with [`Config::redis`], connects to
-    /// Redis first (failing with [`ServerError::Redis`] when it cannot be
-    /// reached). Must be called within a Tokio runtime.
+    /// Redis first (failing with [`ServerError::Storage`] when it cannot be
+    /// reached, or when [`Config::storage`] is set too). Must be called
+    /// within a Tokio runtime.
     pub async fn new(config: Config) -> Result<Hub, ServerError> {
-        let store = match &config.redis {
-            Some(redis) => Some(cluster::Store::connect(redis, config.history).await?),
-            None => None,
+        let store: Option<Arc<dyn Storage>> = match (&config.storage, &config.redis) {
+            (Some(_), Some(_)) => {
+                return Err(ServerError::Storage("Config::storage and Config::redis are both set: choose one".into()));
+            }
+            (Some(storage), None) => Some(Arc::clone(storage)),
+            (None, Some(redis)) => Some(Arc::new(RedisStorage::connect(redis).await?)),
+            (None, None) => None,
         };
         let shared = Arc::new(Shared::new(config, store));
         let mut tasks = Vec::new();
@@ -81,7 +86,7 @@ impl Hub {
         &self.inner.shared.cfg
     }
 
-    /// Publishes `data` on `channel` (on Redis: to every node sharing it).
+    /// Publishes `data` on `channel` (with a storage: to every node sharing it).
     /// Returns the new event's id.
     pub async fn publish(&self, channel: &str, data: &str) -> Result<String, ServerError> {
         self.inner.shared.publish(channel, None, None, data).await
@@ -102,13 +107,13 @@ impl Hub {
     }
 
     /// Who is present on `channel` (client id and presence data), sorted by
-    /// client id: on Redis over every node sharing it, else on this node.
+    /// client id: with a storage over every node sharing it, else on this node.
     pub async fn presence(&self, channel: &str) -> Result<Vec<(String, String)>, ServerError> {
         self.inner.shared.presence(channel).await
     }
 
     /// The id of the channel's newest event (`<epoch>-0` when the epoch has
-    /// none); on Redis, as Redis has it now.
+    /// none); with a storage, as the storage has it now.
     pub async fn head(&self, channel: &str) -> Result<String, ServerError> {
         self.inner.shared.head(channel).await
     }
@@ -119,7 +124,7 @@ impl Hub {
     }
 
     /// Whether the hub takes new connections: not draining, and (with
-    /// Redis) Redis answers. What `/readyz` reports.
+    /// a storage) the storage answers. What `/readyz` reports.
     pub async fn ready(&self) -> bool {
         let shared = &self.inner.shared;
         if !shared.accepting() {

@@ -1,4 +1,5 @@
-//! The resub protocol server, for one node or many sharing Redis.
+//! The resub protocol server, for one node or many sharing Redis (or another
+//! [`Storage`]).
 //!
 //! It serves the three transports of PROTOCOL.md, WebSocket on `GET /ws`,
 //! Server-Sent Events on `GET /sse` and long polling on `GET /poll`, with
@@ -42,21 +43,28 @@ mod faults;
 mod hub;
 mod metrics;
 mod poll;
+mod redis_storage;
 mod routes;
 mod serve;
 mod sse;
 mod state;
+mod storage;
 mod tls;
 
 pub use auth::{AuthError, Authorizer, ChannelRules, Identity, JwtAuthorizer};
-pub use cluster::{IDEMPOTENCY_TTL_SECS, RedisConfig};
 #[cfg(feature = "fault-injection")]
 pub use faults::Faults;
 pub use hub::Hub;
 pub use metrics::metrics_router;
+pub use redis_storage::{IDEMPOTENCY_TTL_SECS, RedisConfig, RedisStorage};
 pub use routes::router;
 pub use serve::{Server, exposure_check};
 pub use state::Transport;
+pub use storage::{
+    Changes, ChannelSnapshot, FOLLOW_BLOCK, Follow, MEMORY_IDEMPOTENCY_KEYS, MemoryStorage, NewEvent, PAGE,
+    PRESENCE_LOG, Position, PresenceChange, PresenceMember, Published, Storage, StorageFuture, StoredEvent, StreamItem,
+    fresh_epoch_name,
+};
 pub use tls::{TlsError, TlsIdentity};
 
 use std::collections::BTreeMap;
@@ -157,9 +165,15 @@ pub struct Config {
     /// other node configured with the same Redis and prefix: an event
     /// published on any node reaches the subscribers of all of them with the
     /// same id, so a cursor from one node resumes on another. Default `None`:
-    /// everything lives in this process.
+    /// everything lives in this process. A shorthand for
+    /// [`Config::storage`] with a [`RedisStorage`]; set one of the two.
     pub redis: Option<RedisConfig>,
-    /// On Redis, how soon the members of a node that stopped (crashed,
+    /// Keep channel history, epochs and presence in this storage, shared
+    /// with every hub given the same one (see [`Storage`]): a
+    /// [`MemoryStorage`] for hubs in one process, a [`RedisStorage`] or the
+    /// application's own implementation. Default `None`.
+    pub storage: Option<Arc<dyn Storage>>,
+    /// With a storage, how soon the members of a node that stopped (crashed,
     /// partitioned) leave the presence of their channels. Nodes refresh
     /// their members every quarter of it. Default 10 s.
     pub presence_ttl: Duration,
@@ -181,6 +195,7 @@ impl fmt::Debug for Config {
             .field("static_dir", &self.static_dir)
             .field("tls", &self.tls.is_some())
             .field("redis", &self.redis)
+            .field("storage", &self.storage.is_some())
             .field("presence_ttl", &self.presence_ttl)
             .field("authorizer", &self.authorizer.is_some())
             .field("limits", &self.limits)
@@ -199,6 +214,7 @@ impl Default for Config {
             static_dir: None,
             tls: None,
             redis: None,
+            storage: None,
             presence_ttl: Duration::from_secs(10),
             authorizer: None,
             limits: Limits::default(),
@@ -216,12 +232,12 @@ pub enum Error {
     /// A publish's event type or idempotency key breaks PROTOCOL.md §7.4.
     #[error("{0}")]
     InvalidPublish(String),
-    /// Redis failed or could not be reached.
-    #[error("redis: {0}")]
-    Redis(String),
-    /// The operation needs Redis I/O: on a node with [`Config::redis`], call
+    /// The storage (Redis) failed or could not be reached.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The operation needs the storage's I/O: on a node with a storage, call
     /// its `async` form.
-    #[error("this node keeps its channels in redis: use the async form")]
+    #[error("this node keeps its channels in a storage: use the async form")]
     NeedsAsync,
 }
 
@@ -290,9 +306,9 @@ pub struct Stats {
     /// `unauthorized`, `forbidden`, `too_many_connections`,
     /// `too_many_subscriptions`, `too_large`, `rate_limited`, `bad_request`.
     pub refusals: BTreeMap<&'static str, u64>,
-    /// With Redis: mirrors of a channel rebuilt because this node fell
-    /// further behind than Redis keeps history (their subscribers were
-    /// dropped, to resume with a typed reset); always 0 without Redis.
+    /// With a storage: mirrors of a channel rebuilt because this node fell
+    /// further behind than the storage keeps history (their subscribers were
+    /// dropped, to resume with a typed reset); always 0 without one.
     pub mirror_rebuilds: u64,
     /// The newest [`HANDSHAKE_LOG`] handshake attempts, oldest first.
     pub handshakes: Vec<HandshakeRecord>,

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::hub::Hub;
 
-/// Latency of Redis commands, in seconds: buckets from 0.25 ms to 4 s.
+/// Latency of the storage's answers, in seconds: buckets from 0.25 ms to 4 s.
 #[derive(Clone)]
 pub(crate) struct Latency(Histogram);
 
@@ -41,7 +41,7 @@ impl Latency {
 ///   prefixed `resub_`: connections open and accepted by transport,
 ///   subscriptions open, events published and delivered, subscriptions by
 ///   how they started (resumed, live, or the reset reason), refusals by
-///   reason, slow consumers dropped, Redis command latency;
+///   reason, slow consumers dropped, storage (Redis) latency;
 /// - `GET /healthz`: `200` while the process serves;
 /// - `GET /readyz`: `200` while the hub takes connections (not draining, and
 ///   Redis answers when configured), else `503`: take the node out of the
@@ -123,15 +123,15 @@ async fn metrics(State(hub): State<Hub>) -> Response {
         "Connections dropped because their queue was full",
         counter(stats.slow_consumer_drops),
     );
-    if hub.config().redis.is_some() {
+    if hub.shared().store.is_some() {
         registry.register(
-            "redis_command_seconds",
-            "Latency of Redis commands on the publish, subscribe and presence paths",
-            hub.shared().redis_latency.0.clone(),
+            "storage_seconds",
+            "Latency of the storage (Redis) on the publish, subscribe and presence paths",
+            hub.shared().storage_latency.0.clone(),
         );
         registry.register(
             "mirror_rebuilds",
-            "Channel mirrors rebuilt after falling behind Redis",
+            "Channel mirrors rebuilt after falling behind the storage",
             counter(stats.mirror_rebuilds),
         );
     }

@@ -508,7 +508,7 @@ async fn publish(
             Some(bytes) => padded(&format!(r#"{{"id":"{id}","pad":""#), r#""}"#, bytes),
             None => Json(json!({ "id": id })).into_response(),
         },
-        Err(err @ ServerError::Redis(_)) => unavailable(&err),
+        Err(err @ ServerError::Storage(_)) => unavailable(&err),
         Err(err) => bad_request(err.to_string()),
     }
 }
@@ -541,7 +541,7 @@ async fn presence(
                 members.into_iter().map(|(id, data)| json!({ "client_id": id, "data": data })).collect();
             ([(CACHE_CONTROL, "no-store")], Json(json!({ "channel": channel, "members": members }))).into_response()
         }
-        Err(err @ ServerError::Redis(_)) => unavailable(&err),
+        Err(err @ ServerError::Storage(_)) => unavailable(&err),
         Err(err) => bad_request(err.to_string()),
     }
 }

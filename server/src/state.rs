@@ -15,7 +15,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::auth::Identity;
-use crate::cluster::{Entry, PresenceChange, Snapshot, Store, StreamItem};
+use crate::storage::{
+    ChannelSnapshot as Snapshot, Follow, NewEvent, PAGE, Position, PresenceChange, Storage, StoredEvent as Entry,
+    StreamItem,
+};
 use crate::{Config, HANDSHAKE_LOG, HandshakeRecord, POLL_MAX_EVENTS, ServerError, Stats};
 
 /// An encoded server frame, cheap to clone: one reference count (the
@@ -201,12 +204,12 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// Failed TLS handshakes, counted by the TLS listener.
     pub(crate) tls_failures: Arc<AtomicU64>,
-    /// Observed latency of Redis commands.
-    pub(crate) redis_latency: crate::metrics::Latency,
+    /// Observed latency of the storage's answers.
+    pub(crate) storage_latency: crate::metrics::Latency,
     /// What every connection may do when no authorizer is configured.
     pub(crate) anonymous: Arc<Identity>,
     /// Where channels live when the node shares them with others.
-    pub(crate) store: Option<Store>,
+    pub(crate) store: Option<Arc<dyn Storage>>,
     /// This node's name in presence ownership.
     pub(crate) node: String,
     /// Wakes the follower when a channel is mirrored for the first time.
@@ -373,14 +376,9 @@ impl Channel {
         ch.generation = snap.generation;
         ch.epoch.clone_from(&snap.epoch);
         ch.used_epochs = HashSet::from([snap.epoch.clone()]);
-        ch.plog.clone_from(&snap.plog);
-        ch.next_seq = snap.entries.first().map_or(snap.head + 1, |e| e.seq);
+        ch.plog.clone_from(&snap.presence_cursor);
+        ch.next_seq = snap.events.first().map_or(snap.head + 1, |e| e.seq);
         ch
-    }
-
-    /// The stream id the follower reads after.
-    fn stream_after(&self) -> String {
-        format!("{}-{}", self.generation, self.head_seq())
     }
 
     fn head(&self) -> String {
@@ -616,7 +614,7 @@ impl State {
         let mut ch = Channel::mirrored(snap);
         ch.presence = presence;
         self.channels.insert(channel.to_owned(), ch);
-        self.append_following(channel, &snap.entries, history);
+        self.append_following(channel, &snap.events, history);
     }
 
     /// Brings a mirror up to date with a snapshot (events after the mirror's
@@ -630,7 +628,7 @@ impl State {
             return false; // Older than what the follower already applied.
         }
         if snap.generation > ch.generation {
-            let continuous = snap.entries.first().map_or(snap.head == 0, |e| e.seq == 1);
+            let continuous = snap.events.first().map_or(snap.head == 0, |e| e.seq == 1);
             if !continuous {
                 self.rebuild(channel, snap, history);
                 return true;
@@ -638,7 +636,7 @@ impl State {
             self.mirror_epoch(channel, &snap.epoch, snap.generation);
         } else {
             let next = ch.next_seq;
-            let continuous = match snap.entries.iter().find(|e| e.seq >= next) {
+            let continuous = match snap.events.iter().find(|e| e.seq >= next) {
                 Some(e) => e.seq == next,
                 None => snap.head < next,
             };
@@ -647,7 +645,7 @@ impl State {
                 return true;
             }
         }
-        self.append_following(channel, &snap.entries, history);
+        self.append_following(channel, &snap.events, history);
         false
     }
 
@@ -659,8 +657,11 @@ impl State {
                 return false;
             };
             match item {
-                StreamItem::Event { generation, entry } if *generation == ch.generation && entry.seq < ch.next_seq => {}
-                StreamItem::Event { generation, entry } if *generation == ch.generation && entry.seq == ch.next_seq => {
+                StreamItem::Event { generation, event: entry }
+                    if *generation == ch.generation && entry.seq < ch.next_seq => {}
+                StreamItem::Event { generation, event: entry }
+                    if *generation == ch.generation && entry.seq == ch.next_seq =>
+                {
                     self.append(channel, entry, history);
                 }
                 StreamItem::Epoch { generation, .. } | StreamItem::Event { generation, .. }
@@ -856,13 +857,13 @@ impl State {
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: Config, store: Option<Store>) -> Self {
+    pub(crate) fn new(cfg: Config, store: Option<Arc<dyn Storage>>) -> Self {
         let state = State { clustered: store.is_some(), ..State::default() };
         Self {
             cfg,
             started: Instant::now(),
             tls_failures: Arc::default(),
-            redis_latency: crate::metrics::Latency::default(),
+            storage_latency: crate::metrics::Latency::default(),
             anonymous: Arc::new(Identity::anonymous()),
             node: new_epoch_name(),
             store,
@@ -893,9 +894,10 @@ impl Shared {
         };
         check_channel(channel)?;
         let started = Instant::now();
-        let result = store.publish(channel, key, event, data).await;
-        self.redis_latency.observe(started.elapsed());
-        let (id, applied) = result?;
+        let new = NewEvent { event, key, data, retain: self.cfg.history };
+        let result = store.publish(channel, new).await;
+        self.storage_latency.observe(started.elapsed());
+        let crate::storage::Published { id, applied } = result?;
         if applied {
             self.lock().published += 1;
         }
@@ -1301,12 +1303,13 @@ impl Shared {
         check_channel(channel)?;
         let history = self.cfg.history;
         loop {
-            let after = self.lock().channels.get(channel).map(|ch| (ch.generation, ch.head_seq()));
+            let after =
+                self.lock().channels.get(channel).map(|ch| Position { generation: ch.generation, seq: ch.head_seq() });
             let started = Instant::now();
-            let snap = store.snapshot(channel, after, crate::cluster::PAGE).await;
-            self.redis_latency.observe(started.elapsed());
+            let snap = store.snapshot(channel, after, PAGE).await;
+            self.storage_latency.observe(started.elapsed());
             let snap = snap?;
-            let full = snap.entries.len() >= crate::cluster::PAGE;
+            let full = snap.events.len() >= PAGE;
             let created = {
                 let mut st = self.lock();
                 let created = !st.channels.contains_key(channel);
@@ -1324,12 +1327,16 @@ impl Shared {
 
     /// The streams the follower reads: for each mirrored channel, its event
     /// stream and its presence log, each with the id to read after.
-    pub(crate) fn follow_list(&self) -> Vec<(String, String, String)> {
+    pub(crate) fn follow_list(&self) -> Vec<Follow> {
         self.lock()
             .channels
             .iter()
             .filter(|(_, ch)| ch.generation > 0)
-            .map(|(name, ch)| (name.clone(), ch.stream_after(), ch.plog.clone()))
+            .map(|(name, ch)| Follow {
+                channel: name.clone(),
+                after: Position { generation: ch.generation, seq: ch.head_seq() },
+                presence_after: ch.plog.clone(),
+            })
             .collect()
     }
 
@@ -1382,7 +1389,7 @@ impl Shared {
             Some(store) => {
                 let started = Instant::now();
                 let members = store.presence(channel, unix_ms()).await;
-                self.redis_latency.observe(started.elapsed());
+                self.storage_latency.observe(started.elapsed());
                 members
             }
             None => {
