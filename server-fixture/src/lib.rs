@@ -36,7 +36,7 @@ pub use chaos::{CHAOS_MAX_CHANNELS, CHAOS_MAX_EVENTS, ChannelEnd, ChaosPlan, Cha
 pub use plain::{PlainRequest, PlainSse};
 pub use redis_server::RedisServer;
 pub use resub_server::{
-    HANDSHAKE_LOG, HandshakeRecord, IDEMPOTENCY_TTL_SECS, MAX_PRESENCE_DATA, MemoryStorage, POLL_MAX_EVENTS,
+    HANDSHAKE_LOG, HandshakeRecord, IDEMPOTENCY_TTL_SECS, MAX_PRESENCE_DATA, MemoryStorage, NodeArgs, POLL_MAX_EVENTS,
     POLL_MAX_HOLD_MS, RedisConfig, RedisStorage, Storage, TlsError, TlsIdentity,
 };
 

@@ -9,10 +9,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
-use resub_fixture::{Fixture, FixtureConfig, PlainSse, RedisConfig, TlsIdentity};
+use resub_fixture::{Fixture, FixtureConfig, NodeArgs, PlainSse, TlsIdentity};
 use tracing_subscriber::EnvFilter;
 
 /// Reference server for the resub protocol, with fault injection.
@@ -22,18 +21,8 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
-    heartbeat_ms: u64,
-    /// Events retained per channel for replay.
-    #[arg(long, default_value_t = 10_000)]
-    history: usize,
-    /// Capacity of each connection's outbound queue, in frames.
-    #[arg(long, default_value_t = 65_536)]
-    max_connection_queue: usize,
-    /// How long a long poll without `timeout_ms` is held, in milliseconds.
-    #[arg(long, default_value_t = 25_000)]
-    poll_hold_ms: u64,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Serve the files of DIR for `GET` requests that no route matches (a
     /// directory answers with its `index.html`).
     #[arg(long = "static", value_name = "DIR")]
@@ -58,18 +47,6 @@ struct Args {
     /// for clients to trust.
     #[arg(long, value_name = "FILE")]
     tls_cert_out: Option<PathBuf>,
-    /// Keep channel history, epochs and presence in Redis Streams at URL
-    /// (`redis://HOST:PORT`), shared with every node started with the same
-    /// URL and prefix.
-    #[arg(long, value_name = "URL")]
-    redis: Option<String>,
-    /// With `--redis`: the prefix of every key.
-    #[arg(long, default_value = "resub", requires = "redis")]
-    redis_prefix: String,
-    /// With `--redis`: how soon a stopped node's clients leave presence, in
-    /// milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    presence_ttl_ms: u64,
 }
 
 #[tokio::main]
@@ -112,17 +89,7 @@ async fn main() -> ExitCode {
     } else {
         None
     };
-    let cfg = FixtureConfig {
-        heartbeat: Duration::from_millis(args.heartbeat_ms),
-        history: args.history,
-        max_connection_queue: args.max_connection_queue,
-        poll_hold: Duration::from_millis(args.poll_hold_ms),
-        static_dir: args.static_dir,
-        tls,
-        redis: args.redis.map(|url| RedisConfig { url, prefix: args.redis_prefix }),
-        presence_ttl: Duration::from_millis(args.presence_ttl_ms),
-        ..FixtureConfig::default()
-    };
+    let cfg = FixtureConfig { static_dir: args.static_dir, tls, ..args.node.apply(FixtureConfig::default()) };
     let fixture = match Fixture::start_with(args.addr, cfg).await {
         Ok(fixture) => fixture,
         Err(err) => {

@@ -36,6 +36,7 @@
 //! [`resub::protocol`].
 
 mod auth;
+mod cli;
 mod cluster;
 mod conn;
 #[cfg(feature = "fault-injection")]
@@ -52,6 +53,7 @@ mod storage;
 mod tls;
 
 pub use auth::{AuthError, Authorizer, ChannelRules, Identity, JwtAuthorizer};
+pub use cli::NodeArgs;
 #[cfg(feature = "fault-injection")]
 pub use faults::Faults;
 pub use hub::Hub;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use resub_server::{Authorizer, Config, Hub, JwtAuthorizer, Limits, RedisConfig, Server, TlsIdentity};
+use resub_server::{Authorizer, Config, Hub, JwtAuthorizer, Limits, NodeArgs, Server, TlsIdentity};
 use tracing_subscriber::EnvFilter;
 
 /// The resub protocol server: WebSocket, SSE and long polling with resume,
@@ -49,19 +49,8 @@ struct Args {
     /// are closed, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     drain_ms: u64,
-    /// Heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 5_000)]
-    heartbeat_ms: u64,
-    /// Events retained per channel for replay.
-    #[arg(long, default_value_t = 10_000)]
-    history: usize,
-    /// Capacity of each connection's outbound queue, in frames; a connection
-    /// that falls this far behind is dropped and resumes.
-    #[arg(long, default_value_t = 65_536)]
-    max_connection_queue: usize,
-    /// How long a long poll without `timeout_ms` is held, in milliseconds.
-    #[arg(long, default_value_t = 25_000)]
-    poll_hold_ms: u64,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Most open connections (WebSocket, SSE and held polls together).
     #[arg(long, default_value_t = Limits::default().max_connections)]
     max_connections: usize,
@@ -74,18 +63,6 @@ struct Args {
     /// Publishes per second per WebSocket connection (0: unlimited).
     #[arg(long, default_value_t = Limits::default().publish_rate)]
     publish_rate: u32,
-    /// Keep channel history, epochs and presence in Redis Streams at URL
-    /// (`redis://HOST:PORT`), shared with every node started with the same
-    /// URL and prefix.
-    #[arg(long, value_name = "URL")]
-    redis: Option<String>,
-    /// With `--redis`: the prefix of every key.
-    #[arg(long, default_value = "resub", requires = "redis")]
-    redis_prefix: String,
-    /// With `--redis`: how soon a stopped node's clients leave presence, in
-    /// milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    presence_ttl_ms: u64,
     /// Serve HTTPS and WSS with this PEM certificate chain.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -148,13 +125,7 @@ async fn run(args: Args) -> Result<(), String> {
         _ => None,
     };
     let cfg = Config {
-        heartbeat: Duration::from_millis(args.heartbeat_ms),
-        history: args.history,
-        max_connection_queue: args.max_connection_queue,
-        poll_hold: Duration::from_millis(args.poll_hold_ms),
         tls,
-        redis: args.redis.as_ref().map(|url| RedisConfig { url: url.clone(), prefix: args.redis_prefix.clone() }),
-        presence_ttl: Duration::from_millis(args.presence_ttl_ms),
         authorizer,
         limits: Limits {
             max_connections: args.max_connections,
@@ -162,7 +133,7 @@ async fn run(args: Args) -> Result<(), String> {
             max_payload: args.max_payload,
             publish_rate: args.publish_rate,
         },
-        ..Config::default()
+        ..args.node.apply(Config::default())
     };
     let auth = if cfg.authorizer.is_some() { "jwt" } else { "anonymous" };
     let hub = Hub::new(cfg).await.map_err(|e| format!("cannot start: {e}"))?;
@@ -181,7 +152,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
         None => None,
     };
-    tracing::info!(addr = %server.addr(), auth, redis = args.redis.is_some(), "serving");
+    tracing::info!(addr = %server.addr(), auth, redis = args.node.redis.is_some(), "serving");
     wait_for_signal().await;
     tracing::info!(drain_ms = args.drain_ms, "shutting down: telling clients to reconnect");
     server.shutdown(Duration::from_millis(args.drain_ms)).await;

@@ -89,6 +89,31 @@ async fn authorize(shared: &Shared, token: Option<&str>) -> Result<Arc<Identity>
     }
 }
 
+/// Authorizes an HTTP request's token and checks its identity's `rights`
+/// on the channel: the refusal to answer with otherwise (counted).
+async fn permitted(
+    shared: &Shared,
+    token: Option<&str>,
+    rights: impl FnOnce(&Identity) -> bool,
+    denied: &'static str,
+) -> Result<(), Response> {
+    let identity = authorize(shared, token).await.map_err(|err| auth_refused(shared, &err))?;
+    if rights(&identity) {
+        return Ok(());
+    }
+    shared.count_refusal("forbidden");
+    Err(refused(StatusCode::FORBIDDEN, "forbidden", denied))
+}
+
+/// The answer to a failed hub operation: `503` when the storage failed,
+/// else `400`.
+fn failed(err: &ServerError) -> Response {
+    match err {
+        ServerError::Storage(_) => unavailable(err),
+        _ => bad_request(err.to_string()),
+    }
+}
+
 /// The status a refused token is answered with: `503` when the authorizer
 /// could not decide, else `401`.
 fn auth_status(err: &AuthError) -> u16 {
@@ -476,13 +501,10 @@ async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let shared = hub.shared();
-    let identity = match authorize(shared, bearer(&headers).or(query.access_token.as_deref())).await {
-        Ok(identity) => identity,
-        Err(err) => return auth_refused(shared, &err),
-    };
-    if !identity.publish.allows(&channel) {
-        shared.count_refusal("forbidden");
-        return refused(StatusCode::FORBIDDEN, "forbidden", "this token may not publish to the channel");
+    let token = bearer(&headers).or(query.access_token.as_deref());
+    let rights = |id: &Identity| id.publish.allows(&channel);
+    if let Err(refusal) = permitted(shared, token, rights, "this token may not publish to the channel").await {
+        return refusal;
     }
     let body = match body {
         Ok(body) => body,
@@ -508,8 +530,7 @@ async fn publish(
             Some(bytes) => padded(&format!(r#"{{"id":"{id}","pad":""#), r#""}"#, bytes),
             None => Json(json!({ "id": id })).into_response(),
         },
-        Err(err @ ServerError::Storage(_)) => unavailable(&err),
-        Err(err) => bad_request(err.to_string()),
+        Err(err) => failed(&err),
     }
 }
 
@@ -527,13 +548,10 @@ async fn presence(
     headers: HeaderMap,
 ) -> Response {
     let shared = hub.shared();
-    let identity = match authorize(shared, bearer(&headers).or(query.access_token.as_deref())).await {
-        Ok(identity) => identity,
-        Err(err) => return auth_refused(shared, &err),
-    };
-    if !identity.subscribe.allows(&channel) {
-        shared.count_refusal("forbidden");
-        return refused(StatusCode::FORBIDDEN, "forbidden", "this token may not read the channel");
+    let token = bearer(&headers).or(query.access_token.as_deref());
+    let rights = |id: &Identity| id.subscribe.allows(&channel);
+    if let Err(refusal) = permitted(shared, token, rights, "this token may not read the channel").await {
+        return refusal;
     }
     match shared.presence(&channel).await {
         Ok(members) => {
@@ -541,7 +559,6 @@ async fn presence(
                 members.into_iter().map(|(id, data)| json!({ "client_id": id, "data": data })).collect();
             ([(CACHE_CONTROL, "no-store")], Json(json!({ "channel": channel, "members": members }))).into_response()
         }
-        Err(err @ ServerError::Storage(_)) => unavailable(&err),
-        Err(err) => bad_request(err.to_string()),
+        Err(err) => failed(&err),
     }
 }

@@ -792,18 +792,7 @@ impl State {
             if check_channel(name).is_err() {
                 continue;
             }
-            let refusal = if !identity.subscribe.allows(name) {
-                Some(error_frame("forbidden", Some(name), None, "this token may not subscribe to the channel"))
-            } else if i >= max_subscriptions {
-                let message = format!("a request may hold {max_subscriptions} subscriptions");
-                Some(error_frame("too_many_subscriptions", Some(name), None, message))
-            } else {
-                None
-            };
-            if let Some(frame) = refusal {
-                if let ServerFrame::Error { code, .. } = &frame {
-                    self.refuse(refusal_reason(code));
-                }
+            if let Some(frame) = self.subscription_refusal(identity, name, i >= max_subscriptions, max_subscriptions) {
                 body.push(',');
                 body.push_str(encode(&frame).json.as_str());
                 holdable = false;
@@ -837,6 +826,27 @@ impl State {
         }
         body.push_str("]}");
         (body, holdable)
+    }
+
+    /// Why a subscription to `channel` is refused, if it is (counted):
+    /// the identity may not subscribe to it, or it would be one more than
+    /// `limit` (`over`).
+    fn subscription_refusal(
+        &mut self,
+        identity: &Identity,
+        channel: &str,
+        over: bool,
+        limit: usize,
+    ) -> Option<ServerFrame> {
+        let (code, message) = if !identity.subscribe.allows(channel) {
+            ("forbidden", "this token may not subscribe to the channel".to_owned())
+        } else if over {
+            ("too_many_subscriptions", format!("at most {limit} subscriptions per connection or poll"))
+        } else {
+            return None;
+        };
+        self.refuse(refusal_reason(code));
+        Some(error_frame(code, Some(channel), None, message))
     }
 
     fn refuse(&mut self, reason: &'static str) {
@@ -1021,22 +1031,20 @@ impl Shared {
         if conn.stalled {
             return;
         }
+        let limit = self.cfg.limits.max_subscriptions;
+        let over = !conn.subscriptions.contains(channel) && conn.subscriptions.len() >= limit;
         let refusal = if check_channel(channel).is_err() {
-            Some(bad_request(Some(channel), None, format!("invalid channel name {channel:?}")))
-        } else if !conn.identity.subscribe.allows(channel) {
-            Some(error_frame("forbidden", Some(channel), None, "this token may not subscribe to the channel"))
-        } else if !conn.subscriptions.contains(channel) && conn.subscriptions.len() >= self.cfg.limits.max_subscriptions
-        {
-            let limit = self.cfg.limits.max_subscriptions;
-            let message = format!("a connection may hold {limit} subscriptions");
-            Some(error_frame("too_many_subscriptions", Some(channel), None, message))
+            let frame = bad_request(Some(channel), None, format!("invalid channel name {channel:?}"));
+            *st.refusals.entry(refusal_reason("bad_request")).or_default() += 1;
+            Some(frame)
         } else {
-            None
+            let identity = Arc::clone(&conn.identity);
+            st.subscription_refusal(&identity, channel, over, limit)
+        };
+        let Some(conn) = st.conns.get_mut(&conn_id) else {
+            return;
         };
         if let Some(frame) = refusal {
-            if let ServerFrame::Error { code, .. } = &frame {
-                *st.refusals.entry(refusal_reason(code)).or_default() += 1;
-            }
             if conn.tx.try_send(encode(&frame)).is_err() {
                 st.kill_slow(vec![conn_id]);
             }
