@@ -5,6 +5,8 @@
 //! is one implementation of it, shared by the client and the reference fixture.
 
 mod frame;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod http1;
 pub mod sse;
 
 pub use frame::{ClientFrame, Outcome, PresenceAction, ServerFrame, WireResetReason};

@@ -106,7 +106,7 @@ pub(crate) const MAX_REDIRECTS: usize = 10;
 
 /// `location` (absolute, scheme-relative, or a path) resolved against
 /// `base`; `None` when it is not a usable HTTP(S) URL.
-fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+pub(crate) fn resolve(base: &Uri, location: &str) -> Option<Uri> {
     // A scheme (RFC 3986 §3.1) before any `/`, `?` or `#`: an absolute URL.
     let scheme_end = location.find(':').filter(|&i| {
         let scheme = &location[..i];

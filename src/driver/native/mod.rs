@@ -1,5 +1,6 @@
 //! Native I/O: tokio tasks, tokio-tungstenite WebSockets, hyper, rustls.
 
+mod h1;
 mod http_client;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub(crate) struct ConnectOptions {
     /// The HTTP client, made on first use: a client that stays on WebSocket
     /// never pays for one.
     http: Arc<std::sync::OnceLock<http_client::Http>>,
+    /// The reader of event streams and long polls, made on first use.
+    streams: Arc<std::sync::OnceLock<h1::Streams>>,
     pub max_frame_bytes: usize,
     /// Most bytes a WebSocket connection may hold queued for sending.
     send_queue_bytes: usize,
@@ -46,13 +49,26 @@ impl ConnectOptions {
     ) -> Result<Self, crate::Error> {
         let tls = tls_config(roots)?;
         let headers = http_client::header_map(headers)?;
-        Ok(Self { headers, token: None, tls, http: Arc::default(), max_frame_bytes, send_queue_bytes })
+        Ok(Self {
+            headers,
+            token: None,
+            tls,
+            http: Arc::default(),
+            streams: Arc::default(),
+            max_frame_bytes,
+            send_queue_bytes,
+        })
     }
 
     /// The HTTP client for the SSE and long-polling transports and HTTP
     /// publishes.
     fn http(&self) -> &http_client::Http {
         self.http.get_or_init(|| http_client::Http::new(&self.tls, self.headers.clone()))
+    }
+
+    /// The reader of SSE streams and long polls.
+    fn streams(&self) -> &h1::Streams {
+        self.streams.get_or_init(|| h1::Streams::new(Arc::clone(&self.tls), self.headers.clone()))
     }
 }
 
@@ -207,7 +223,7 @@ async fn open_http(
     accept: &str,
     last_event_id: Option<&str>,
     opts: &ConnectOptions,
-) -> Result<http::Response<hyper::body::Incoming>, TransportError> {
+) -> Result<h1::Answer, TransportError> {
     use http::header;
     let auth = bearer(opts).await?;
     let mut headers = vec![(header::ACCEPT, accept), (header::CACHE_CONTROL, "no-cache")];
@@ -215,14 +231,13 @@ async fn open_http(
         headers.push((header::HeaderName::from_static("last-event-id"), id));
     }
     headers.extend(auth.iter().map(|a| (header::AUTHORIZATION, a.as_str())));
-    let resp = opts.http().send(http::Method::GET, url, &headers, Bytes::new()).await;
-    let resp = resp.map_err(http_error)?;
-    let status = resp.status().as_u16();
+    let resp = opts.streams().get(url, &headers).await.map_err(http_error)?;
+    let status = resp.head.status;
     if status != 200 {
-        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after = resp.head.header("retry-after").and_then(parse_retry_after);
         return Err(TransportError::Status { status, retry_after });
     }
-    let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ctype = resp.head.header("content-type").unwrap_or("");
     let mime = ctype.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case(accept) {
         return Err(TransportError::Unsupported(format!("answered {ctype:?} instead of {accept}")));
@@ -334,12 +349,12 @@ pub(crate) async fn read_sse<S: SseSink>(
     let mut out = Vec::new();
     let mut body = resp.into_body();
     loop {
-        let chunk = match http_client::chunk(&mut body).await {
+        let chunk = match body.chunk().await {
             Some(Ok(c)) => c,
             Some(Err(e)) => return TransportError::Lost(e.to_string()),
             None => return TransportError::Completed,
         };
-        let parsed = parser.feed_each(&chunk, |item| sink.item(item, &mut out));
+        let parsed = parser.feed_each(chunk, |item| sink.item(item, &mut out));
         // What the chunk completed before a parse error is sent first.
         sink.end(&mut out);
         for ev in out.drain(..) {
@@ -366,9 +381,9 @@ async fn run_poll(conn: ConnId, url: &str, opts: &ConnectOptions, events: &mut E
     let limit = opts.max_frame_bytes.saturating_mul(crate::core::POLL_BATCH_FACTOR);
     let mut body = Vec::new();
     let mut stream = resp.into_body();
-    while let Some(chunk) = http_client::chunk(&mut stream).await {
+    while let Some(chunk) = stream.chunk().await {
         match chunk {
-            Ok(c) if body.len() + c.len() <= limit => body.extend_from_slice(&c),
+            Ok(c) if body.len() + c.len() <= limit => body.extend_from_slice(c),
             Ok(_) => return TransportError::TooLarge { limit },
             Err(e) => return TransportError::Lost(e.to_string()),
         }
