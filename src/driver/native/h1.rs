@@ -268,7 +268,10 @@ async fn exchange(mut conn: Conn, request: &[u8]) -> Result<Option<(Head, Conn)>
 
 /// The request's head: `GET`, the path and query, `Host`, then `headers`.
 fn request_head(uri: &Uri, origin: &Origin, headers: &HeaderMap) -> Vec<u8> {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = match uri.query() {
+        Some(query) => format!("{}?{query}", uri.path()),
+        None => uri.path().to_owned(),
+    };
     let default_port = matches!((origin.0.as_str(), origin.2), ("http", 80) | ("https", 443));
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"GET ");
@@ -369,6 +372,18 @@ mod tests {
             let port = listener.local_addr().unwrap().port();
             assert!(head.contains(&format!("\r\nhost: 127.0.0.1:{port}\r\n")), "{head}");
         }
+    }
+
+    #[test]
+    fn the_request_line_and_host_follow_the_url() {
+        let head = |url: &str| {
+            let uri: Uri = url.parse().unwrap();
+            String::from_utf8(request_head(&uri, &origin(&uri).unwrap(), &HeaderMap::new())).unwrap()
+        };
+        assert_eq!(head("http://[::1]:8080?x=1"), "GET /?x=1 HTTP/1.1\r\nhost: [::1]:8080\r\n\r\n");
+        assert_eq!(head("https://a.example/rt/sse"), "GET /rt/sse HTTP/1.1\r\nhost: a.example\r\n\r\n");
+        assert_eq!(head("http://a.example:80/p?q"), "GET /p?q HTTP/1.1\r\nhost: a.example\r\n\r\n");
+        assert!(origin(&"ftp://a.example/".parse().unwrap()).is_err());
     }
 
     #[tokio::test]
