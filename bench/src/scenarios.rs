@@ -303,6 +303,20 @@ pub fn transport(name: &str) -> Transport {
 /// subscription.
 pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize, transports: &[Transport]) {
     alloc::start_counting();
+    // Raw: what a minimal client keeps per subscription, a channel name and
+    // its cursor in a map. Measured first, while no other task of this
+    // process runs: a client closed just before could still be freeing
+    // memory (counted against the map).
+    let mut per_sub_raw = Samples::default();
+    for round in 0..rounds {
+        let before = alloc::live();
+        let mut cursors = std::collections::HashMap::new();
+        for i in 0..subs {
+            cursors.insert(format!("s{round}-{i}"), format!("abcdefgh-{i}"));
+        }
+        per_sub_raw.push((alloc::live() - before) as f64 / subs as f64);
+        drop(cursors);
+    }
     let server = alloc::server_runtime(2);
     let cfg = FixtureConfig {
         heartbeat: IDLE_HEARTBEAT,
@@ -374,7 +388,7 @@ pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize, transp
     }
 
     // Subscriptions on one connection.
-    let (mut per_sub, mut per_sub_raw) = (Samples::default(), Samples::default());
+    let mut per_sub = Samples::default();
     for round in 0..rounds {
         let client = Client::builder(&fx.url()).transports(&[Transport::WebSocket]).build().expect("client");
         let first_channel = format!("s{round}-first");
@@ -402,16 +416,6 @@ pub async fn memory(out: &Path, conns: usize, subs: usize, rounds: usize, transp
         per_sub.push((alloc::live() - before) as f64 / subs as f64);
         client.close().await;
         drop(held);
-
-        // Raw: what a minimal client keeps per subscription, a channel name
-        // and its cursor in a map.
-        let before = alloc::live();
-        let mut cursors = std::collections::HashMap::new();
-        for i in 0..subs {
-            cursors.insert(format!("s{round}-{i}"), format!("abcdefgh-{i}"));
-        }
-        per_sub_raw.push((alloc::live() - before) as f64 / subs as f64);
-        drop(cursors);
     }
     let mut text = format!(
         "## Memory\n\nClient heap measured by a counting allocator (the fixture runs on its own runtime, whose \
