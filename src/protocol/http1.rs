@@ -104,6 +104,12 @@ impl Head {
     /// Whether the connection may carry another request after this answer's
     /// body: HTTP/1.1 without `Connection: close`.
     pub fn keep_alive(&self) -> bool {
+        let has = |name: &str| self.headers.iter().any(|(n, _)| n == name);
+        // Both framings at once may be a smuggling attempt (RFC 9112 §6.1):
+        // the connection is not trusted with another request.
+        if has("transfer-encoding") && (has("content-length") || self.minor_version == 0) {
+            return false;
+        }
         let close = self
             .headers
             .iter()
@@ -220,6 +226,11 @@ impl BodyDecoder {
                     };
                     return Ok((used + take, Decoded::Data(used..used + take)));
                 }
+                // httparse reads a size line without digits as 0, the last
+                // chunk: a stray blank line would end the body early.
+                Framing::ChunkSize if rest.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                    return Err(Http1Error::Chunk("invalid chunk size"));
+                }
                 Framing::ChunkSize => match httparse::parse_chunk_size(rest) {
                     Ok(httparse::Status::Complete((n, size))) => {
                         used += n;
@@ -320,6 +331,12 @@ mod tests {
         for (wire, err) in cases {
             assert_eq!(body(BodyDecoder::chunked(), wire, 2).1, Err(err), "{wire:?}");
         }
+        // A blank line where a size belongs is not the last chunk.
+        assert_eq!(
+            body(BodyDecoder::chunked(), b"3\r\nabc\r\n\r\n3\r\ndef\r\n0\r\n\r\n", 3),
+            (b"abc".to_vec(), Err(Http1Error::Chunk("invalid chunk size")))
+        );
+        assert_eq!(body(BodyDecoder::chunked(), b";x\r\n", 1).1, Err(Http1Error::Chunk("invalid chunk size")));
         let long = [b'1'; MAX_CHUNK_LINE + 10];
         assert!(matches!(body(BodyDecoder::chunked(), &long, 4096).1, Err(Http1Error::Chunk(_))));
         let mut trailers = b"0\r\n".to_vec();
@@ -362,6 +379,8 @@ mod tests {
         assert!(!head.keep_alive());
         assert!(parse_head(b"HTTP/1.1 200 OK\r\n\r\n").unwrap().unwrap().0.keep_alive());
         assert!(!parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap().0.keep_alive());
+        let both = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n";
+        assert!(!parse_head(both).unwrap().unwrap().0.keep_alive(), "both framings: not reused");
         assert!(matches!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n"), Err(Http1Error::Head(_))));
         let endless = [b"HTTP/1.1 200 OK\r\nx: ".as_slice(), &[b'a'; MAX_HEAD]].concat();
         assert_eq!(parse_head(&endless), Err(Http1Error::HeadTooLarge));

@@ -95,6 +95,8 @@ impl Answer {
 pub(crate) struct Body {
     conn: Option<Conn>,
     decoder: BodyDecoder,
+    /// The head's framing was invalid: the first read fails with this.
+    failed: Option<crate::protocol::http1::Http1Error>,
     keep_alive: bool,
     idle: Arc<Mutex<Option<Conn>>>,
 }
@@ -103,6 +105,10 @@ impl Body {
     /// The next piece of the body, borrowed until the next call; `None` at
     /// its end.
     pub(crate) async fn chunk(&mut self) -> Option<Result<&[u8], Failure>> {
+        if let Some(e) = self.failed.take() {
+            self.conn = None;
+            return Some(Err(e.into()));
+        }
         let range = loop {
             let conn = self.conn.as_mut()?;
             match self.decoder.decode(&conn.buf[conn.pos..]) {
@@ -212,13 +218,13 @@ impl Streams {
 
     fn answer(&self, (head, conn): (Head, Conn)) -> Answer {
         let keep_alive = head.keep_alive();
-        let decoder = head.body();
-        let (decoder, keep_alive) = match decoder {
-            Ok(decoder) => (decoder, keep_alive),
-            // Read as the error it is when the body is.
-            Err(_) => (BodyDecoder::until_close(), false),
+        // A body whose framing is invalid fails its first read.
+        let (decoder, failed) = match head.body() {
+            Ok(decoder) => (decoder, None),
+            Err(e) => (BodyDecoder::length(0), Some(e)),
         };
-        Answer { head, body: Body { conn: Some(conn), decoder, keep_alive, idle: Arc::clone(&self.idle) } }
+        let body = Body { conn: Some(conn), decoder, failed, keep_alive, idle: Arc::clone(&self.idle) };
+        Answer { head, body }
     }
 
     async fn connect(&self, origin: Origin) -> Result<Conn, Failure> {
@@ -384,6 +390,23 @@ mod tests {
         assert_eq!(head("https://a.example/rt/sse"), "GET /rt/sse HTTP/1.1\r\nhost: a.example\r\n\r\n");
         assert_eq!(head("http://a.example:80/p?q"), "GET /p?q HTTP/1.1\r\nhost: a.example\r\n\r\n");
         assert!(origin(&"ftp://a.example/".parse().unwrap()).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_invalid_content_length_fails_the_body_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://127.0.0.1:{}/", listener.local_addr().unwrap().port());
+        let server = async {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            request(&mut sock).await;
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\nhello").await.unwrap();
+            sock // kept open: the body must not be read until close
+        };
+        let s = streams();
+        let (answer, _sock) = tokio::join!(s.get(&url, &[]), server);
+        let err = body(answer.unwrap()).await.unwrap_err();
+        assert!(err.to_string().contains("Content-Length"), "{err}");
+        assert!(s.idle.lock().unwrap().is_none());
     }
 
     #[tokio::test]
