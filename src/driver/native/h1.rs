@@ -10,12 +10,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::http_client::{Failure, MAX_REDIRECTS, resolve};
+use super::http_client::{Failure, MAX_REDIRECTS, redirect};
 use crate::protocol::http1::{BodyDecoder, Decoded, Head, parse_head};
 
 /// How long opening a TCP connection may take.
@@ -182,17 +181,10 @@ impl Streams {
         }
         for _ in 0..=MAX_REDIRECTS {
             let answer = self.request(&uri, &headers).await?;
-            let status = answer.head.status;
-            let location = answer.head.header("location").filter(|_| matches!(status, 301..=303 | 307 | 308));
-            let Some(next) = location.and_then(|l| resolve(&uri, l)) else {
+            let (status, location) = (answer.head.status, answer.head.header("location"));
+            let Some(next) = redirect(&uri, status, location, true, &mut headers) else {
                 return Ok(answer);
             };
-            if (next.scheme(), next.authority()) != (uri.scheme(), uri.authority()) {
-                for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
-                    headers.remove(name);
-                }
-            }
-            tracing::debug!(from = %uri, to = %next, "following a redirect");
             uri = next;
         }
         Err(format!("too many redirects (more than {MAX_REDIRECTS})").into())
@@ -301,6 +293,7 @@ fn request_head(uri: &Uri, origin: &Origin, headers: &HeaderMap) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::AUTHORIZATION;
     use tokio::net::TcpListener;
 
     /// Reads one request's head from `sock`.

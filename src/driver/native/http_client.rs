@@ -80,21 +80,11 @@ impl Http {
             let mut req = Request::builder().method(method.clone()).uri(uri.clone()).body(Full::new(body.clone()))?;
             *req.headers_mut() = headers.clone();
             let resp = self.client.request(req).await?;
-            let follow = match resp.status().as_u16() {
-                301..=303 => method == Method::GET,
-                307 | 308 => true,
-                _ => false,
-            };
             let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok());
-            let Some(next) = location.filter(|_| follow).and_then(|l| resolve(&uri, l)) else {
+            let get = method == Method::GET;
+            let Some(next) = redirect(&uri, resp.status().as_u16(), location, get, &mut headers) else {
                 return Ok(resp);
             };
-            if (next.scheme(), next.authority()) != (uri.scheme(), uri.authority()) {
-                for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
-                    headers.remove(name);
-                }
-            }
-            tracing::debug!(from = %uri, to = %next, "following a redirect");
             uri = next;
         }
         Err(format!("too many redirects (more than {MAX_REDIRECTS})").into())
@@ -104,9 +94,35 @@ impl Http {
 /// Most redirects followed for one request.
 pub(crate) const MAX_REDIRECTS: usize = 10;
 
+/// Where the answer (`status`, `location`) to a request for `uri` sends it
+/// next, if the redirect is followed: any redirect of a `GET` (`get`), and
+/// `307`/`308` (which keep the method and body) of other methods. The
+/// credentials in `headers` are removed when the next URL is another origin.
+pub(crate) fn redirect(
+    uri: &Uri,
+    status: u16,
+    location: Option<&str>,
+    get: bool,
+    headers: &mut HeaderMap,
+) -> Option<Uri> {
+    let follow = match status {
+        301..=303 => get,
+        307 | 308 => true,
+        _ => false,
+    };
+    let next = location.filter(|_| follow).and_then(|l| resolve(uri, l))?;
+    if (next.scheme(), next.authority()) != (uri.scheme(), uri.authority()) {
+        for name in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
+            headers.remove(name);
+        }
+    }
+    tracing::debug!(from = %uri, to = %next, "following a redirect");
+    Some(next)
+}
+
 /// `location` (absolute, scheme-relative, or a path) resolved against
 /// `base`; `None` when it is not a usable HTTP(S) URL.
-pub(crate) fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+fn resolve(base: &Uri, location: &str) -> Option<Uri> {
     // A scheme (RFC 3986 §3.1) before any `/`, `?` or `#`: an absolute URL.
     let scheme_end = location.find(':').filter(|&i| {
         let scheme = &location[..i];
