@@ -39,6 +39,35 @@ test("messages carry a type: event, resumed, reset, presence", { timeout: 30_000
   assert.deepEqual(types, ["resumed", "event 1", "reset unknown_cursor"]);
 });
 
+test("an error that ends a subscription comes after every message before it", { timeout: 30_000 }, async () => {
+  // Three events, then one whose frame passes the client's 1 MiB limit (the
+  // server takes up to 1 MiB of data). The page starts reading only once the
+  // client has stopped, so the messages and the error wait in the wasm layer
+  // together and are handed over in one batch.
+  const channel = uniqueChannel("then-error");
+  const start = await publish(channel, "0");
+  for (const data of ["1", "2", "3", "x".repeat(1_048_570)]) await publish(channel, data);
+  const out = await page.evaluate(
+    async ({ url, channel, start }) => {
+      const client = new window.resub.Client(url, { transports: ["ws"] });
+      const stopped = new Promise((resolve) => client.onState((s) => s.state == "closed" && resolve(s.error?.code)));
+      const sub = client.subscribe(channel, { from: start });
+      const stop = await stopped;
+      const seen = [];
+      try {
+        for await (const m of sub) seen.push(m.type == "event" ? m.data : m.type);
+        return { stop, seen, ended: "without an error" };
+      } catch (e) {
+        return { stop, seen, ended: e.code };
+      } finally {
+        await client.close();
+      }
+    },
+    { url: FIXTURE_URL, channel, start },
+  );
+  assert.deepEqual(out, { stop: "frame_too_large", seen: ["resumed", "1", "2", "3"], ended: "frame_too_large" });
+});
+
 test("checks at the door: a bad channel throws at subscribe(), one way of reading a subscription", { timeout: 30_000 }, async () => {
   const out = await page.evaluate(async (url) => {
     const client = new window.resub.Client(url);

@@ -522,7 +522,7 @@ impl ClientFrame {
 
 /// Appends `s` as a JSON string (RFC 8259 §7): quote, reverse solidus and
 /// control characters escaped, everything else as is.
-fn push_json_string(out: &mut String, s: &str) {
+pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {

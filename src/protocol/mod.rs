@@ -9,7 +9,7 @@ mod frame;
 pub mod http1;
 pub mod sse;
 
-pub use frame::{ClientFrame, Outcome, PresenceAction, ServerFrame, WireResetReason};
+pub use frame::{ClientFrame, Outcome, PresenceAction, ServerFrame, WireResetReason, push_json_string};
 #[cfg_attr(not(target_arch = "wasm32"), allow(unused_imports))]
 pub(crate) use frame::{FrameKind, RawServerFrame};
 

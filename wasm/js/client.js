@@ -166,6 +166,8 @@ export class Subscription {
   #listeners = { event: [], resumed: [], reset: [], presence: [], error: [], end: [] };
   #mode; // "iterate" or "listen", once used
   #closed = false;
+  #batch = []; // messages taken from the wasm layer, handed out from #at
+  #at = 0;
 
   constructor(inner, channel, store) {
     this.#inner = inner;
@@ -195,13 +197,21 @@ export class Subscription {
   }
 
   async #next() {
-    let value;
-    try {
-      value = await (await this.#inner).next();
-    } catch (e) {
-      throw toError(e);
+    // Messages come from the wasm layer a batch at a time (all that are
+    // ready, as one JSON array) and are handed out one by one.
+    if (this.#at == this.#batch.length) {
+      let text;
+      try {
+        text = await (await this.#inner).nextBatch();
+      } catch (e) {
+        throw toError(e);
+      }
+      if (text === undefined) return { done: true, value: undefined };
+      this.#batch = JSON.parse(text);
+      this.#at = 0;
     }
-    if (value === undefined) return { done: true, value: undefined };
+    if (this.#closed) return { done: true, value: undefined };
+    const value = this.#batch[this.#at++];
     // The position is saved before the application sees the message, so
     // that a reload neither repeats nor skips it.
     const cursor = value.type == "event" ? value.id : value.type == "reset" ? value.head : undefined;

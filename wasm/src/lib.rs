@@ -46,37 +46,53 @@ fn js_error(e: &Error) -> JsValue {
     error_value(e.code(), &e.to_string())
 }
 
-fn message_value(m: Message) -> Option<JsValue> {
-    let o = Object::new();
+/// Appends `m` to the JSON array being written in `out` (which starts with
+/// `[`), in the shape `index.d.ts` gives each message: a batch crosses to
+/// JavaScript as one string and one `JSON.parse`, not a property set per
+/// field. `false` for a kind of message this layer does not hand out.
+fn message_json(m: Message, out: &mut String) -> bool {
+    use resub::protocol::push_json_string as string;
+    let field = |out: &mut String, key: &str, value: &str| {
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
+        string(out, value);
+    };
+    let at = out.len();
+    out.push_str(if at > 1 { ",{\"type\":" } else { "{\"type\":" });
     match m {
         Message::Event(e) => {
-            set(&o, "type", "event");
-            set(&o, "channel", e.channel.as_str());
-            set(&o, "id", e.id.as_str());
-            set(&o, "event", e.event_type());
-            set(&o, "data", e.data);
+            out.push_str("\"event\"");
+            field(out, "channel", &e.channel);
+            field(out, "id", &e.id);
+            field(out, "event", e.event_type());
+            field(out, "data", &e.data);
         }
         Message::Resumed { channel, after } => {
-            set(&o, "type", "resumed");
-            set(&o, "channel", channel);
-            set(&o, "after", after);
+            out.push_str("\"resumed\"");
+            field(out, "channel", &channel);
+            field(out, "after", &after);
         }
         Message::Reset { channel, reason, head } => {
-            set(&o, "type", "reset");
-            set(&o, "channel", channel);
-            set(&o, "reset", reason.as_str());
-            set(&o, "head", head);
+            out.push_str("\"reset\"");
+            field(out, "channel", &channel);
+            field(out, "reset", reason.as_str());
+            field(out, "head", &head);
         }
         Message::Presence(p) => {
-            set(&o, "type", "presence");
-            set(&o, "channel", p.channel);
-            set(&o, "presence", if p.action == PresenceAction::Join { "join" } else { "leave" });
-            set(&o, "clientId", p.member.client_id);
-            set(&o, "data", p.member.data);
+            out.push_str("\"presence\"");
+            field(out, "channel", &p.channel);
+            field(out, "presence", if p.action == PresenceAction::Join { "join" } else { "leave" });
+            field(out, "clientId", &p.member.client_id);
+            field(out, "data", &p.member.data);
         }
-        _ => return None,
+        _ => {
+            out.truncate(at);
+            return false;
+        }
     }
-    Some(o.into())
+    out.push('}');
+    true
 }
 
 /// Sets a disconnect reason's stable code (`reason`) and its text (`detail`).
@@ -322,41 +338,47 @@ impl Slot {
         }
     }
 
-    /// The next item for JavaScript: a message, an error, or `undefined` at
-    /// the end.
-    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Result<JsValue, JsValue>> {
+    /// The next items for JavaScript: the messages ready now as a JSON
+    /// array, an error, or `undefined` at the end. An error or the end that
+    /// follows messages comes with the next call.
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Result<JsValue, JsValue>> {
+        let mut json = String::from("[");
+        let ready = |json: String| Poll::Ready(Ok(JsValue::from(json + "]")));
         loop {
             let item = match &mut self.stage {
                 Stage::Starting => None,
+                Stage::Failed(_) if json.len() > 1 => return ready(json),
                 Stage::Failed(_) => match std::mem::replace(&mut self.stage, Stage::Ended) {
                     Stage::Failed(e) => return Poll::Ready(Err(e)),
                     _ => unreachable!(),
                 },
+                Stage::Running(_) if json.len() >= MAX_BATCH_JSON => return ready(json),
                 Stage::Running(sub) => match sub.poll_next_unpin(cx) {
                     Poll::Pending => None,
                     Poll::Ready(item) => Some(item),
                 },
+                Stage::Ended if json.len() > 1 => return ready(json),
                 Stage::Ended => return Poll::Ready(Ok(JsValue::UNDEFINED)),
             };
             match item {
+                None if json.len() > 1 => return ready(json),
                 None => {
                     self.waker = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
                 Some(Some(Ok(m))) => {
-                    if let Some(v) = message_value(m) {
-                        return Poll::Ready(Ok(v));
-                    }
+                    message_json(m, &mut json);
                 }
-                Some(Some(Err(e))) => {
-                    self.stage = Stage::Ended;
-                    return Poll::Ready(Err(js_error(&e)));
-                }
+                Some(Some(Err(e))) => self.stage = Stage::Failed(js_error(&e)),
                 Some(None) => self.stage = Stage::Ended,
             }
         }
     }
 }
+
+/// A batch stops growing once its JSON is this long (it holds at least one
+/// message, however long).
+const MAX_BATCH_JSON: usize = 1 << 20;
 
 /// One subscription; see `Subscription` in `index.d.ts`.
 #[wasm_bindgen]
@@ -366,9 +388,11 @@ pub struct WasmSubscription {
 
 #[wasm_bindgen]
 impl WasmSubscription {
-    /// Resolves to the next message, or `undefined` when the subscription has
-    /// ended; rejects with `{code, message}` once if it ended with an error.
-    pub fn next(&self) -> js_sys::Promise {
+    /// Resolves to the messages ready now (at least one) as a JSON array, or
+    /// `undefined` when the subscription has ended; rejects with
+    /// `{code, message}` once if it ended with an error.
+    #[wasm_bindgen(js_name = nextBatch)]
+    pub fn next_batch(&self) -> js_sys::Promise {
         // Calls are sequential (an async iterator awaits each); a call made
         // while another waits sees the end.
         if std::mem::replace(&mut self.slot.borrow_mut().waiting, true) {
@@ -377,7 +401,7 @@ impl WasmSubscription {
         let slot = self.slot.clone();
         promise(std::future::poll_fn(move |cx| {
             let mut slot = slot.borrow_mut();
-            let item = slot.poll_item(cx);
+            let item = slot.poll_batch(cx);
             slot.waiting = item.is_pending();
             item
         }))

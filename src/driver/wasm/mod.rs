@@ -164,8 +164,34 @@ impl Inbox {
     }
 }
 
+/// Every field name a frame may have (`RawServerFrame`'s).
+const FIELDS: [&str; 15] = [
+    "type",
+    "channel",
+    "id",
+    "event",
+    "data",
+    "heartbeat_ms",
+    "outcome",
+    "reason",
+    "head",
+    "key",
+    "code",
+    "message",
+    "action",
+    "client_id",
+    "frames",
+];
+
+thread_local! {
+    /// [`FIELDS`] as JavaScript strings, made once: a frame's fields are
+    /// looked up without turning each name into a new string first.
+    static FIELD_NAMES: Vec<JsValue> = FIELDS.iter().map(|f| JsValue::from_str(f)).collect();
+}
+
 fn field(o: &JsValue, key: &str) -> Option<JsValue> {
-    js_sys::Reflect::get(o, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null())
+    let i = FIELDS.iter().position(|f| *f == key)?;
+    FIELD_NAMES.with(|names| js_sys::Reflect::get(o, &names[i]).ok()).filter(|v| !v.is_undefined() && !v.is_null())
 }
 
 /// A text field of `o`; a field that is there but not a string is recorded
