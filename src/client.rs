@@ -633,4 +633,33 @@ mod tests {
         assert!(held <= 2, "{held} connection handles held after {polls} polls");
         client.close().await;
     }
+
+    /// A connection's work runs on the loop's task, which ends with the
+    /// session: a WebSocket still saying goodbye then finishes on a task of
+    /// its own, so the server gets a close frame, not a cut connection.
+    #[tokio::test]
+    async fn close_sends_a_websocket_close_frame() {
+        use tokio_tungstenite::tungstenite::Message as Ws;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            futures::SinkExt::send(&mut ws, Ws::text(r#"{"type":"welcome","heartbeat_ms":60000}"#)).await.unwrap();
+            // What the client sends until its connection ends: a close frame
+            // ends it gracefully, anything else is a cut.
+            loop {
+                match ws.next().await {
+                    Some(Ok(Ws::Close(_))) => return "close frame",
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return "cut",
+                }
+            }
+        });
+        let client = Client::builder(&url).transports(&[Transport::WebSocket]).build().unwrap();
+        let mut states = client.states();
+        while !matches!(states.next().await, Some(crate::ConnectionState::Connected { .. })) {}
+        client.close().await;
+        assert_eq!(server.await.unwrap(), "close frame");
+    }
 }

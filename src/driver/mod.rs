@@ -1,5 +1,8 @@
 //! The driver loop: waits for the next of (application command, connection
-//! event, core deadline), feeds the core, and carries out its outputs. It is
+//! event, core deadline), feeds the core, and carries out its outputs. On
+//! native targets it also runs the connections themselves (reading, decoding,
+//! writing), so that a frame reaches the session on the thread that read it.
+//! It is
 //! written once over `futures` and makes no decision of its own; what differs
 //! per platform (spawning, sleeping, opening connections) sits behind
 //! `platform`, which is `native/` (tokio) or `wasm/` (the browser).
@@ -24,7 +27,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use crate::core::{ChannelMap, ConnId, Input, Output, PostError, Session, TransportError};
 use crate::protocol::EventId;
 use crate::{ConnectionState, Error, Instant, Message, Stats};
-use platform::{ConnHandle, ConnectOptions};
+use platform::{ConnHandle, ConnectOptions, Conns};
 
 /// Capacity of the queue from connection tasks to the loop, in events of up
 /// to 64 frames (a long-poll answer: up to its batch). When it is full,
@@ -319,6 +322,9 @@ pub(crate) async fn run(
     // A connection or two (a probe beside the working one), and a bounded
     // number of publishes: small lists, less code than maps in the browser build.
     let mut conns: Vec<(ConnId, ConnHandle)> = Vec::new();
+    // What the connections do, run by this loop (natively; the browser
+    // runs its own callbacks).
+    let mut running = Conns::default();
     let mut subs: ChannelMap<SubEntry> = ChannelMap::default();
     // Channels with a batch to send at the end of this turn.
     let mut dirty: Vec<String> = Vec::new();
@@ -332,7 +338,8 @@ pub(crate) async fn run(
         while let Some(out) = session.poll_output() {
             match out {
                 Output::Connect { conn, transport, url } => {
-                    let handle = platform::connect(conn, transport, url, &opts, ev_tx.clone());
+                    let mut handle = platform::connect(conn, transport, url, &opts, ev_tx.clone());
+                    running.run(&mut handle);
                     conns.push((conn, handle));
                 }
                 Output::Post { key, url, data } => platform::post(key, url, data, &opts, ev_tx.clone()),
@@ -418,6 +425,9 @@ pub(crate) async fn run(
             (None, _) => {}
         }
         futures::select_biased! {
+            // First the sockets: what they have read is queued as events,
+            // which the branch after takes in the same turn.
+            () = futures::future::poll_fn(|cx| running.poll_drive(cx)).fuse() => {}
             cmd = commands.next() => match cmd {
                 Some(Command::Subscribe { channel, from, id, tx, reply }) => {
                     let result = session.subscribe(&channel, from, Instant::now());
@@ -482,6 +492,7 @@ pub(crate) async fn run(
         }
     }
     tracing::debug!("session closed");
+    running.detach();
     drop(subs);
     for done in closers {
         let _ = done.send(());

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::mpsc as fmpsc;
+use futures::future::{AbortHandle, Abortable};
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -109,16 +110,15 @@ pub(crate) fn connect(
     match transport {
         Transport::WebSocket => connect_websocket(conn, url, opts, events),
         Transport::Sse | Transport::LongPoll => {
-            let task = tokio::spawn(async move {
+            // Nothing is sent on an HTTP transport's connection.
+            ConnHandle::new(None, async move {
                 let error = if transport == Transport::Sse {
                     run_sse(conn, &url, &opts, &mut events).await
                 } else {
                     run_poll(conn, &url, &opts, &mut events).await
                 };
                 let _ = events.send(ConnEvent::Closed(conn, error)).await;
-            });
-            // Nothing is sent on an HTTP transport's connection.
-            ConnHandle { queue: None, task, graceful: false }
+            })
         }
     }
 }
@@ -482,11 +482,50 @@ fn build_tls_config(extra_roots: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>
 }
 
 /// A running connection: frames to send go in its queue; dropping it ends
-/// the task.
+/// its work.
 pub(crate) struct ConnHandle {
     queue: Option<SendQueue>,
-    task: tokio::task::JoinHandle<()>,
+    abort: AbortHandle,
+    /// The connection's work (connect, read, decode, write), until the loop
+    /// takes it into its [`Conns`].
+    work: Option<Abortable<Work>>,
     graceful: bool,
+}
+
+/// What a connection does, from connecting to reporting its end.
+type Work = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The connections' work, run inside the loop's task rather than each in a
+/// task of its own: a burst read from a socket is decoded and handed to the
+/// session on the same thread, with no wake-up of another task between
+/// (on a multi-thread runtime, no hand-over between threads).
+#[derive(Default)]
+pub(crate) struct Conns {
+    running: futures::stream::FuturesUnordered<Abortable<Work>>,
+}
+
+impl Conns {
+    /// Takes `handle`'s work to run from now on.
+    pub(crate) fn run(&mut self, handle: &mut ConnHandle) {
+        if let Some(work) = handle.work.take() {
+            self.running.push(work);
+        }
+    }
+
+    /// Moves every connection on as far as it can go; never completes.
+    /// What the connections read reaches the loop through its event queue.
+    pub(crate) fn poll_drive(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        while let std::task::Poll::Ready(Some(_)) = self.running.poll_next_unpin(cx) {}
+        std::task::Poll::Pending
+    }
+
+    /// The loop is over: what is still running (connections saying goodbye
+    /// with a close handshake) finishes on a task of its own.
+    pub(crate) fn detach(self) {
+        for work in self.running {
+            tokio::spawn(work);
+        }
+    }
 }
 
 /// Frames waiting for a WebSocket connection's writer, bounded in bytes.
@@ -500,6 +539,11 @@ struct SendQueue {
 }
 
 impl ConnHandle {
+    fn new(queue: Option<SendQueue>, work: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        let (work, abort) = futures::future::abortable(Box::pin(work) as Work);
+        ConnHandle { queue, abort, work: Some(work), graceful: false }
+    }
+
     /// Queues a frame to send. `false` when the queue would go over its
     /// bound: the peer has stopped reading, and the connection is to be
     /// given up (what it did not send, the next one sends again).
@@ -523,24 +567,23 @@ impl Drop for ConnHandle {
     fn drop(&mut self) {
         // Abrupt unless asked otherwise: the core drops connections it
         // considers dead or replaced, and wants nothing more from them.
-        // A graceful close lets the task send a close frame (its sender is
+        // A graceful close lets the work send a close frame (its sender is
         // dropped with this handle) and end by itself.
         if !self.graceful {
-            self.task.abort();
+            self.abort.abort();
         }
     }
 }
 
-/// Starts a WebSocket connection task that reports to `events`.
+/// Starts a WebSocket connection that reports to `events`.
 fn connect_websocket(conn: ConnId, url: String, opts: ConnectOptions, mut events: EventSender) -> ConnHandle {
     let (tx, rx) = fmpsc::unbounded();
     let queued = Arc::new(AtomicUsize::new(0));
     let queue = Some(SendQueue { tx, queued: queued.clone(), limit: opts.send_queue_bytes });
-    let task = tokio::spawn(async move {
+    ConnHandle::new(queue, async move {
         let error = run_websocket(conn, &url, &opts, &mut events, rx, &queued).await;
         let _ = events.send(ConnEvent::Closed(conn, error)).await;
-    });
-    ConnHandle { queue, task, graceful: false }
+    })
 }
 
 async fn run_websocket(

@@ -272,6 +272,21 @@ fn frames_event(conn: ConnId, text: &str, batch: bool) -> ConnEvent {
     ConnEvent::Frames(conn, decode(text, batch), text.len())
 }
 
+/// The browser runs each connection through its callbacks: the loop has
+/// nothing to drive.
+#[derive(Default)]
+pub(crate) struct Conns {}
+
+impl Conns {
+    pub(crate) fn run(&mut self, _handle: &mut ConnHandle) {}
+
+    pub(crate) fn poll_drive(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Pending
+    }
+
+    pub(crate) fn detach(self) {}
+}
+
 /// A running connection; dropping it closes it and silences its callbacks.
 pub(crate) enum ConnHandle {
     WebSocket { ws: WebSocket, limit: usize, _callbacks: Vec<Closure<dyn FnMut(JsValue)>> },
