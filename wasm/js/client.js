@@ -166,6 +166,7 @@ export class Subscription {
   #listeners = { event: [], resumed: [], reset: [], presence: [], error: [], end: [] };
   #mode; // "iterate" or "listen", once used
   #closed = false;
+  #sub; // the wasm subscription, once #inner has resolved
   #batch = []; // messages taken from the wasm layer, handed out from #at
   #at = 0;
 
@@ -191,25 +192,44 @@ export class Subscription {
   }
 
   /** The next message; `{ done: true }` once the subscription has ended. */
-  async next() {
-    this.#use("iterate");
+  next() {
+    try {
+      this.#use("iterate");
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return this.#next();
   }
 
-  async #next() {
-    // Messages come from the wasm layer a batch at a time (all that are
-    // ready, as one JSON array) and are handed out one by one.
-    if (this.#at == this.#batch.length) {
-      let text;
+  // Messages come from the wasm layer a batch at a time (all that are
+  // ready, as one JSON array) and are handed out one by one: a message
+  // already here costs no call into wasm and no extra promise.
+  #next() {
+    if (this.#at < this.#batch.length) {
       try {
-        text = await (await this.#inner).nextBatch();
+        return Promise.resolve(this.#take());
       } catch (e) {
-        throw toError(e);
+        return Promise.reject(e);
       }
-      if (text === undefined) return { done: true, value: undefined };
-      this.#batch = JSON.parse(text);
-      this.#at = 0;
     }
+    return this.#fetch();
+  }
+
+  async #fetch() {
+    let text;
+    try {
+      const sub = this.#sub ?? (this.#sub = await this.#inner);
+      text = await sub.nextBatch();
+    } catch (e) {
+      throw toError(e);
+    }
+    if (text === undefined) return { done: true, value: undefined };
+    this.#batch = JSON.parse(text);
+    this.#at = 0;
+    return this.#take();
+  }
+
+  #take() {
     if (this.#closed) return { done: true, value: undefined };
     const value = this.#batch[this.#at++];
     // The position is saved before the application sees the message, so

@@ -35,6 +35,10 @@ extern "C" {
     fn clear_timeout(id: &JsValue);
     #[wasm_bindgen(js_name = fetch)]
     fn fetch_request(request: &Request) -> Promise;
+    /// `JSON.parse` of a JavaScript string as it is, without a copy into
+    /// wasm memory and back.
+    #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
+    fn parse_json(text: &JsValue) -> Result<JsValue, JsValue>;
 }
 
 /// What a connection needs besides its URL.
@@ -44,6 +48,8 @@ pub(crate) struct ConnectOptions {
     /// The largest poll answer read (the frame limit times
     /// [`POLL_BATCH_FACTOR`](crate::core::POLL_BATCH_FACTOR)).
     poll_limit: usize,
+    /// The largest frame accepted.
+    frame_limit: usize,
     /// Most bytes a WebSocket may hold buffered for sending.
     send_queue_bytes: usize,
     /// `Bearer <token>` from the application's newest token, in place of
@@ -61,7 +67,7 @@ impl ConnectOptions {
         send_queue_bytes: usize,
     ) -> Result<Self, Error> {
         let poll_limit = max_frame_bytes.saturating_mul(crate::core::POLL_BATCH_FACTOR);
-        Ok(Self { headers: headers.to_vec(), poll_limit, send_queue_bytes, bearer: None })
+        Ok(Self { headers: headers.to_vec(), poll_limit, frame_limit: max_frame_bytes, send_queue_bytes, bearer: None })
     }
 
     /// Sends `token` as `Authorization: Bearer` on `fetch` requests from now
@@ -131,21 +137,45 @@ fn report(events: &EventSender, ev: ConnEvent) {
 /// frames (as the native driver's bounded queue).
 const INBOX_LIMIT: usize = 256;
 
+/// Messages queued after which the loop is woken at once instead of by the
+/// posted wake-up: a browser may run many message callbacks before the
+/// posted task, and the loop takes this many per turn.
+const WAKE_AFTER: usize = 64;
+
 /// A connection's frames on their way to the loop, bounded. A browser socket
 /// cannot be paused, so when the loop is a full queue behind (the application
 /// is not reading its subscriptions) the connection is closed and reported
 /// lost: the frames after the last one queued are never seen, and the core
 /// resumes from its cursor once the application reads again. Nothing is
 /// skipped; memory stays bounded.
+///
+/// The loop is woken once per run of messages, from a task of its own
+/// (a `MessageChannel` message) or once [`WAKE_AFTER`] are in, rather than
+/// after each: a browser hands over every message in a callback of its
+/// own, and waking the loop after each one made it turn once per message.
 struct Inbox {
     conn: ConnId,
     tx: EventSender,
     overflowed: bool,
+    /// Whether a wake-up is posted and not yet run.
+    posted: Rc<Cell<bool>>,
+    channel: web_sys::MessageChannel,
+    _on_wake: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Inbox {
     fn new(conn: ConnId, events: &EventSender) -> Self {
-        Self { conn, tx: events.clone(), overflowed: false }
+        let posted = Rc::new(Cell::new(false));
+        let channel = web_sys::MessageChannel::new().expect("MessageChannel");
+        let on_wake = {
+            let (tx, posted) = (events.clone(), posted.clone());
+            callback(move |_| {
+                posted.set(false);
+                tx.wake();
+            })
+        };
+        channel.port1().set_onmessage(Some(on_wake.as_ref().unchecked_ref()));
+        Self { conn, tx: events.clone(), overflowed: false, posted, channel, _on_wake: on_wake }
     }
 
     /// Queues `ev`; on overflow calls `close` once and reports the loss.
@@ -154,13 +184,30 @@ impl Inbox {
             return;
         }
         if self.tx.len() < INBOX_LIMIT {
-            report(&self.tx, ev);
+            let _ = self.tx.push_quietly(ev);
+            if self.tx.len() >= WAKE_AFTER {
+                self.tx.wake();
+            } else if !self.posted.replace(true) {
+                let _ = self.channel.port2().post_message(&JsValue::UNDEFINED);
+            }
             return;
         }
         self.overflowed = true;
         close();
         let why = "the application is not reading: closed, to resume from the cursor";
         report(&self.tx, ConnEvent::Closed(self.conn, TransportError::Lost(why.into())));
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // The wake-up's callback goes with the inbox: a message still posted
+        // must not reach it. What was queued meanwhile is woken for now.
+        self.channel.port1().set_onmessage(None);
+        self.channel.port1().close();
+        if self.posted.get() {
+            self.tx.wake();
+        }
     }
 }
 
@@ -272,6 +319,17 @@ fn frames_event(conn: ConnId, text: &str, batch: bool) -> ConnEvent {
     ConnEvent::Frames(conn, decode(text, batch), text.len())
 }
 
+/// One frame from a message the browser gave as a string: parsed from that
+/// string itself. Its size in UTF-8 is counted only when it could pass
+/// `limit` (a UTF-16 unit takes at most 3 bytes); below that, its length in
+/// units stands for it.
+fn text_event(conn: ConnId, text: &JsValue, limit: usize) -> ConnEvent {
+    let units = text.unchecked_ref::<js_sys::JsString>().length() as usize;
+    let bytes = if units.saturating_mul(3) <= limit { units } else { text.as_string().map_or(usize::MAX, |s| s.len()) };
+    let frames = parse_json(text).map_err(|_| "malformed JSON".to_owned()).and_then(|v| frame_from_js(&v));
+    ConnEvent::Frames(conn, frames.map(|f| vec![f]), bytes)
+}
+
 /// The browser runs each connection through its callbacks: the loop has
 /// nothing to drive.
 #[derive(Default)]
@@ -343,7 +401,7 @@ pub(crate) fn connect(
 ) -> ConnHandle {
     match transport {
         Transport::WebSocket => websocket(conn, &url, opts, events),
-        Transport::Sse => event_source(conn, &url, events),
+        Transport::Sse => event_source(conn, &url, opts, events),
         Transport::LongPoll => poll(conn, url, opts, events),
     }
 }
@@ -385,14 +443,16 @@ fn websocket(conn: ConnId, url: &str, opts: &ConnectOptions, events: EventSender
     let on_message = {
         let mut inbox = Inbox::new(conn, &events);
         let ws = ws.clone();
+        let limit = opts.frame_limit;
         callback(move |e: JsValue| {
             let data = e.unchecked_into::<MessageEvent>().data();
-            let ev = match data.as_string() {
-                Some(text) => frames_event(conn, &text, false),
-                None => match String::from_utf8(js_sys::Uint8Array::new(&data).to_vec()) {
+            let ev = if data.is_string() {
+                text_event(conn, &data, limit)
+            } else {
+                match String::from_utf8(js_sys::Uint8Array::new(&data).to_vec()) {
                     Ok(text) => frames_event(conn, &text, false),
                     Err(_) => ConnEvent::Closed(conn, TransportError::Lost("binary frame that is not UTF-8".into())),
-                },
+                }
             };
             inbox.push(ev, || {
                 let _ = ws.close();
@@ -416,7 +476,7 @@ fn websocket(conn: ConnId, url: &str, opts: &ConnectOptions, events: EventSender
     ConnHandle::WebSocket { ws, limit: opts.send_queue_bytes, _callbacks: vec![on_open, on_message, on_close] }
 }
 
-fn event_source(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
+fn event_source(conn: ConnId, url: &str, opts: &ConnectOptions, events: EventSender) -> ConnHandle {
     let es = match EventSource::new(url) {
         Ok(es) => es,
         Err(e) => return not_opened(conn, &e, &events),
@@ -426,9 +486,10 @@ fn event_source(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
     let on_message = {
         let mut inbox = Inbox::new(conn, &events);
         let es = es.clone();
+        let limit = opts.frame_limit;
         callback(move |e: JsValue| {
-            let data = e.unchecked_into::<MessageEvent>().data().as_string().unwrap_or_default();
-            inbox.push(frames_event(conn, &data, false), || es.close());
+            let data = e.unchecked_into::<MessageEvent>().data();
+            inbox.push(text_event(conn, &data, limit), || es.close());
         })
     };
     let on_error = {

@@ -49,17 +49,28 @@ impl<T> Sender<T> {
 
     /// Queues `item`; gives it back if the receiver is gone.
     pub(crate) fn unbounded_send(&self, item: T) -> Result<(), T> {
+        self.push_quietly(item)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Queues `item` without waking the receiver: [`wake`](Self::wake)
+    /// follows once a run of items is in.
+    pub(crate) fn push_quietly(&self, item: T) -> Result<(), T> {
         let mut s = lock(&self.0);
         if !s.receiving {
             return Err(item);
         }
         s.items.push_back(item);
-        let waker = s.waker.take();
-        drop(s);
+        Ok(())
+    }
+
+    /// Wakes the receiver if it waits.
+    pub(crate) fn wake(&self) {
+        let waker = lock(&self.0).waker.take();
         if let Some(w) = waker {
             w.wake();
         }
-        Ok(())
     }
 }
 
