@@ -1599,7 +1599,10 @@ pub fn decode_text(transport: Transport, text: &str) -> Result<Vec<ServerFrame>,
 /// Decodes one frame into `out` (for the native driver's connection tasks).
 #[cfg(all(feature = "json-decode", not(target_arch = "wasm32")))]
 pub(crate) fn decode_frame_into(text: &str, out: &mut Vec<ServerFrame>) -> Result<(), String> {
-    out.push(serde_json::from_str::<ServerFrame>(text).map_err(|e| json_error("frame", &e))?);
+    out.push(match ServerFrame::read_event(text) {
+        Some(frame) => frame,
+        None => serde_json::from_str::<ServerFrame>(text).map_err(|e| json_error("frame", &e))?,
+    });
     Ok(())
 }
 

@@ -318,6 +318,174 @@ impl Field {
 /// is filled in place and checked once, rather than built and moved whole
 /// through each layer of a derived decoder (it is over 300 bytes; an event
 /// is ~100). A field given twice is an error, as with a derived decoder.
+impl ServerFrame {
+    /// The common frame, an event, read from JSON without the general
+    /// decoder: `Some` only for an object whose keys are among `type`,
+    /// `channel`, `id`, `event` and `data` (each once, without escapes),
+    /// whose values are all strings, with `type` `"event"` and `channel`,
+    /// `id` and `data` present. Anything else, valid or not, is `None` and
+    /// left to the full decoder (`serde_json::from_str::<ServerFrame>`),
+    /// which reads every frame this reads to the same frame (fuzzed).
+    ///
+    /// The data is unescaped straight into a string of its final size: one
+    /// allocation, where the general decoder grows a scratch buffer first.
+    ///
+    /// ```
+    /// use resub::protocol::ServerFrame;
+    /// let text = r#"{"type":"event","channel":"c","id":"1-2","data":"{\"n\":1}"}"#;
+    /// let frame = ServerFrame::read_event(text).unwrap();
+    /// assert_eq!(Some(frame), serde_json::from_str(text).ok());
+    /// assert_eq!(ServerFrame::read_event(r#"{"type":"ping"}"#), None);
+    /// ```
+    pub fn read_event(text: &str) -> Option<ServerFrame> {
+        let b = text.as_bytes();
+        let mut i = skip_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        let (mut channel, mut id, mut event, mut data) = (None, None, None, None);
+        let mut seen = 0u8;
+        i += 1;
+        loop {
+            i = skip_ws(b, i);
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let end = i + 1 + memchr::memchr2(b'"', b'\\', b.get(i + 1..)?)?;
+            let key = &b[i + 1..end];
+            if b[end] != b'"' {
+                return None;
+            }
+            i = skip_ws(b, end + 1);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            let (value, next) = json_string(text, skip_ws(b, i + 1))?;
+            i = skip_ws(b, next);
+            let bit = match key {
+                b"type" if value == "event" => 1,
+                b"channel" => 2,
+                b"id" => 4,
+                b"event" => 8,
+                b"data" => 16,
+                _ => return None,
+            };
+            if seen & bit != 0 {
+                return None;
+            }
+            seen |= bit;
+            match bit {
+                2 => channel = Some(CompactString::from(value.as_ref())),
+                4 => id = Some(CompactString::from(value.as_ref())),
+                8 => event = Some(value.into_owned()),
+                16 => data = Some(value.into_owned()),
+                _ => {}
+            }
+            match b.get(i) {
+                Some(b',') => i += 1,
+                Some(b'}') => break,
+                _ => return None,
+            }
+        }
+        if skip_ws(b, i + 1) != b.len() || seen & 0b10111 != 0b10111 {
+            return None;
+        }
+        Some(ServerFrame::Event { channel: channel?, id: id?, event, data: data? })
+    }
+}
+
+/// The index of the first byte at or after `i` that is not JSON whitespace.
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the closing quote of a JSON string, searched from `j` (inside
+/// it), stepping over escapes.
+fn string_end(b: &[u8], mut j: usize) -> Option<usize> {
+    loop {
+        let at = j + memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        if b[at] == b'"' {
+            return Some(at);
+        }
+        j = at + 2;
+    }
+}
+
+/// The JSON string starting at `text[i]` (its opening quote), unescaped,
+/// and the index after its closing quote; `None` for anything that is not a
+/// string or that the general decoder might judge otherwise (a control
+/// character, an unknown escape, a lone surrogate).
+fn json_string(text: &str, i: usize) -> Option<(std::borrow::Cow<'_, str>, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let mut start = i + 1;
+    let mut out: Option<String> = None;
+    loop {
+        let at = start + memchr::memchr2(b'"', b'\\', b.get(start..)?)?;
+        let piece = text.get(start..at)?;
+        if piece.bytes().any(|c| c < 0x20) {
+            return None;
+        }
+        if b[at] == b'"' {
+            return Some(match out {
+                None => (std::borrow::Cow::Borrowed(piece), at + 1),
+                Some(mut s) => {
+                    s.push_str(piece);
+                    (std::borrow::Cow::Owned(s), at + 1)
+                }
+            });
+        }
+        // An escape: the string is built, at most as long as its escaped
+        // form (an escape never lengthens what it stands for).
+        let s = match &mut out {
+            Some(s) => s,
+            None => out.insert(String::with_capacity(string_end(b, at)? - i)),
+        };
+        s.push_str(piece);
+        let (c, len) = match *b.get(at + 1)? {
+            b'"' => ('"', 2),
+            b'\\' => ('\\', 2),
+            b'/' => ('/', 2),
+            b'b' => ('\u{8}', 2),
+            b'f' => ('\u{c}', 2),
+            b'n' => ('\n', 2),
+            b'r' => ('\r', 2),
+            b't' => ('\t', 2),
+            b'u' => {
+                let unit = |at: usize| u16::from_str_radix(text.get(at..at + 4)?, 16).ok();
+                let hex_ok = |at: usize| text.get(at..at + 4).is_some_and(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
+                if !hex_ok(at + 2) {
+                    return None;
+                }
+                let first = unit(at + 2)?;
+                match first {
+                    0xD800..=0xDBFF => {
+                        if b.get(at + 6..at + 8)? != b"\\u" || !hex_ok(at + 8) {
+                            return None;
+                        }
+                        let second = unit(at + 8)?;
+                        if !(0xDC00..=0xDFFF).contains(&second) {
+                            return None;
+                        }
+                        let c = 0x10000 + ((u32::from(first) - 0xD800) << 10) + (u32::from(second) - 0xDC00);
+                        (char::from_u32(c)?, 12)
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => (char::from_u32(u32::from(first))?, 6),
+                }
+            }
+            _ => return None,
+        };
+        s.push(c);
+        start = at + len;
+    }
+}
+
 impl<'de> Deserialize<'de> for ServerFrame {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct FrameVisitor;
@@ -567,6 +735,58 @@ mod tests {
         let f: ServerFrame =
             serde_json::from_str(r#"{"type":"event","channel":"c","id":"e-1","event":"t","data":"x"}"#).unwrap();
         assert!(matches!(f, ServerFrame::Event { event: Some(t), .. } if t == "t"));
+    }
+
+    /// Events the quick reading takes, each read as the general decoder
+    /// reads it: escapes of every kind, surrogate pairs, whitespace, any
+    /// key order, an event type.
+    #[test]
+    fn read_event_reads_events_as_the_general_decoder_does() {
+        let texts = [
+            r#"{"type":"event","channel":"c","id":"1-2","data":"plain"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"{\"px\":101.25,\"side\":\"buy\"}"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"\\ \/ \b \f \n \r \t \" end"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"\u00e9\u0000\u20AC \ud83d\ude00 é"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":""}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"\"\""}"#,
+            " {\r\n\t\"data\" : \"d\" ,\"id\":\"1-2\", \"channel\":\"a-much-longer-channel-name-than-24\",\"type\":\"event\" } \n",
+            r#"{"type":"event","channel":"c\"q","id":"1-2","event":"tick\n","data":"d"}"#,
+        ];
+        for text in texts {
+            let general: ServerFrame = serde_json::from_str(text).unwrap();
+            assert_eq!(ServerFrame::read_event(text), Some(general), "{text}");
+        }
+    }
+
+    /// Whatever is not a plain event goes to the general decoder, whether
+    /// it accepts it or not.
+    #[test]
+    fn read_event_leaves_everything_else_to_the_general_decoder() {
+        let texts = [
+            r#"{"type":"ping"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":5}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","event":null,"data":"d"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"d","extra":"x"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"d","data":"e"}"#,
+            r#"{"type":"event","chan\u006eel":"c","id":"1-2","data":"d"}"#,
+            "{\"type\":\"event\",\"channel\":\"c\",\"id\":\"1-2\",\"data\":\"a\u{1}b\"}",
+            r#"{"type":"event","channel":"c","id":"1-2","data":"\ud83d"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"\ude00"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"\ud83d\u0041"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"\x"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"\u+123"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"\u12"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"d"} x"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"d",}"#,
+            r#"{"type":"event","channel":"c","id":"1-2"}"#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"d""#,
+            r#"{"type":"event","channel":"c","id":"1-2","data":"d\"#,
+            r#"["type","event"]"#,
+            "",
+        ];
+        for text in texts {
+            assert_eq!(ServerFrame::read_event(text), None, "{text}");
+        }
     }
 
     #[test]
