@@ -2,7 +2,8 @@
 //! to something that decodes to the same frame; the quick reading of event
 //! frames (`ServerFrame::read_event`) reads nothing the general decoder does
 //! not read the same way, on arbitrary text and on the text placed inside an
-//! event's `data` string (where it meets escapes).
+//! event's `data` string (where it meets escapes); the same for long-poll
+//! answers (`ServerFrame::read_events`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +16,14 @@ fn agree(text: &str) {
     }
 }
 
+fn agree_batch(text: &str) {
+    if let Some(quick) = ServerFrame::read_events(text) {
+        let v: serde_json::Value = serde_json::from_str(text).expect("an answer read quickly is JSON");
+        let general: Vec<ServerFrame> = serde_json::from_value(v["frames"].clone()).expect("its frames decode");
+        assert_eq!(general, quick, "{text:?}");
+    }
+}
+
 fuzz_target!(|text: &str| {
     if let Ok(frame) = serde_json::from_str::<ServerFrame>(text) {
         let again = serde_json::to_string(&frame).expect("encodes");
@@ -23,7 +32,11 @@ fuzz_target!(|text: &str| {
         agree(&again);
     }
     agree(text);
-    agree(&format!(r#"{{"type":"event","channel":"c","id":"1-2","data":"{text}"}}"#));
+    let event = format!(r#"{{"type":"event","channel":"c","id":"1-2","data":"{text}"}}"#);
+    agree(&event);
+    agree_batch(text);
+    agree_batch(&format!(r#"{{"frames":[{event},{text}]}}"#));
+    agree_batch(&format!(r#"{{"frames":[{event}]}}"#));
     if let Ok(id) = text.parse::<EventId>() {
         assert_eq!(id.to_string().parse::<EventId>().unwrap(), id);
     }

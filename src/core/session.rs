@@ -1591,7 +1591,13 @@ impl Session {
 #[cfg(feature = "json-decode")]
 pub fn decode_text(transport: Transport, text: &str) -> Result<Vec<ServerFrame>, String> {
     if transport == Transport::LongPoll {
+        if let Some(frames) = ServerFrame::read_events(text) {
+            return Ok(frames);
+        }
         return serde_json::from_str::<PollBatch>(text).map(|b| b.frames).map_err(|e| json_error("poll response", &e));
+    }
+    if let Some(frame) = ServerFrame::read_event(text) {
+        return Ok(vec![frame]);
     }
     serde_json::from_str::<ServerFrame>(text).map(|f| vec![f]).map_err(|e| json_error("frame", &e))
 }

@@ -338,60 +338,107 @@ impl ServerFrame {
     /// assert_eq!(ServerFrame::read_event(r#"{"type":"ping"}"#), None);
     /// ```
     pub fn read_event(text: &str) -> Option<ServerFrame> {
+        let (frame, end) = event_at(text, skip_ws(text.as_bytes(), 0))?;
+        (skip_ws(text.as_bytes(), end) == text.len()).then_some(frame)
+    }
+
+    /// A long poll's answer, `{"frames":[...]}`, read the same way when
+    /// every frame in it is such an event (an empty list too): `None` for
+    /// anything else, which the general decoder reads.
+    ///
+    /// ```
+    /// use resub::protocol::ServerFrame;
+    /// let text = r#"{"frames":[{"type":"event","channel":"c","id":"1-1","data":"a"}]}"#;
+    /// assert_eq!(ServerFrame::read_events(text).map(|f| f.len()), Some(1));
+    /// assert_eq!(ServerFrame::read_events(r#"{"frames":[{"type":"ping"}]}"#), None);
+    /// ```
+    pub fn read_events(text: &str) -> Option<Vec<ServerFrame>> {
         let b = text.as_bytes();
         let mut i = skip_ws(b, 0);
-        if b.get(i) != Some(&b'{') {
-            return None;
+        for token in [&b"{"[..], b"\"frames\"", b":", b"["] {
+            if !b.get(i..)?.starts_with(token) {
+                return None;
+            }
+            i = skip_ws(b, i + token.len());
         }
-        let (mut channel, mut id, mut event, mut data) = (None, None, None, None);
-        let mut seen = 0u8;
-        i += 1;
-        loop {
-            i = skip_ws(b, i);
-            if b.get(i) != Some(&b'"') {
-                return None;
-            }
-            let end = i + 1 + memchr::memchr2(b'"', b'\\', b.get(i + 1..)?)?;
-            let key = &b[i + 1..end];
-            if b[end] != b'"' {
-                return None;
-            }
-            i = skip_ws(b, end + 1);
-            if b.get(i) != Some(&b':') {
-                return None;
-            }
-            let (value, next) = json_string(text, skip_ws(b, i + 1))?;
-            i = skip_ws(b, next);
-            let bit = match key {
-                b"type" if value == "event" => 1,
-                b"channel" => 2,
-                b"id" => 4,
-                b"event" => 8,
-                b"data" => 16,
-                _ => return None,
-            };
-            if seen & bit != 0 {
-                return None;
-            }
-            seen |= bit;
-            match bit {
-                2 => channel = Some(CompactString::from(value.as_ref())),
-                4 => id = Some(CompactString::from(value.as_ref())),
-                8 => event = Some(value.into_owned()),
-                16 => data = Some(value.into_owned()),
-                _ => {}
-            }
-            match b.get(i) {
-                Some(b',') => i += 1,
-                Some(b'}') => break,
-                _ => return None,
+        let mut frames = Vec::new();
+        if b.get(i) == Some(&b']') {
+            i += 1;
+        } else {
+            loop {
+                let (frame, end) = event_at(text, i)?;
+                frames.push(frame);
+                i = skip_ws(b, end);
+                match b.get(i) {
+                    Some(b',') => i = skip_ws(b, i + 1),
+                    Some(b']') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
             }
         }
-        if skip_ws(b, i + 1) != b.len() || seen & 0b10111 != 0b10111 {
-            return None;
-        }
-        Some(ServerFrame::Event { channel: channel?, id: id?, event, data: data? })
+        i = skip_ws(b, i);
+        (b.get(i) == Some(&b'}') && skip_ws(b, i + 1) == b.len()).then_some(frames)
     }
+}
+
+/// The event object starting at `text[i]` and the index after its closing
+/// brace (see [`ServerFrame::read_event`]).
+fn event_at(text: &str, mut i: usize) -> Option<(ServerFrame, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    let (mut channel, mut id, mut event, mut data) = (None, None, None, None);
+    let mut seen = 0u8;
+    i += 1;
+    loop {
+        i = skip_ws(b, i);
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = i + 1 + memchr::memchr2(b'"', b'\\', b.get(i + 1..)?)?;
+        let key = &b[i + 1..end];
+        if b[end] != b'"' {
+            return None;
+        }
+        i = skip_ws(b, end + 1);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let (value, next) = json_string(text, skip_ws(b, i + 1))?;
+        i = skip_ws(b, next);
+        let bit = match key {
+            b"type" if value == "event" => 1,
+            b"channel" => 2,
+            b"id" => 4,
+            b"event" => 8,
+            b"data" => 16,
+            _ => return None,
+        };
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        match bit {
+            2 => channel = Some(CompactString::from(value.as_ref())),
+            4 => id = Some(CompactString::from(value.as_ref())),
+            8 => event = Some(value.into_owned()),
+            16 => data = Some(value.into_owned()),
+            _ => {}
+        }
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    if seen & 0b10111 != 0b10111 {
+        return None;
+    }
+    Some((ServerFrame::Event { channel: channel?, id: id?, event, data: data? }, i + 1))
 }
 
 /// The index of the first byte at or after `i` that is not JSON whitespace.
@@ -786,6 +833,35 @@ mod tests {
         ];
         for text in texts {
             assert_eq!(ServerFrame::read_event(text), None, "{text}");
+        }
+    }
+
+    /// Long-poll answers of plain events are read quickly, as serde reads
+    /// them; any other frame or key sends the whole answer to serde.
+    #[test]
+    fn read_events_reads_answers_of_events_and_leaves_the_rest() {
+        #[derive(serde::Deserialize)]
+        struct Batch {
+            frames: Vec<ServerFrame>,
+        }
+        let e = r#"{"type":"event","channel":"c","id":"1-1","data":"a\"b"}"#;
+        for text in [
+            r#"{"frames":[]}"#.to_owned(),
+            format!(r#"{{"frames":[{e}]}}"#),
+            format!(" {{ \"frames\" : [ {e} , {e},{e} ] }} \n"),
+        ] {
+            let general: Batch = serde_json::from_str(&text).unwrap();
+            assert_eq!(ServerFrame::read_events(&text), Some(general.frames), "{text}");
+        }
+        for text in [
+            format!(r#"{{"frames":[{e},{{"type":"ping"}}]}}"#),
+            format!(r#"{{"frames":[{e}],"more":1}}"#),
+            format!(r#"{{"frames":[{e},]}}"#),
+            format!(r#"{{"frames":[{e}]}} x"#),
+            format!(r#"{{"frames":{e}}}"#),
+            r#"{"fr\u0061mes":[]}"#.to_owned(),
+        ] {
+            assert_eq!(ServerFrame::read_events(&text), None, "{text}");
         }
     }
 

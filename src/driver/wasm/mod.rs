@@ -48,8 +48,6 @@ pub(crate) struct ConnectOptions {
     /// The largest poll answer read (the frame limit times
     /// [`POLL_BATCH_FACTOR`](crate::core::POLL_BATCH_FACTOR)).
     poll_limit: usize,
-    /// The largest frame accepted.
-    frame_limit: usize,
     /// Most bytes a WebSocket may hold buffered for sending.
     send_queue_bytes: usize,
     /// `Bearer <token>` from the application's newest token, in place of
@@ -67,7 +65,7 @@ impl ConnectOptions {
         send_queue_bytes: usize,
     ) -> Result<Self, Error> {
         let poll_limit = max_frame_bytes.saturating_mul(crate::core::POLL_BATCH_FACTOR);
-        Ok(Self { headers: headers.to_vec(), poll_limit, frame_limit: max_frame_bytes, send_queue_bytes, bearer: None })
+        Ok(Self { headers: headers.to_vec(), poll_limit, send_queue_bytes, bearer: None })
     }
 
     /// Sends `token` as `Authorization: Bearer` on `fetch` requests from now
@@ -332,6 +330,9 @@ fn event_from_js(o: &JsValue) -> Option<Result<ServerFrame, String>> {
 /// Decodes a message with the browser's `JSON.parse`: one frame, or for a
 /// poll response (`batch`) the frames of `{"frames": [...]}`.
 fn decode(text: &str, batch: bool) -> Result<Vec<ServerFrame>, String> {
+    if let Some(frames) = batch.then(|| ServerFrame::read_events(text)).flatten() {
+        return Ok(frames);
+    }
     let v = js_sys::JSON::parse(text).map_err(|_| "malformed JSON".to_owned())?;
     if !batch {
         return frame_from_js(&v).map(|f| vec![f]);
@@ -350,15 +351,18 @@ fn frames_event(conn: ConnId, text: &str, batch: bool) -> ConnEvent {
     ConnEvent::Frames(conn, decode(text, batch), text.len())
 }
 
-/// One frame from a message the browser gave as a string: parsed from that
-/// string itself. Its size in UTF-8 is counted only when it could pass
-/// `limit` (a UTF-16 unit takes at most 3 bytes); below that, its length in
-/// units stands for it.
-fn text_event(conn: ConnId, text: &JsValue, limit: usize) -> ConnEvent {
-    let units = text.unchecked_ref::<js_sys::JsString>().length() as usize;
-    let bytes = if units.saturating_mul(3) <= limit { units } else { text.as_string().map_or(usize::MAX, |s| s.len()) };
-    let frames = parse_json(text).map_err(|_| "malformed JSON".to_owned()).and_then(|v| frame_from_js(&v));
-    ConnEvent::Frames(conn, frames.map(|f| vec![f]), bytes)
+/// One frame from a message the browser gave as a string: an event read
+/// from its text in wasm ([`ServerFrame::read_event`]), anything else parsed
+/// by the browser from its own string.
+fn text_event(conn: ConnId, text: &JsValue) -> ConnEvent {
+    let Some(s) = text.as_string() else {
+        return ConnEvent::Frames(conn, Err("a message that is not text".into()), 0);
+    };
+    let frames = match ServerFrame::read_event(&s) {
+        Some(frame) => Ok(frame),
+        None => parse_json(text).map_err(|_| "malformed JSON".to_owned()).and_then(|v| frame_from_js(&v)),
+    };
+    ConnEvent::Frames(conn, frames.map(|f| vec![f]), s.len())
 }
 
 /// The browser runs each connection through its callbacks: the loop has
@@ -432,7 +436,7 @@ pub(crate) fn connect(
 ) -> ConnHandle {
     match transport {
         Transport::WebSocket => websocket(conn, &url, opts, events),
-        Transport::Sse => event_source(conn, &url, opts, events),
+        Transport::Sse => event_source(conn, &url, events),
         Transport::LongPoll => poll(conn, url, opts, events),
     }
 }
@@ -474,11 +478,10 @@ fn websocket(conn: ConnId, url: &str, opts: &ConnectOptions, events: EventSender
     let on_message = {
         let mut inbox = Inbox::new(conn, &events);
         let ws = ws.clone();
-        let limit = opts.frame_limit;
         callback(move |e: JsValue| {
             let data = e.unchecked_into::<MessageEvent>().data();
             let ev = if data.is_string() {
-                text_event(conn, &data, limit)
+                text_event(conn, &data)
             } else {
                 match String::from_utf8(js_sys::Uint8Array::new(&data).to_vec()) {
                     Ok(text) => frames_event(conn, &text, false),
@@ -507,7 +510,7 @@ fn websocket(conn: ConnId, url: &str, opts: &ConnectOptions, events: EventSender
     ConnHandle::WebSocket { ws, limit: opts.send_queue_bytes, _callbacks: vec![on_open, on_message, on_close] }
 }
 
-fn event_source(conn: ConnId, url: &str, opts: &ConnectOptions, events: EventSender) -> ConnHandle {
+fn event_source(conn: ConnId, url: &str, events: EventSender) -> ConnHandle {
     let es = match EventSource::new(url) {
         Ok(es) => es,
         Err(e) => return not_opened(conn, &e, &events),
@@ -517,10 +520,9 @@ fn event_source(conn: ConnId, url: &str, opts: &ConnectOptions, events: EventSen
     let on_message = {
         let mut inbox = Inbox::new(conn, &events);
         let es = es.clone();
-        let limit = opts.frame_limit;
         callback(move |e: JsValue| {
             let data = e.unchecked_into::<MessageEvent>().data();
-            inbox.push(text_event(conn, &data, limit), || es.close());
+            inbox.push(text_event(conn, &data), || es.close());
         })
     };
     let on_error = {
