@@ -37,6 +37,9 @@ fuzz_target!(|text: &str| {
     agree_batch(text);
     agree_batch(&format!(r#"{{"frames":[{event},{text}]}}"#));
     agree_batch(&format!(r#"{{"frames":[{event}]}}"#));
+    agree_batch(&format!(r#"{{"frames":[{{"type":"welcome","heartbeat_ms":{text}}},{event}]}}"#));
+    agree_batch(&format!(r#"{{"frames":[{{"type":"subscribed","channel":"c","outcome":"{text}","head":"1-0"}}]}}"#));
+    agree_batch(&format!(r#"{{"frames":[{{"type":"subscribed","channel":"{text}","outcome":"reset","reason":"{text}","head":"1-0"}}]}}"#));
     if let Ok(id) = text.parse::<EventId>() {
         assert_eq!(id.to_string().parse::<EventId>().unwrap(), id);
     }

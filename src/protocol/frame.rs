@@ -2,6 +2,8 @@
 //! and long-poll response arrays carry the same frames, so one decoder serves
 //! every transport.
 
+use std::borrow::Cow;
+
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
@@ -343,8 +345,10 @@ impl ServerFrame {
     }
 
     /// A long poll's answer, `{"frames":[...]}`, read the same way when
-    /// every frame in it is such an event (an empty list too): `None` for
-    /// anything else, which the general decoder reads.
+    /// every frame in it is such an event, a `welcome` with nothing but its
+    /// `heartbeat_ms`, or a `subscribed` with string fields of its own (an
+    /// answer starts with those), an empty list too: `None` for anything
+    /// else, which the general decoder reads.
     ///
     /// ```
     /// use resub::protocol::ServerFrame;
@@ -366,7 +370,8 @@ impl ServerFrame {
             i += 1;
         } else {
             loop {
-                let (frame, end) = event_at(text, i)?;
+                let (frame, end) =
+                    event_at(text, i).or_else(|| subscribed_at(text, i)).or_else(|| welcome_at(text, i))?;
                 frames.push(frame);
                 i = skip_ws(b, end);
                 match b.get(i) {
@@ -384,15 +389,16 @@ impl ServerFrame {
     }
 }
 
-/// The event object starting at `text[i]` and the index after its closing
-/// brace (see [`ServerFrame::read_event`]).
-fn event_at(text: &str, mut i: usize) -> Option<(ServerFrame, usize)> {
+/// A `welcome` frame with its `type` and `heartbeat_ms` alone, starting at
+/// `text[i]`, and the index after its closing brace; `None` for anything the
+/// general decoder might read otherwise (a number that is not a plain
+/// decimal `u64`, another key, a repeat).
+fn welcome_at(text: &str, mut i: usize) -> Option<(ServerFrame, usize)> {
     let b = text.as_bytes();
     if b.get(i) != Some(&b'{') {
         return None;
     }
-    let (mut channel, mut id, mut event, mut data) = (None, None, None, None);
-    let mut seen = 0u8;
+    let (mut kind, mut heartbeat_ms) = (false, None);
     i += 1;
     loop {
         i = skip_ws(b, i);
@@ -401,44 +407,110 @@ fn event_at(text: &str, mut i: usize) -> Option<(ServerFrame, usize)> {
         }
         let end = i + 1 + memchr::memchr2(b'"', b'\\', b.get(i + 1..)?)?;
         let key = &b[i + 1..end];
-        if b[end] != b'"' {
+        i = skip_ws(b, end + 1);
+        if b.get(end) != Some(&b'"') || b.get(i) != Some(&b':') {
             return None;
         }
+        i = skip_ws(b, i + 1);
+        match key {
+            b"type" if !kind => {
+                let (value, next) = json_string(text, i)?;
+                if value != "welcome" {
+                    return None;
+                }
+                (kind, i) = (true, next);
+            }
+            b"heartbeat_ms" if heartbeat_ms.is_none() => {
+                let digits = b.get(i..)?.iter().take_while(|c| c.is_ascii_digit()).count();
+                let number = text.get(i..i + digits)?;
+                // JSON has no leading zeros; what follows must end the number.
+                if digits == 0 || (digits > 1 && number.starts_with('0')) {
+                    return None;
+                }
+                if matches!(b.get(i + digits), Some(b'.' | b'e' | b'E')) {
+                    return None;
+                }
+                heartbeat_ms = Some(number.parse::<u64>().ok()?);
+                i += digits;
+            }
+            _ => return None,
+        }
+        i = skip_ws(b, i);
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') if kind => return Some((ServerFrame::Welcome { heartbeat_ms: heartbeat_ms? }, i + 1)),
+            _ => return None,
+        }
+    }
+}
+
+/// The event object starting at `text[i]` and the index after its closing
+/// brace (see [`ServerFrame::read_event`]).
+fn event_at(text: &str, i: usize) -> Option<(ServerFrame, usize)> {
+    let ([kind, channel, id, event, data], end) =
+        string_fields(text, i, [b"type", b"channel", b"id", b"event", b"data"])?;
+    if kind? != "event" {
+        return None;
+    }
+    let (channel, id) = (CompactString::from(channel?.as_ref()), CompactString::from(id?.as_ref()));
+    Some((ServerFrame::Event { channel, id, event: event.map(Cow::into_owned), data: data?.into_owned() }, end))
+}
+
+/// A `subscribed` frame whose fields are all strings among its own,
+/// starting at `text[i]`, and the index after its closing brace (a long
+/// poll's answer has one for each channel).
+fn subscribed_at(text: &str, i: usize) -> Option<(ServerFrame, usize)> {
+    let ([kind, channel, outcome, reason, head], end) =
+        string_fields(text, i, [b"type", b"channel", b"outcome", b"reason", b"head"])?;
+    if kind? != "subscribed" {
+        return None;
+    }
+    let frame = ServerFrame::Subscribed {
+        channel: channel?.into_owned(),
+        outcome: Outcome::from_wire(&outcome?)?,
+        reason: reason.map(|r| WireResetReason::from(r.into_owned())),
+        head: head?.into_owned(),
+    };
+    Some((frame, end))
+}
+
+/// The object starting at `text[i]` when its keys are among `keys` (each
+/// once, without escapes) and its values all strings: the values by key,
+/// and the index after the closing brace.
+fn string_fields<'a, const N: usize>(
+    text: &'a str,
+    mut i: usize,
+    keys: [&[u8]; N],
+) -> Option<([Option<Cow<'a, str>>; N], usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut values = [const { None }; N];
+    i += 1;
+    loop {
+        i = skip_ws(b, i);
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let end = i + 1 + memchr::memchr2(b'"', b'\\', b.get(i + 1..)?)?;
+        let key = &b[i + 1..end];
         i = skip_ws(b, end + 1);
-        if b.get(i) != Some(&b':') {
+        if b[end] != b'"' || b.get(i) != Some(&b':') {
             return None;
         }
         let (value, next) = json_string(text, skip_ws(b, i + 1))?;
-        i = skip_ws(b, next);
-        let bit = match key {
-            b"type" if value == "event" => 1,
-            b"channel" => 2,
-            b"id" => 4,
-            b"event" => 8,
-            b"data" => 16,
-            _ => return None,
-        };
-        if seen & bit != 0 {
+        let slot = &mut values[keys.iter().position(|k| *k == key)?];
+        if slot.replace(value).is_some() {
             return None;
         }
-        seen |= bit;
-        match bit {
-            2 => channel = Some(CompactString::from(value.as_ref())),
-            4 => id = Some(CompactString::from(value.as_ref())),
-            8 => event = Some(value.into_owned()),
-            16 => data = Some(value.into_owned()),
-            _ => {}
-        }
+        i = skip_ws(b, next);
         match b.get(i) {
             Some(b',') => i += 1,
-            Some(b'}') => break,
+            Some(b'}') => return Some((values, i + 1)),
             _ => return None,
         }
     }
-    if seen & 0b10111 != 0b10111 {
-        return None;
-    }
-    Some((ServerFrame::Event { channel: channel?, id: id?, event, data: data? }, i + 1))
 }
 
 /// The index of the first byte at or after `i` that is not JSON whitespace.
@@ -845,10 +917,17 @@ mod tests {
             frames: Vec<ServerFrame>,
         }
         let e = r#"{"type":"event","channel":"c","id":"1-1","data":"a\"b"}"#;
+        let w = r#"{"type":"welcome","heartbeat_ms":25000}"#;
         for text in [
             r#"{"frames":[]}"#.to_owned(),
             format!(r#"{{"frames":[{e}]}}"#),
             format!(" {{ \"frames\" : [ {e} , {e},{e} ] }} \n"),
+            format!(r#"{{"frames":[{w},{e}]}}"#),
+            format!(r#"{{"frames":[{w},{{"type":"subscribed","channel":"c","outcome":"resumed","head":"1-0"}},{e}]}}"#),
+            r#"{"frames":[{"head":"1-0","reason":"moon","type":"subscribed","outcome":"reset","channel":"c"}]}"#
+                .to_owned(),
+            r#"{"frames":[{ "heartbeat_ms" : 0 , "type":"welcome" }]}"#.to_owned(),
+            r#"{"frames":[{"type":"welcome","heartbeat_ms":18446744073709551615}]}"#.to_owned(),
         ] {
             let general: Batch = serde_json::from_str(&text).unwrap();
             assert_eq!(ServerFrame::read_events(&text), Some(general.frames), "{text}");
@@ -860,6 +939,17 @@ mod tests {
             format!(r#"{{"frames":[{e}]}} x"#),
             format!(r#"{{"frames":{e}}}"#),
             r#"{"fr\u0061mes":[]}"#.to_owned(),
+            r#"{"frames":[{"type":"welcome","heartbeat_ms":025}]}"#.to_owned(),
+            r#"{"frames":[{"type":"welcome","heartbeat_ms":2.5}]}"#.to_owned(),
+            r#"{"frames":[{"type":"welcome","heartbeat_ms":1e3}]}"#.to_owned(),
+            r#"{"frames":[{"type":"welcome","heartbeat_ms":-1}]}"#.to_owned(),
+            r#"{"frames":[{"type":"welcome","heartbeat_ms":18446744073709551616}]}"#.to_owned(),
+            r#"{"frames":[{"type":"welcome"}]}"#.to_owned(),
+            r#"{"frames":[{"heartbeat_ms":5}]}"#.to_owned(),
+            r#"{"frames":[{"type":"subscribed","channel":"c","outcome":"later","head":"1-0"}]}"#.to_owned(),
+            r#"{"frames":[{"type":"subscribed","channel":"c","outcome":"live"}]}"#.to_owned(),
+            r#"{"frames":[{"type":"subscribed","channel":"c","outcome":"live","head":"1-0","id":"x"}]}"#.to_owned(),
+            r#"{"frames":[{"type":"welcome","heartbeat_ms":5,"heartbeat_ms":6}]}"#.to_owned(),
         ] {
             assert_eq!(ServerFrame::read_events(&text), None, "{text}");
         }

@@ -259,9 +259,6 @@ fn frame_from_js(o: &JsValue) -> Result<ServerFrame, String> {
     if !o.is_object() {
         return Err("a frame is not a JSON object".into());
     }
-    if let Some(frame) = event_from_js(o) {
-        return frame;
-    }
     let heartbeat_ms = match field(o, "heartbeat_ms") {
         None => None,
         Some(v) => match v.as_f64() {
@@ -297,34 +294,6 @@ fn frame_from_js(o: &JsValue) -> Result<ServerFrame, String> {
         return Err(format!("'{key}' is not a string"));
     }
     ServerFrame::try_from(raw)
-}
-
-/// The common frame, an event with no field but its own, read with five
-/// lookups instead of one per field a frame may have: `None` for anything
-/// else (another type, another field, a field that is not a string), which
-/// the full reading decides on.
-fn event_from_js(o: &JsValue) -> Option<Result<ServerFrame, String>> {
-    if field(o, "type")?.as_string()? != "event" {
-        return None;
-    }
-    let [channel, id, event, data] = ["channel", "id", "event", "data"].map(|k| field(o, k));
-    let present = 1 + [&channel, &id, &event, &data].iter().filter(|f| f.is_some()).count();
-    if js_sys::Object::keys(o.unchecked_ref::<js_sys::Object>()).length() as usize != present {
-        return None;
-    }
-    let text = |v: Option<JsValue>| match v {
-        None => Some(None),
-        Some(v) => v.as_string().map(Some),
-    };
-    let raw = RawServerFrame {
-        kind: FrameKind::from_wire("event"),
-        channel: text(channel)?.map(Into::into),
-        id: text(id)?.map(Into::into),
-        event: text(event)?,
-        data: text(data)?,
-        ..RawServerFrame::default()
-    };
-    Some(ServerFrame::try_from(raw))
 }
 
 /// Decodes a message with the browser's `JSON.parse`: one frame, or for a
@@ -744,10 +713,10 @@ mod tests {
 
     use crate::core::Transport;
 
-    /// The browser's decoder (`JSON.parse`, then the fields) against the
-    /// native one (serde) on the same frames: the same frame or an error
-    /// from both. Events take a shorter way in the browser; these cover
-    /// where it must give way to the full reading.
+    /// The browser's reading of a parsed frame (`JSON.parse`, then its
+    /// fields), which takes whatever the quick reading of events leaves,
+    /// against the native decoder (serde) on the same frames: the same frame
+    /// or an error from both.
     #[test]
     fn frames_decode_in_the_browser_as_natively() {
         let frames = [
