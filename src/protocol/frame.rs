@@ -271,6 +271,24 @@ impl TryFrom<RawServerFrame> for ServerFrame {
     }
 }
 
+/// Every field a server frame may have, in [`Field`]'s order.
+pub(crate) const FIELD_NAMES: [&str; 14] = [
+    "type",
+    "channel",
+    "id",
+    "data",
+    "event",
+    "heartbeat_ms",
+    "outcome",
+    "reason",
+    "head",
+    "key",
+    "code",
+    "message",
+    "action",
+    "client_id",
+];
+
 /// The names a frame's fields go by; anything else is ignored.
 #[derive(Deserialize, Clone, Copy)]
 #[serde(field_identifier, rename_all = "snake_case")]
@@ -296,23 +314,7 @@ enum Field {
 
 impl Field {
     fn name(self) -> &'static str {
-        const NAMES: [&str; 14] = [
-            "type",
-            "channel",
-            "id",
-            "data",
-            "event",
-            "heartbeat_ms",
-            "outcome",
-            "reason",
-            "head",
-            "key",
-            "code",
-            "message",
-            "action",
-            "client_id",
-        ];
-        NAMES.get(self as usize).copied().unwrap_or("?")
+        FIELD_NAMES.get(self as usize).copied().unwrap_or("?")
     }
 }
 
@@ -393,55 +395,31 @@ impl ServerFrame {
 /// `text[i]`, and the index after its closing brace; `None` for anything the
 /// general decoder might read otherwise (a number that is not a plain
 /// decimal `u64`, another key, a repeat).
-fn welcome_at(text: &str, mut i: usize) -> Option<(ServerFrame, usize)> {
+fn welcome_at(text: &str, i: usize) -> Option<(ServerFrame, usize)> {
     let b = text.as_bytes();
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
     let (mut kind, mut heartbeat_ms) = (false, None);
-    i += 1;
-    loop {
-        i = skip_ws(b, i);
-        if b.get(i) != Some(&b'"') {
-            return None;
+    let end = object_at(text, i, |key, i| match key {
+        b"type" if !kind => {
+            let (value, next) = json_string(text, i)?;
+            kind = value == "welcome";
+            kind.then_some(next)
         }
-        let end = i + 1 + memchr::memchr2(b'"', b'\\', b.get(i + 1..)?)?;
-        let key = &b[i + 1..end];
-        i = skip_ws(b, end + 1);
-        if b.get(end) != Some(&b'"') || b.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_ws(b, i + 1);
-        match key {
-            b"type" if !kind => {
-                let (value, next) = json_string(text, i)?;
-                if value != "welcome" {
-                    return None;
-                }
-                (kind, i) = (true, next);
+        b"heartbeat_ms" if heartbeat_ms.is_none() => {
+            let digits = b.get(i..)?.iter().take_while(|c| c.is_ascii_digit()).count();
+            let number = text.get(i..i + digits)?;
+            // JSON has no leading zeros; what follows must end the number.
+            if digits == 0 || (digits > 1 && number.starts_with('0')) {
+                return None;
             }
-            b"heartbeat_ms" if heartbeat_ms.is_none() => {
-                let digits = b.get(i..)?.iter().take_while(|c| c.is_ascii_digit()).count();
-                let number = text.get(i..i + digits)?;
-                // JSON has no leading zeros; what follows must end the number.
-                if digits == 0 || (digits > 1 && number.starts_with('0')) {
-                    return None;
-                }
-                if matches!(b.get(i + digits), Some(b'.' | b'e' | b'E')) {
-                    return None;
-                }
-                heartbeat_ms = Some(number.parse::<u64>().ok()?);
-                i += digits;
+            if matches!(b.get(i + digits), Some(b'.' | b'e' | b'E')) {
+                return None;
             }
-            _ => return None,
+            heartbeat_ms = Some(number.parse::<u64>().ok()?);
+            Some(i + digits)
         }
-        i = skip_ws(b, i);
-        match b.get(i) {
-            Some(b',') => i += 1,
-            Some(b'}') if kind => return Some((ServerFrame::Welcome { heartbeat_ms: heartbeat_ms? }, i + 1)),
-            _ => return None,
-        }
-    }
+        _ => None,
+    })?;
+    kind.then_some((ServerFrame::Welcome { heartbeat_ms: heartbeat_ms? }, end))
 }
 
 /// The event object starting at `text[i]` and the index after its closing
@@ -479,14 +457,27 @@ fn subscribed_at(text: &str, i: usize) -> Option<(ServerFrame, usize)> {
 /// and the index after the closing brace.
 fn string_fields<'a, const N: usize>(
     text: &'a str,
-    mut i: usize,
+    i: usize,
     keys: [&[u8]; N],
 ) -> Option<([Option<Cow<'a, str>>; N], usize)> {
+    let mut values = [const { None }; N];
+    let end = object_at(text, i, |key, i| {
+        let (value, next) = json_string(text, i)?;
+        let slot = &mut values[keys.iter().position(|k| *k == key)?];
+        slot.replace(value).is_none().then_some(next)
+    })?;
+    Some((values, end))
+}
+
+/// Walks the object starting at `text[i]`: for each key (read without
+/// escapes) `field` reads the value starting at the index it is given and
+/// returns the index after it, or `None` to give up. The index after the
+/// closing brace.
+fn object_at(text: &str, mut i: usize, mut field: impl FnMut(&[u8], usize) -> Option<usize>) -> Option<usize> {
     let b = text.as_bytes();
     if b.get(i) != Some(&b'{') {
         return None;
     }
-    let mut values = [const { None }; N];
     i += 1;
     loop {
         i = skip_ws(b, i);
@@ -499,15 +490,10 @@ fn string_fields<'a, const N: usize>(
         if b[end] != b'"' || b.get(i) != Some(&b':') {
             return None;
         }
-        let (value, next) = json_string(text, skip_ws(b, i + 1))?;
-        let slot = &mut values[keys.iter().position(|k| *k == key)?];
-        if slot.replace(value).is_some() {
-            return None;
-        }
-        i = skip_ws(b, next);
+        i = skip_ws(b, field(key, skip_ws(b, i + 1))?);
         match b.get(i) {
             Some(b',') => i += 1,
-            Some(b'}') => return Some((values, i + 1)),
+            Some(b'}') => return Some(i + 1),
             _ => return None,
         }
     }

@@ -11,7 +11,7 @@ pub mod sse;
 
 pub use frame::{ClientFrame, Outcome, PresenceAction, ServerFrame, WireResetReason, push_json_string};
 #[cfg_attr(not(target_arch = "wasm32"), allow(unused_imports))]
-pub(crate) use frame::{FrameKind, RawServerFrame};
+pub(crate) use frame::{FIELD_NAMES, FrameKind, RawServerFrame};
 
 use std::fmt;
 use std::str::FromStr;

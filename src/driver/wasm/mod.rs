@@ -24,7 +24,9 @@ use web_sys::{
 
 use super::{ConnEvent, EventSender};
 use crate::core::{ConnId, Input, PostError, Transport, TransportError};
-use crate::protocol::{FrameKind, Outcome, RawServerFrame, ServerFrame, WireResetReason, parse_retry_after};
+use crate::protocol::{
+    FIELD_NAMES, FrameKind, Outcome, RawServerFrame, ServerFrame, WireResetReason, parse_retry_after,
+};
 use crate::{Error, Instant};
 
 #[wasm_bindgen]
@@ -209,34 +211,20 @@ impl Drop for Inbox {
     }
 }
 
-/// Every field name a frame may have (`RawServerFrame`'s).
-const FIELDS: [&str; 15] = [
-    "type",
-    "channel",
-    "id",
-    "event",
-    "data",
-    "heartbeat_ms",
-    "outcome",
-    "reason",
-    "head",
-    "key",
-    "code",
-    "message",
-    "action",
-    "client_id",
-    "frames",
-];
+/// Every field name a frame may have, then a poll answer's list.
+fn field_names() -> impl Iterator<Item = &'static str> {
+    FIELD_NAMES.into_iter().chain(["frames"])
+}
 
 thread_local! {
-    /// [`FIELDS`] as JavaScript strings, made once: a frame's fields are
-    /// looked up without turning each name into a new string first.
-    static FIELD_NAMES: Vec<JsValue> = FIELDS.iter().map(|f| JsValue::from_str(f)).collect();
+    /// [`field_names`] as JavaScript strings, made once: a frame's fields
+    /// are looked up without turning each name into a new string first.
+    static FIELD_KEYS: Vec<JsValue> = field_names().map(JsValue::from_str).collect();
 }
 
 fn field(o: &JsValue, key: &str) -> Option<JsValue> {
-    let i = FIELDS.iter().position(|f| *f == key)?;
-    FIELD_NAMES.with(|names| js_sys::Reflect::get(o, &names[i]).ok()).filter(|v| !v.is_undefined() && !v.is_null())
+    let i = field_names().position(|f| f == key)?;
+    FIELD_KEYS.with(|names| js_sys::Reflect::get(o, &names[i]).ok()).filter(|v| !v.is_undefined() && !v.is_null())
 }
 
 /// A text field of `o`; a field that is there but not a string is recorded
