@@ -208,6 +208,31 @@ impl ClientBuilder {
         self
     }
 
+    /// The randomness a session is given: jitter from the seed if one was
+    /// set, idempotency keys always from the operating system.
+    fn seeds(&self) -> Result<Seeds, Error> {
+        let no_randomness = |e: getrandom::Error| Error::NoRandomness(e.to_string());
+        let mut keys = [0u8; 16];
+        getrandom::fill(&mut keys).map_err(no_randomness)?;
+        Ok(Seeds {
+            jitter: match self.seed {
+                Some(s) => s,
+                None => getrandom::u64().map_err(no_randomness)?,
+            },
+            keys: u128::from_le_bytes(keys),
+        })
+    }
+
+    /// The sans-IO session this builder configures, for a driver of one's
+    /// own to run (the npm package's JavaScript driver does): the same
+    /// checks as [`build`](Self::build), nothing started. Headers, root
+    /// certificates, a token provider and a cursor store are the driver's
+    /// to apply.
+    pub fn into_session(self) -> Result<Session, Error> {
+        let seeds = self.seeds()?;
+        Session::new(self.config, &self.url, seeds, Instant::now())
+    }
+
     /// Starts the client: on native targets on the current tokio runtime, in
     /// the browser on the page's event loop. It connects at once and keeps
     /// reconnecting until closed or stopped by an error that retrying cannot
@@ -216,16 +241,7 @@ impl ClientBuilder {
     /// # Panics
     /// On native targets, when called outside a tokio runtime.
     pub fn build(self) -> Result<Client, Error> {
-        let no_randomness = |e: getrandom::Error| Error::NoRandomness(e.to_string());
-        let mut keys = [0u8; 16];
-        getrandom::fill(&mut keys).map_err(no_randomness)?;
-        let seeds = Seeds {
-            jitter: match self.seed {
-                Some(s) => s,
-                None => getrandom::u64().map_err(no_randomness)?,
-            },
-            keys: u128::from_le_bytes(keys),
-        };
+        let seeds = self.seeds()?;
         // A connection holds at most the outbox and a frame's worth of
         // subscribes and pings queued for sending.
         let send_queue = self.config.max_pending_publish_bytes.saturating_add(self.config.max_frame_bytes);

@@ -55,6 +55,14 @@ pub use core::{
     ResetReason, Stats, Transport,
 };
 pub use error::Error;
+
+/// Frame decoding as the browser driver does it (`JSON.parse` where the
+/// quick reading does not apply), for a browser driver of one's own: the
+/// npm package runs [`core::Session`] from JavaScript and decodes with these.
+#[cfg(target_arch = "wasm32")]
+pub mod browser {
+    pub use crate::driver::wasm::{decode, decode_message};
+}
 #[cfg(not(target_arch = "wasm32"))]
 pub use store::{CursorStore, FileStore, MemoryStore, StoreError};
 

@@ -4,7 +4,7 @@
 // Nothing happens at import: the wasm is instantiated on first use (the first
 // `new Client`, or `await init()`), from the source the entry point set
 // (`resub`: the .wasm file beside it; `resub/inline`: bytes embedded in JS).
-import initWasm, { WasmClient } from "./resub_wasm.js";
+import initWasm, { Core } from "./resub_wasm.js";
 
 /** An error from resub, with a stable machine-readable `code`. */
 export class ResubError extends Error {
@@ -17,6 +17,12 @@ export class ResubError extends Error {
 
 function toError(e) {
   if (e instanceof ResubError) return e;
+  // The wasm side throws `{code, message}` as JSON.
+  if (typeof e == "string") {
+    try {
+      e = JSON.parse(e);
+    } catch {}
+  }
   if (e && typeof e === "object" && "code" in e) return new ResubError(e.code, e.message);
   return new ResubError("unknown", String(e?.message ?? e));
 }
@@ -115,7 +121,7 @@ function cursorStore(option, url) {
 
 /**
  * Checks the user's options and hands them to the wasm side as an array, in
- * the order `WasmClient::new` reads them.
+ * the order `Core::new` reads them.
  */
 function wasmOptions(options) {
   const t = list(options.transports, 'transports must be a non-empty array of "ws", "sse", "poll"', (t) =>
@@ -158,27 +164,63 @@ function outState(s) {
 
 const KINDS_OF_MESSAGES = ["event", "resumed", "reset", "presence"];
 
+/** Messages a subscription holds unread before the client stops feeding the core. */
+const SUB_LIMIT = 1024;
+
+// What the client calls on a subscription (not part of the API).
+const PUSH = Symbol("push");
+const END = Symbol("end");
+const CLOSED = Symbol("closed");
+
+const done = () => ({ done: true, value: undefined });
+
 /** A subscription: an async iterable of messages, or a source of callbacks. */
 export class Subscription {
-  #inner; // Promise of the wasm subscription
   #channel;
   #store;
+  #hooks; // { closed(sub), drained(sub) } of its client
   #listeners = { event: [], resumed: [], reset: [], presence: [], error: [], end: [] };
   #mode; // "iterate" or "listen", once used
   #closed = false;
-  #sub; // the wasm subscription, once #inner has resolved
-  #batch = []; // messages taken from the wasm layer, handed out from #at
+  #buf = []; // messages handed over by the core, read from #at
   #at = 0;
+  #full = false; // holding SUB_LIMIT or more: the client holds back what arrives
+  #end = false; // true once ended, or the error it ended with until that is read
+  #waiter; // wakes the next() waiting for a message
 
-  constructor(inner, channel, store) {
-    this.#inner = inner;
+  constructor(channel, store, hooks) {
     this.#channel = channel;
     this.#store = store;
+    this.#hooks = hooks;
   }
 
   /** The channel subscribed to. */
   get channel() {
     return this.#channel;
+  }
+
+  get [CLOSED]() {
+    return this.#closed;
+  }
+
+  /** A message for this subscription; true once it holds too many unread. */
+  [PUSH](m) {
+    if (this.#closed) return false;
+    this.#buf.push(m);
+    this.#wake();
+    return (this.#full ||= this.#buf.length - this.#at >= SUB_LIMIT);
+  }
+
+  /** No more messages: the end, or an error read after every message before it. */
+  [END](error) {
+    if (this.#end === false) this.#end = error ?? true;
+    this.#wake();
+  }
+
+  #wake() {
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.();
   }
 
   #use(mode) {
@@ -201,37 +243,36 @@ export class Subscription {
     return this.#next();
   }
 
-  // Messages come from the wasm layer a batch at a time (all that are
-  // ready, as one JSON array) and are handed out one by one: a message
-  // already here costs no call into wasm and no extra promise.
+  // A message already here costs no call into wasm and no extra promise.
   #next() {
-    if (this.#at < this.#batch.length) {
+    if (this.#closed) return Promise.resolve(done());
+    if (this.#at < this.#buf.length) {
       try {
         return Promise.resolve(this.#take());
       } catch (e) {
         return Promise.reject(e);
       }
     }
-    return this.#fetch();
-  }
-
-  async #fetch() {
-    let text;
-    try {
-      const sub = this.#sub ?? (this.#sub = await this.#inner);
-      text = await sub.nextBatch();
-    } catch (e) {
-      throw toError(e);
+    if (this.#end !== false) {
+      const e = this.#end;
+      this.#end = true;
+      return e === true ? Promise.resolve(done()) : Promise.reject(e);
     }
-    if (text === undefined) return { done: true, value: undefined };
-    this.#batch = JSON.parse(text);
-    this.#at = 0;
-    return this.#take();
+    return new Promise((wake) => {
+      const before = this.#waiter;
+      this.#waiter = () => {
+        before?.();
+        wake();
+      };
+    }).then(() => this.#next());
   }
 
   #take() {
-    if (this.#closed) return { done: true, value: undefined };
-    const value = this.#batch[this.#at++];
+    const value = this.#buf[this.#at++];
+    if (this.#at == this.#buf.length) {
+      this.#buf = [];
+      this.#at = 0;
+    }
     // The position is saved before the application sees the message, so
     // that a reload neither repeats nor skips it.
     const cursor = value.type == "event" ? value.id : value.type == "reset" ? value.head : undefined;
@@ -243,13 +284,17 @@ export class Subscription {
         throw new ResubError("cursor_store", `cannot save the cursor: ${e}`);
       }
     }
+    if (this.#full && this.#buf.length - this.#at <= SUB_LIMIT / 2) {
+      this.#full = false;
+      this.#hooks.drained(this);
+    }
     return { done: false, value };
   }
 
   /** Called when a `for await` loop is left early: ends the subscription. */
   async return() {
     this.close();
-    return { done: true, value: undefined };
+    return done();
   }
 
   [Symbol.asyncIterator]() {
@@ -299,27 +344,102 @@ export class Subscription {
   close() {
     if (this.#closed) return;
     this.#closed = true;
-    this.#inner.then(
-      (inner) => inner.close(),
-      () => {},
-    );
+    this.#buf = [];
+    this.#at = 0;
+    this.#hooks.closed(this);
+    this.#wake();
   }
 }
+
+// --- the driver: I/O for the core -------------------------------------------------
+
+/** Reports from connections held while a reader is behind; past this, a connection is cut. */
+const INBOX = 256;
+
+/** Reports fed to the core before it is asked for outputs, without waiting for a task. */
+const WAKE_AFTER = 64;
+
+const describe = (e) => String(e?.message ?? e ?? "browser error");
+
+/** A response's body as text, or undefined if it is longer than `limit` bytes. */
+async function readBounded(res, limit) {
+  if (Number(res.headers.get("content-length")) > limit) {
+    res.body?.cancel().catch(() => {});
+    return undefined;
+  }
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const parts = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > limit) {
+      reader.cancel().catch(() => {});
+      return undefined;
+    }
+    parts.push(value);
+  }
+  const all = new Uint8Array(size);
+  size = 0;
+  for (const p of parts) {
+    all.set(p, size);
+    size += p.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
+const statsOf = (s) => ({
+  delivered: s[0],
+  replayed: s[1],
+  duplicates: s[2],
+  resets: s[3],
+  connections: s[4],
+  failures: s[5],
+});
 
 // --- the client ------------------------------------------------------------------
 
 /** A connection to a resub server, shared by any number of subscriptions. */
 export class Client {
-  #inner; // the wasm client, once there
+  #core; // the session in wasm, from when it is there until it has closed
   #ready; // Promise of it
   #failed; // why it could not be made
   #stateListeners = new Set();
+  #state;
+  #stats;
   #endpoint;
   #store;
   #token;
-  #stop;
+  #stop = []; // undoes what was set up (listeners, the token provider)
   #closed = false;
-  #first;
+  // The driver's own state.
+  #conns = new Map(); // connection id -> { live, stop(), send(text) }
+  #subs = new Map(); // channel -> Subscription
+  #publishes = new Map(); // token -> [resolve, reject]
+  #nextToken = 0;
+  #held = []; // reports held while a subscription is full
+  #behind = new Set(); // the full subscriptions
+  #fed = 0; // reports fed since the last turn
+  #posted = false; // a turn is queued as a task
+  #port;
+  #pumping = false;
+  #started = false; // the first turn is taken after the code that made the client
+  #timer;
+  #at = 0; // when #timer fires (performance.now())
+  #limits; // [poll answer, unsent WebSocket bytes, publish answer]
+  #hooks = {
+    closed: (sub) => {
+      this.#drained(sub);
+      if (this.#subs.get(sub.channel) === sub) {
+        this.#subs.delete(sub.channel);
+        this.#core?.unsubscribe(sub.channel);
+        this.#pump();
+      }
+    },
+    drained: (sub) => this.#drained(sub),
+  };
 
   /**
    * @param {string} url the server's base URL, `http(s)://host:port`
@@ -337,17 +457,17 @@ export class Client {
     const o = wasmOptions(options);
     this.#store = cursorStore(options.cursors, url);
     this.#endpoint = url.replace(/\/+$/, "");
-    this.#first = options.transports?.[0] ?? "ws";
+    this.#state = { state: "connecting", transport: options.transports?.[0] ?? "ws", attempt: 0, endpoint: this.#endpoint };
     const make = () => {
       if (this.#closed) throw new ResubError("closed", "the client is closed");
-      let inner;
+      let core;
       try {
-        inner = new WasmClient(url, o);
+        core = new Core(url, o);
       } catch (e) {
         throw toError(e);
       }
-      this.#attach(inner, options.token);
-      return inner;
+      this.#start(core, options.token);
+      return core;
     };
     if (ready) {
       // Synchronous once the wasm is there: bad input throws here.
@@ -361,9 +481,33 @@ export class Client {
     }
   }
 
-  #attach(inner, provider) {
-    this.#inner = inner;
-    this.#endpoint = inner.state().endpoint ?? this.#endpoint;
+  #start(core, provider) {
+    this.#core = core;
+    this.#limits = core.limits();
+    this.#endpoint = core.endpoint();
+    this.#state = { state: "connecting", transport: core.transport(), attempt: 0, endpoint: this.#endpoint };
+    // A turn after the reports of this task: one per run of messages.
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => {
+      this.#posted = false;
+      this.#pump();
+    };
+    this.#port = ch.port2;
+    this.#stop.push(() => ch.port1.close());
+    // Browser signals: online, offline, the page visible again.
+    const listen = (target, type, fn) => {
+      target?.addEventListener?.(type, fn);
+      this.#stop.push(() => target?.removeEventListener?.(type, fn));
+    };
+    const signal = (kind) => () => {
+      this.#core?.signal(kind);
+      this.#pump();
+    };
+    listen(globalThis, "online", signal(0));
+    listen(globalThis, "offline", signal(1));
+    const doc = globalThis.document;
+    const wake = signal(2);
+    listen(doc, "visibilitychange", () => doc.visibilityState == "visible" && wake());
     if (typeof provider == "function") {
       // Asked at the start, whenever the connection is down (the client
       // waits for a fresh token before each new connection; after a failure
@@ -384,27 +528,284 @@ export class Client {
         failed = typeof token != "string" || !token;
         if (failed) token = undefined;
         else this.#token = token;
-        inner.setToken(token);
+        this.#core?.token(token);
+        this.#pump();
       };
-      ask();
-      globalThis.addEventListener?.("online", ask);
-      this.#stop = () => {
-        closed = 1;
-        clearTimeout(timer);
-        globalThis.removeEventListener?.("online", ask);
-      };
-      this.#stateListeners.add((s) => {
+      listen(globalThis, "online", ask);
+      const listener = (s) => {
         clearTimeout(timer);
         if (s.state == "disconnected") timer = setTimeout(ask, failed ? s.retryInMs : 0);
-        if (s.state == "closed") this.#stop();
+      };
+      this.#stateListeners.add(listener);
+      this.#stop.push(() => {
+        closed = 1;
+        clearTimeout(timer);
+        this.#stateListeners.delete(listener);
       });
+      ask();
     } else this.#token = provider;
-    // One state stream from the core, shared by every listener.
-    inner.onState((state) => {
-      if (state.endpoint) this.#endpoint = state.endpoint;
-      this.#emit(outState(state));
+    // The first turn after the code that made the client, so that the
+    // listeners it adds see the first state.
+    queueMicrotask(() => {
+      this.#started = true;
+      this.#pump();
     });
   }
+
+  // One turn: carry out every output the core has, then arm its timer.
+  #pump() {
+    const core = this.#core;
+    if (this.#pumping || !core || !this.#started) return;
+    this.#pumping = true;
+    this.#fed = 0;
+    try {
+      let out;
+      while ((out = core.poll()) !== undefined) this.#run(JSON.parse(out));
+    } finally {
+      this.#pumping = false;
+    }
+    if (core.isClosed()) return this.#finish(core);
+    // Armed lazily: a deadline that moved later keeps the timer, which then
+    // fires early and finds nothing due; only an earlier one re-arms it.
+    const ms = core.wait();
+    if (ms < 0) return;
+    const at = performance.now() + ms;
+    if (this.#timer !== undefined && at >= this.#at) return;
+    clearTimeout(this.#timer);
+    this.#at = at;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#core?.timeout();
+      this.#pump();
+    }, ms);
+  }
+
+  // The outputs, as `output_json` in the wasm layer writes them.
+  #run(outs) {
+    for (const o of outs) {
+      switch (o[0]) {
+        case 0:
+          this.#connect(o[1], o[2], o[3]);
+          break;
+        case 1: {
+          const c = this.#conns.get(o[1]);
+          // A peer that stopped reading what is sent: the connection is cut.
+          if (c && !c.send(o[2])) this.#cut(o[1], c, "send queue full: the server is not reading");
+          break;
+        }
+        case 2:
+          this.#post(o[1], o[2], o[3]);
+          break;
+        case 3: {
+          const c = this.#conns.get(o[1]);
+          if (c) {
+            this.#conns.delete(o[1]);
+            c.live = false;
+            c.stop();
+          }
+          break;
+        }
+        case 4: {
+          const sub = this.#subs.get(o[1].channel);
+          if (sub?.[PUSH](o[1])) this.#behind.add(sub);
+          break;
+        }
+        case 5: {
+          const sub = this.#subs.get(o[1]);
+          if (sub) {
+            this.#subs.delete(o[1]);
+            sub[END](toError(o[2]));
+          }
+          break;
+        }
+        case 6: {
+          const p = this.#publishes.get(o[1]);
+          this.#publishes.delete(o[1]);
+          if (o.length > 3) p?.[1](toError(o[3]));
+          else p?.[0](o[2]);
+          break;
+        }
+        case 7: {
+          const s = outState(o[1]);
+          this.#state = s;
+          if (s.endpoint) this.#endpoint = s.endpoint;
+          this.#emit(s);
+          break;
+        }
+      }
+    }
+  }
+
+  #finish(core) {
+    this.#core = undefined;
+    this.#stats = statsOf(core.stats());
+    core.free();
+    clearTimeout(this.#timer);
+    for (const stop of this.#stop.splice(0)) stop();
+    for (const c of this.#conns.values()) {
+      c.live = false;
+      c.stop();
+    }
+    this.#conns.clear();
+    for (const sub of this.#subs.values()) sub[END]();
+    this.#subs.clear();
+    for (const [, no] of this.#publishes.values()) no(this.#closedError());
+    this.#publishes.clear();
+    this.#held = [];
+    this.#behind.clear();
+  }
+
+  /** Why the client is closed: the error that stopped it, or `closed`. */
+  #closedError() {
+    return this.#failed ?? this.#state.error ?? new ResubError("closed", "the client is closed");
+  }
+
+  // --- reports from connections
+
+  /** Hands a report to the core now, or holds it while a subscription is full. */
+  #report(f) {
+    if (!this.#core) return;
+    if (this.#behind.size || this.#held.length) {
+      this.#held.push(f);
+      return;
+    }
+    f(this.#core);
+    this.#soon();
+  }
+
+  #soon() {
+    if (++this.#fed >= WAKE_AFTER) this.#pump();
+    else if (!this.#posted) {
+      this.#posted = true;
+      this.#port.postMessage(0);
+    }
+  }
+
+  /** The last report of connection `c`. */
+  #gone(id, c, f) {
+    if (!c.live) return;
+    c.live = false;
+    this.#conns.delete(id);
+    this.#report(f);
+  }
+
+  /** Cuts connection `c` and reports it lost. */
+  #cut(id, c, why) {
+    c.stop();
+    this.#gone(id, c, (core) => core.closed(id, 2, 0, why));
+  }
+
+  #drained(sub) {
+    if (!this.#behind.delete(sub) || this.#behind.size || !this.#core) return;
+    const held = this.#held.splice(0);
+    for (const f of held) f(this.#core);
+    this.#pump();
+  }
+
+  #message(id, c, data) {
+    if (!c.live) return;
+    if (typeof data != "string") {
+      try {
+        data = new TextDecoder("utf-8", { fatal: true }).decode(data);
+      } catch {
+        return this.#cut(id, c, "binary frame that is not UTF-8");
+      }
+    }
+    if (this.#behind.size || this.#held.length) {
+      if (this.#held.length < INBOX) this.#held.push((core) => core.message(id, data));
+      else this.#cut(id, c, "the application is not reading: closed, to resume from the cursor");
+      return;
+    }
+    this.#core.message(id, data);
+    this.#soon();
+  }
+
+  #headers(h) {
+    if (this.#token) h.authorization = "Bearer " + this.#token;
+    return h;
+  }
+
+  #connect(id, kind, url) {
+    const c = { live: true, stop() {}, send: () => true };
+    this.#conns.set(id, c);
+    let opened = false;
+    const open = () => {
+      opened = true;
+      if (c.live) this.#report((core) => core.opened(id));
+    };
+    const closed = (kind, code, text) => this.#gone(id, c, (core) => core.closed(id, kind, code, text));
+    if (kind == "poll") return this.#poll(id, url, c, open, closed);
+    let s;
+    try {
+      s = kind == "ws" ? new WebSocket(url) : new EventSource(url);
+    } catch (e) {
+      return closed(0, 0, describe(e));
+    }
+    c.stop = () => {
+      s.onopen = s.onmessage = s.onerror = s.onclose = null;
+      s.close();
+    };
+    s.onopen = open;
+    s.onmessage = (e) => this.#message(id, c, e.data);
+    if (kind == "ws") {
+      s.binaryType = "arraybuffer";
+      c.send = (text) => s.bufferedAmount + text.length <= this.#limits[1] && (s.send(text), true);
+      s.onclose = (e) => (opened ? closed(3, e.code, e.reason) : closed(1, 0, "the WebSocket did not open"));
+    } else {
+      s.onerror = () => {
+        s.close();
+        if (opened) closed(2, 0, "the event stream broke");
+        else closed(1, 0, "the event stream did not open");
+      };
+    }
+  }
+
+  async #poll(id, url, c, open, closed) {
+    const abort = new AbortController();
+    c.stop = () => abort.abort();
+    let res;
+    try {
+      res = await fetch(url, { headers: this.#headers({ accept: "application/json" }), signal: abort.signal });
+    } catch (e) {
+      return closed(0, 0, describe(e));
+    }
+    const type = res.headers.get("content-type") ?? "";
+    if (!Core.accepts(res.status, type)) {
+      res.body?.cancel().catch(() => {});
+      const retry = res.headers.get("retry-after") ?? undefined;
+      return this.#gone(id, c, (core) => core.refused(id, res.status, type, retry));
+    }
+    open();
+    let text;
+    try {
+      text = await readBounded(res, this.#limits[0]);
+    } catch (e) {
+      return closed(2, 0, describe(e));
+    }
+    if (text === undefined) return closed(4, 0, "");
+    if (c.live) this.#report((core) => core.answer(id, text));
+    closed(5, 0, "");
+  }
+
+  async #post(key, url, data) {
+    let status = 0,
+      body;
+    try {
+      const headers = this.#headers({ "idempotency-key": key, "content-type": "text/plain;charset=UTF-8" });
+      const res = await fetch(url, { method: "POST", body: data, headers });
+      status = res.status;
+      body = await readBounded(res, this.#limits[2]);
+    } catch (e) {
+      status = 0;
+      body = describe(e);
+    }
+    // Not held behind a full subscription: the application may be waiting
+    // for this before it reads again.
+    this.#core?.posted(key, status, body);
+    this.#pump();
+  }
+
+  // --- the API
 
   #emit(state) {
     for (const fn of this.#stateListeners) {
@@ -416,13 +817,15 @@ export class Client {
     }
   }
 
-  /** The wasm client, or the reason there is none. */
+  /** The core, or the reason there is none. */
   async #client() {
     try {
-      return await this.#ready;
+      await this.#ready;
     } catch (e) {
       throw toError(e);
     }
+    if (!this.#core) throw this.#closedError();
+    return this.#core;
   }
 
   /**
@@ -443,19 +846,36 @@ export class Client {
         throw new ResubError("cursor_store", `cannot load the cursor: ${e}`);
       }
     }
-    const inner = this.#client().then((c) => c.subscribe(channel, from));
-    inner.catch(() => {}); // reported by next()
-    return new Subscription(inner, channel, this.#store);
+    const sub = new Subscription(channel, this.#store, this.#hooks);
+    this.#client().then(
+      (core) => {
+        if (sub[CLOSED]) return;
+        try {
+          core.subscribe(channel, from);
+        } catch (e) {
+          return sub[END](toError(e));
+        }
+        this.#subs.set(channel, sub);
+        this.#pump();
+      },
+      (e) => sub[END](e),
+    );
+    return sub;
   }
 
   /** Publishes; resolves to the event id. */
   async publish(channel, data, options = {}) {
-    const inner = await this.#client();
+    const core = await this.#client();
+    const token = this.#nextToken++;
+    const result = new Promise((ok, no) => this.#publishes.set(token, [ok, no]));
     try {
-      return await inner.publish(channel, String(data), options.event ?? undefined);
+      core.publish(token, channel, String(data), options.event ?? undefined);
     } catch (e) {
+      this.#publishes.delete(token);
       throw toError(e);
     }
+    this.#pump();
+    return result;
   }
 
   /**
@@ -497,26 +917,27 @@ export class Client {
 
   /** The current connection state. */
   get state() {
-    if (this.#inner) return outState(this.#inner.state());
     if (this.#failed) return { state: "closed", error: this.#failed };
-    return { state: "connecting", transport: this.#first, attempt: 0, endpoint: this.#endpoint };
+    return { ...this.#state };
   }
 
   /** Counters: delivered, replayed, duplicates, resets, connections, failures. */
   get stats() {
-    return this.#inner?.stats() ?? { delivered: 0, replayed: 0, duplicates: 0, resets: 0, connections: 0, failures: 0 };
+    if (this.#core) return statsOf(this.#core.stats());
+    return this.#stats ?? { delivered: 0, replayed: 0, duplicates: 0, resets: 0, connections: 0, failures: 0 };
   }
 
   /** Closes the connection and ends every subscription. */
   async close() {
     this.#closed = true;
-    this.#stop?.();
-    let inner;
     try {
-      inner = await this.#ready;
+      await this.#ready;
     } catch {
       return;
     }
-    await inner.close();
+    if (this.#core) {
+      this.#core.close();
+      this.#pump();
+    }
   }
 }

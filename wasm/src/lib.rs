@@ -1,65 +1,62 @@
-//! The wasm-bindgen layer of the npm package: thin wrappers that turn
-//! [`resub::Client`] into JavaScript objects. The JavaScript side
-//! (`js/index.js`) adds the idiomatic surface: `for await`, `on()`, and
-//! errors as a `ResubError` class. No policy lives here.
+//! The wasm-bindgen layer of the npm package: the sans-IO session
+//! ([`resub::core::Session`]) behind a compact, batch-oriented interface.
+//! The JavaScript driver (`js/client.js`) does the I/O (WebSocket,
+//! EventSource, fetch, timers, browser signals), reports what happened, and
+//! carries out the outputs, which cross as one JSON array per turn. Every
+//! decision (what to open, what an answer means, when to retry, what to hand
+//! the application) is the session's; the frames are decoded here too.
 
 #![cfg(target_arch = "wasm32")]
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
-use std::task::{Context, Poll, Waker};
-
-use futures::StreamExt;
-use js_sys::{Object, Reflect};
-use resub::core::Backoff;
-use resub::{Client, ConnectionState, DisconnectReason, Error, Message, PresenceAction, Subscription, Transport};
+use js_sys::Reflect;
+use resub::core::TransportError;
+use resub::core::{Backoff, Config, ConnId, Input, MAX_POST_ANSWER, Output, POLL_BATCH_FACTOR, PostError, Session};
+use resub::protocol::{EventId, parse_retry_after, push_json_string as string};
+use resub::{Client, ConnectionState, DisconnectReason, Error, Instant, Message, PresenceAction, Transport};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{future_to_promise, spawn_local};
 
 /// The heap allocator: talc, smaller than the default dlmalloc (a wasm
 /// module runs on one thread, which this allocator assumes).
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
-/// One promise type for every async method: one instantiation of the
-/// promise glue instead of one per method, which keeps the module small.
-fn promise(fut: impl std::future::Future<Output = Result<JsValue, JsValue>> + 'static) -> js_sys::Promise {
-    let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<JsValue, JsValue>>>> = Box::pin(fut);
-    future_to_promise(fut)
-}
-
-fn set(obj: &Object, key: &str, value: impl Into<JsValue>) {
-    let _ = Reflect::set(obj, &JsValue::from_str(key), &value.into());
-}
-
-/// `{ code, message }`, which the JavaScript side turns into a `ResubError`.
-fn error_value(code: &str, message: &str) -> JsValue {
-    let o = Object::new();
-    set(&o, "code", code);
-    set(&o, "message", message);
-    o.into()
+/// `{"code":…,"message":…}`, which the JavaScript side turns into a `ResubError`.
+fn error_json(e: &Error, out: &mut String) {
+    out.push_str("{\"code\":");
+    string(out, e.code());
+    out.push_str(",\"message\":");
+    string(out, &e.to_string());
+    out.push('}');
 }
 
 fn js_error(e: &Error) -> JsValue {
-    error_value(e.code(), &e.to_string())
+    let mut out = String::new();
+    error_json(e, &mut out);
+    JsValue::from(out)
 }
 
-/// Appends `m` to the JSON array being written in `out` (which starts with
-/// `[`), in the shape `index.d.ts` gives each message: a batch crosses to
+fn field(out: &mut String, key: &str, value: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    string(out, value);
+}
+
+fn number(out: &mut String, key: &str, value: u64) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    out.push_str(&value.to_string());
+}
+
+/// Appends `m` to `out` as JSON, in the shape `index.d.ts` gives each message: a batch crosses to
 /// JavaScript as one string and one `JSON.parse`, not a property set per
 /// field. `false` for a kind of message this layer does not hand out.
 fn message_json(m: Message, out: &mut String) -> bool {
-    use resub::protocol::push_json_string as string;
-    let field = |out: &mut String, key: &str, value: &str| {
-        out.push_str(",\"");
-        out.push_str(key);
-        out.push_str("\":");
-        string(out, value);
-    };
     let at = out.len();
-    out.push_str(if at > 1 { ",{\"type\":" } else { "{\"type\":" });
+    out.push_str("{\"type\":");
     match m {
         Message::Event(e) => {
             out.push_str("\"event\"");
@@ -95,64 +92,157 @@ fn message_json(m: Message, out: &mut String) -> bool {
     true
 }
 
-/// Sets a disconnect reason's stable code (`reason`) and its text (`detail`).
-fn set_reason(o: &Object, r: &DisconnectReason) {
-    set(o, "reason", r.code());
-    set(o, "detail", r.to_string());
+/// A disconnect reason's stable code (`reason`) and its text (`detail`).
+fn reason_json(r: &DisconnectReason, out: &mut String) {
+    field(out, "reason", r.code());
+    field(out, "detail", &r.to_string());
 }
 
-fn state_value(s: &ConnectionState) -> JsValue {
-    let o = Object::new();
+/// Appends a connection state as `index.d.ts` gives it.
+fn state_json(s: &ConnectionState, out: &mut String) {
+    out.push_str("{\"state\":");
     match s {
         ConnectionState::Connecting { transport, attempt, endpoint } => {
-            set(&o, "state", "connecting");
-            set(&o, "transport", transport.name());
-            set(&o, "attempt", *attempt);
-            set(&o, "endpoint", endpoint.as_str());
+            out.push_str("\"connecting\"");
+            field(out, "transport", transport.name());
+            number(out, "attempt", u64::from(*attempt));
+            field(out, "endpoint", endpoint);
         }
         ConnectionState::Connected { transport, fallback, endpoint } => {
-            set(&o, "state", "connected");
-            set(&o, "transport", transport.name());
-            set(&o, "endpoint", endpoint.as_str());
+            out.push_str("\"connected\"");
+            field(out, "transport", transport.name());
+            field(out, "endpoint", endpoint);
             if let Some(fb) = fallback {
-                let f = Object::new();
-                set(&f, "from", fb.from.name());
-                set_reason(&f, &fb.reason);
-                set(&o, "fallback", f);
+                out.push_str(",\"fallback\":{\"from\":");
+                string(out, fb.from.name());
+                reason_json(&fb.reason, out);
+                out.push('}');
             }
         }
         ConnectionState::Disconnected { reason, attempt, retry_in, .. } => {
-            set(&o, "state", "disconnected");
-            set_reason(&o, reason);
-            set(&o, "attempt", *attempt);
-            set(&o, "retryInMs", retry_in.as_secs_f64() * 1000.0);
+            out.push_str("\"disconnected\"");
+            reason_json(reason, out);
+            number(out, "attempt", u64::from(*attempt));
+            number(out, "retryInMs", retry_in.as_millis() as u64);
         }
         ConnectionState::Closed { error } => {
-            set(&o, "state", "closed");
+            out.push_str("\"closed\"");
             if let Some(e) = error {
-                set(&o, "error", js_error(e));
+                out.push_str(",\"error\":");
+                error_json(e, out);
             }
         }
-        _ => set(&o, "state", "unknown"),
+        _ => out.push_str("\"unknown\""),
     }
-    o.into()
+    out.push('}');
 }
 
-/// The client; see `Client` in `index.d.ts`.
+/// Appends one output as the JavaScript driver reads it: an array whose
+/// first element says what to do.
+///
+/// - `[0, conn, transport, url]` open a connection (`"ws"`, `"sse"`, `"poll"`)
+/// - `[1, conn, text]` send a WebSocket text frame
+/// - `[2, key, url, data]` POST a publish with `Idempotency-Key: key`
+/// - `[3, conn]` close a connection and report nothing more about it
+/// - `[4, message]` hand a message to its channel's subscription
+/// - `[5, channel, error]` the channel's subscription ended with an error
+/// - `[6, token, id]` or `[6, token, null, error]` a publish finished
+/// - `[7, state]` the connection state changed
+fn output_json(o: Output, out: &mut String) {
+    let at = out.len();
+    out.push_str(if at > 1 { ",[" } else { "[" });
+    let conn = |out: &mut String, kind: &str, conn: ConnId| {
+        out.push_str(kind);
+        out.push_str(&conn.0.to_string());
+    };
+    match o {
+        Output::Connect { conn: id, transport, url } => {
+            conn(out, "0,", id);
+            out.push(',');
+            string(out, transport.name());
+            out.push(',');
+            string(out, &url);
+        }
+        Output::Send { conn: id, text } => {
+            conn(out, "1,", id);
+            out.push(',');
+            string(out, &text);
+        }
+        Output::Post { key, url, data } => {
+            out.push_str("2,");
+            string(out, &key);
+            out.push(',');
+            string(out, &url);
+            out.push(',');
+            string(out, &data);
+        }
+        Output::Disconnect { conn: id } => conn(out, "3,", id),
+        Output::Deliver { message } => {
+            out.push_str("4,");
+            if !message_json(message, out) {
+                out.truncate(at);
+                return;
+            }
+        }
+        Output::SubscriptionEnded { channel, error } => {
+            out.push_str("5,");
+            string(out, &channel);
+            out.push(',');
+            error_json(&error, out);
+        }
+        Output::PublishDone { token, result } => {
+            out.push_str("6,");
+            out.push_str(&token.to_string());
+            match result {
+                Ok(id) => {
+                    out.push(',');
+                    string(out, &id);
+                }
+                Err(e) => {
+                    out.push_str(",null,");
+                    error_json(&e, out);
+                }
+            }
+        }
+        Output::State(state) => {
+            out.push_str("7,");
+            state_json(&state, out);
+        }
+        _ => {
+            out.truncate(at);
+            return;
+        }
+    }
+    out.push(']');
+}
+
+/// The outputs of one turn stop growing once their JSON is this long (they
+/// hold at least one output, however long); the rest come with the next call.
+const MAX_TURN_JSON: usize = 1 << 20;
+
+/// The session, as the JavaScript driver runs it; see `js/client.js`.
 #[wasm_bindgen]
-pub struct WasmClient {
-    inner: Client,
+pub struct Core {
+    session: Session,
+    /// Largest long-poll answer read, in bytes.
+    poll_limit: usize,
+    /// Most bytes a WebSocket may hold unsent before it counts as stuck.
+    send_limit: usize,
+}
+
+fn conn(id: f64) -> ConnId {
+    ConnId(id as u64)
 }
 
 #[wasm_bindgen]
-impl WasmClient {
-    /// `new WasmClient(url, options)`; throws `{code, message}` on bad input.
-    /// `options` is the array `index.js` made of the user's options once it
-    /// checked them (`wasmOptions`): numbers in milliseconds, lists joined by
-    /// spaces, `undefined` for what is not set. Reading that by position is
-    /// much smaller here than reading and checking JS objects.
+impl Core {
+    /// `new Core(url, options)`; throws `{code, message}` (as JSON) on bad
+    /// input. `options` is the array `client.js` made of the user's options
+    /// once it checked them (`wasmOptions`): numbers in milliseconds, lists
+    /// joined by spaces, `undefined` for what is not set. Reading that by
+    /// position is much smaller here than reading and checking JS objects.
     #[wasm_bindgen(constructor)]
-    pub fn new(url: &str, options: js_sys::Array) -> Result<WasmClient, JsValue> {
+    pub fn new(url: &str, options: js_sys::Array) -> Result<Core, JsValue> {
         let at = |i| Some(options.get(i)).filter(|v| !v.is_undefined() && !v.is_null());
         let text = |i| at(i).and_then(|v| v.as_string());
         let num = |i| at(i).and_then(|v| v.as_f64());
@@ -197,8 +287,11 @@ impl WasmClient {
         if let Some(n) = num(9) {
             b = b.max_pending_publishes(n as usize);
         }
+        let defaults = Config::default();
+        let mut publish_bytes = defaults.max_pending_publish_bytes;
         if let Some(n) = num(10) {
-            b = b.max_pending_publish_bytes(n as usize);
+            publish_bytes = n as usize;
+            b = b.max_pending_publish_bytes(publish_bytes);
         }
         if let Some(id) = text(11) {
             b = b.presence(&id, &text(12).unwrap_or_default());
@@ -219,198 +312,198 @@ impl WasmClient {
             urls.push(rest);
             b = b.endpoints(&urls);
         }
-        // A string: that token; `true`: tokens come through `setToken`.
+        // A string: that token; `true`: tokens come through `token()`.
         if let Some(v) = at(15) {
             b = match v.as_string() {
                 Some(token) => b.token(&token),
                 None => b.await_token(),
             };
         }
-        let inner = b.build().map_err(|e| js_error(&e))?;
-        Ok(WasmClient { inner })
-    }
-
-    /// Starts a subscription at once; its first item is an error if it could
-    /// not start.
-    pub fn subscribe(&self, channel: String, from: Option<String>) -> WasmSubscription {
-        let slot = Rc::new(RefCell::new(Slot { stage: Stage::Starting, waiting: false, waker: None }));
-        let client = self.inner.clone();
-        let started = slot.clone();
-        spawn_local(async move {
-            let sub = match &from {
-                Some(after) => client.subscribe_from(&channel, after).await,
-                None => client.subscribe(&channel).await,
-            };
-            let mut slot = started.borrow_mut();
-            // Closed while starting: the subscription is dropped here, which
-            // ends it.
-            if matches!(slot.stage, Stage::Starting) {
-                slot.stage = match sub {
-                    Ok(sub) => Stage::Running(sub),
-                    Err(e) => Stage::Failed(js_error(&e)),
-                };
-            }
-            slot.wake();
-        });
-        WasmSubscription { slot }
-    }
-
-    /// Publishes; resolves to the event id.
-    pub fn publish(&self, channel: String, data: String, event: Option<String>) -> js_sys::Promise {
-        let client = self.inner.clone();
-        promise(async move {
-            match client.publish_event(&channel, event.as_deref(), data).await {
-                Ok(id) => Ok(JsValue::from_str(&id)),
-                Err(e) => Err(js_error(&e)),
-            }
+        let session = b.into_session().map_err(|e| js_error(&e))?;
+        Ok(Core {
+            session,
+            poll_limit: defaults.max_frame_bytes.saturating_mul(POLL_BATCH_FACTOR),
+            // A connection holds at most the outbox and a frame's worth of
+            // subscribes and pings queued for sending.
+            send_limit: publish_bytes.saturating_add(defaults.max_frame_bytes),
         })
     }
 
-    /// Calls `listener(state)` on every state change from now on, until the
-    /// client closes; `index.js` shares this one call among its listeners.
-    #[wasm_bindgen(js_name = onState)]
-    pub fn on_state(&self, listener: js_sys::Function) {
-        let mut states = self.inner.states();
-        spawn_local(async move {
-            while let Some(s) = states.next().await {
-                let _ = listener.call1(&JsValue::NULL, &state_value(&s));
+    /// `[largest poll answer, most bytes a WebSocket may hold unsent,
+    /// largest publish answer]` read, in bytes.
+    pub fn limits(&self) -> Vec<f64> {
+        vec![self.poll_limit as f64, self.send_limit as f64, MAX_POST_ANSWER as f64]
+    }
+
+    /// The server in use (or to be tried first).
+    pub fn endpoint(&self) -> String {
+        self.session.endpoint_url().to_owned()
+    }
+
+    /// The transport tried first.
+    pub fn transport(&self) -> String {
+        self.session.transport().name().to_owned()
+    }
+
+    /// Starts a subscription, after the event id `from` if given; throws
+    /// `{code, message}` (as JSON) if it cannot start.
+    pub fn subscribe(&mut self, channel: &str, from: Option<String>) -> Result<(), JsValue> {
+        let from = match from {
+            Some(f) => Some(f.parse::<EventId>().map_err(|e| js_error(&e.into()))?),
+            None => None,
+        };
+        self.session.subscribe(channel, from, Instant::now()).map_err(|e| js_error(&e))
+    }
+
+    /// Ends the subscription to `channel`.
+    pub fn unsubscribe(&mut self, channel: &str) {
+        self.session.unsubscribe(channel, Instant::now());
+    }
+
+    /// Publishes; the result comes as output 6 with `token`. Throws
+    /// `{code, message}` (as JSON) if the publish is refused at once.
+    pub fn publish(&mut self, token: f64, channel: &str, data: String, event: Option<String>) -> Result<(), JsValue> {
+        self.session.publish(token as u64, channel, event, data).map_err(|e| js_error(&e))
+    }
+
+    /// Closes the session.
+    pub fn close(&mut self) {
+        self.session.close();
+    }
+
+    /// Whether the session has closed.
+    #[wasm_bindgen(js_name = isClosed)]
+    pub fn is_closed(&self) -> bool {
+        self.session.is_closed()
+    }
+
+    fn input(&mut self, input: Input) {
+        self.session.handle_input(input, Instant::now());
+    }
+
+    /// Connection `conn` opened.
+    pub fn opened(&mut self, conn: f64) {
+        self.input(Input::Opened { conn: self::conn(conn) });
+    }
+
+    /// A WebSocket message or an SSE event's data arrived on `conn`.
+    pub fn message(&mut self, conn: f64, text: &JsValue) {
+        let (frames, bytes) = resub::browser::decode_message(text);
+        self.input(Input::Frames { conn: self::conn(conn), frames, bytes });
+    }
+
+    /// The body of a long-poll answer arrived on `conn`.
+    pub fn answer(&mut self, conn: f64, text: &str) {
+        let frames = resub::browser::decode(text, true);
+        self.input(Input::Frames { conn: self::conn(conn), frames, bytes: text.len() });
+    }
+
+    /// Whether an HTTP answer to a long poll is one whose body is read:
+    /// `200` with a JSON content type.
+    pub fn accepts(status: u16, content_type: &str) -> bool {
+        status == 200 && media_type(content_type).eq_ignore_ascii_case("application/json")
+    }
+
+    /// A long poll was answered in a way [`accepts`](Self::accepts) refused.
+    pub fn refused(&mut self, conn: f64, status: u16, content_type: &str, retry_after: Option<String>) {
+        let error = if status != 200 {
+            TransportError::Status { status, retry_after: retry_after.as_deref().and_then(parse_retry_after) }
+        } else {
+            TransportError::Unsupported(format!("answered '{content_type}' instead of application/json"))
+        };
+        self.input(Input::Closed { conn: self::conn(conn), error });
+    }
+
+    /// Connection `conn` failed or ended. `kind`: 0 could not connect
+    /// (`text` says why), 1 did not open, 2 lost, 3 a WebSocket closed with
+    /// `code` and reason `text`, 4 a long-poll answer over the limit, 5 a
+    /// long poll completed.
+    pub fn closed(&mut self, conn: f64, kind: u8, code: u16, text: String) {
+        let error = match kind {
+            0 => TransportError::Connect(text),
+            1 => TransportError::OpenFailed(text),
+            3 if code == 1006 => TransportError::Lost("connection closed without a close frame".into()),
+            3 => TransportError::Closed { code, reason: text },
+            4 => TransportError::TooLarge { limit: self.poll_limit },
+            5 => TransportError::Completed,
+            _ => TransportError::Lost(text),
+        };
+        self.input(Input::Closed { conn: self::conn(conn), error });
+    }
+
+    /// The publish with idempotency key `key` was answered with `status`
+    /// and `body` (`undefined`: longer than the limit), or with status 0
+    /// failed on the way (`body` says why).
+    pub fn posted(&mut self, key: String, status: u16, body: Option<String>) {
+        let result = match (status, body) {
+            (0, why) => Err(PostError::Failed(why.unwrap_or_default())),
+            (200, None) => Err(PostError::Failed("answer over the limit".into())),
+            (200, Some(body)) => js_sys::JSON::parse(&body)
+                .ok()
+                .filter(|v| v.is_object())
+                .and_then(|v| Reflect::get(&v, &JsValue::from_str("id")).ok())
+                .and_then(|id| id.as_string())
+                .ok_or_else(|| PostError::Status { status, message: "unexpected answer to a publish".into() }),
+            (_, body) => {
+                Err(PostError::Status { status, message: body.unwrap_or_default().chars().take(200).collect() })
             }
+        };
+        self.input(Input::Posted { key, result });
+    }
+
+    /// A browser signal: 0 online, 1 offline, 2 the page is visible again.
+    pub fn signal(&mut self, kind: u8) {
+        self.input(match kind {
+            0 => Input::Online,
+            1 => Input::Offline,
+            _ => Input::Wake,
         });
     }
 
     /// A fresh token from the application's provider, or `undefined` when
     /// it could not get one.
-    #[wasm_bindgen(js_name = setToken)]
-    pub fn set_token(&self, token: Option<String>) {
-        self.inner.set_token(token);
+    pub fn token(&mut self, token: Option<String>) {
+        self.input(Input::Token(token));
     }
 
-    /// The current state.
-    pub fn state(&self) -> JsValue {
-        state_value(&self.inner.state())
+    /// The deadline [`wait`](Self::wait) gave has passed.
+    pub fn timeout(&mut self) {
+        self.session.handle_timeout(Instant::now());
     }
 
-    /// Counters: delivered, replayed, duplicates, resets, connections.
-    pub fn stats(&self) -> JsValue {
-        let s = self.inner.stats();
-        let o = Object::new();
-        set(&o, "delivered", s.delivered as f64);
-        set(&o, "replayed", s.replayed as f64);
-        set(&o, "duplicates", s.duplicates as f64);
-        set(&o, "resets", s.resets as f64);
-        set(&o, "connections", s.connections as f64);
-        set(&o, "failures", s.failures as f64);
-        o.into()
-    }
-
-    /// Closes the client; resolves when it has stopped.
-    pub fn close(&self) -> js_sys::Promise {
-        let client = self.inner.clone();
-        promise(async move {
-            client.close().await;
-            Ok(JsValue::UNDEFINED)
-        })
-    }
-}
-
-/// Where a subscription is.
-enum Stage {
-    /// Waiting for the client to confirm it.
-    Starting,
-    /// Could not start: this error is the first and last item.
-    Failed(JsValue),
-    Running(Subscription),
-    Ended,
-}
-
-/// A subscription's stage, and the `next()` call waiting on it.
-struct Slot {
-    stage: Stage,
-    /// A `next()` call is under way.
-    waiting: bool,
-    waker: Option<Waker>,
-}
-
-impl Slot {
-    fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
+    /// Milliseconds until the session wants [`timeout`](Self::timeout)
+    /// called, or -1 when it has no deadline.
+    pub fn wait(&self) -> f64 {
+        match self.session.poll_timeout() {
+            Some(d) => d.saturating_duration_since(Instant::now()).as_secs_f64() * 1000.0,
+            None => -1.0,
         }
     }
 
-    /// The next items for JavaScript: the messages ready now as a JSON
-    /// array, an error, or `undefined` at the end. An error or the end that
-    /// follows messages comes with the next call.
-    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Result<JsValue, JsValue>> {
-        let mut json = String::from("[");
-        let ready = |json: String| Poll::Ready(Ok(JsValue::from(json + "]")));
-        loop {
-            let item = match &mut self.stage {
-                Stage::Starting => None,
-                Stage::Failed(_) if json.len() > 1 => return ready(json),
-                Stage::Failed(_) => match std::mem::replace(&mut self.stage, Stage::Ended) {
-                    Stage::Failed(e) => return Poll::Ready(Err(e)),
-                    _ => unreachable!(),
-                },
-                Stage::Running(_) if json.len() >= MAX_BATCH_JSON => return ready(json),
-                Stage::Running(sub) => match sub.poll_next_unpin(cx) {
-                    Poll::Pending => None,
-                    Poll::Ready(item) => Some(item),
-                },
-                Stage::Ended if json.len() > 1 => return ready(json),
-                Stage::Ended => return Poll::Ready(Ok(JsValue::UNDEFINED)),
-            };
-            match item {
-                None if json.len() > 1 => return ready(json),
-                None => {
-                    self.waker = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-                Some(Some(Ok(m))) => {
-                    message_json(m, &mut json);
-                }
-                Some(Some(Err(e))) => self.stage = Stage::Failed(js_error(&e)),
-                Some(None) => self.stage = Stage::Ended,
-            }
+    /// What to do now, as one JSON array of outputs (see `output_json`), or
+    /// `undefined` when there is nothing.
+    pub fn poll(&mut self) -> Option<String> {
+        let mut out = String::from("[");
+        while out.len() < MAX_TURN_JSON
+            && let Some(o) = self.session.poll_output()
+        {
+            output_json(o, &mut out);
         }
+        if out.len() == 1 {
+            return None;
+        }
+        out.push(']');
+        Some(out)
+    }
+
+    /// Counters: delivered, replayed, duplicates, resets, connections, failures.
+    pub fn stats(&self) -> Vec<f64> {
+        let s = self.session.stats();
+        [s.delivered, s.replayed, s.duplicates, s.resets, s.connections, s.failures].map(|n| n as f64).to_vec()
     }
 }
 
-/// A batch stops growing once its JSON is this long (it holds at least one
-/// message, however long).
-const MAX_BATCH_JSON: usize = 1 << 20;
-
-/// One subscription; see `Subscription` in `index.d.ts`.
-#[wasm_bindgen]
-pub struct WasmSubscription {
-    slot: Rc<RefCell<Slot>>,
-}
-
-#[wasm_bindgen]
-impl WasmSubscription {
-    /// Resolves to the messages ready now (at least one) as a JSON array, or
-    /// `undefined` when the subscription has ended; rejects with
-    /// `{code, message}` once if it ended with an error.
-    #[wasm_bindgen(js_name = nextBatch)]
-    pub fn next_batch(&self) -> js_sys::Promise {
-        // Calls are sequential (an async iterator awaits each); a call made
-        // while another waits sees the end.
-        if std::mem::replace(&mut self.slot.borrow_mut().waiting, true) {
-            return js_sys::Promise::resolve(&JsValue::UNDEFINED);
-        }
-        let slot = self.slot.clone();
-        promise(std::future::poll_fn(move |cx| {
-            let mut slot = slot.borrow_mut();
-            let item = slot.poll_batch(cx);
-            slot.waiting = item.is_pending();
-            item
-        }))
-    }
-
-    /// Ends the subscription; pending and later `next()` calls see the end.
-    pub fn close(&self) {
-        let mut slot = self.slot.borrow_mut();
-        slot.stage = Stage::Ended;
-        slot.wake();
-    }
+/// The media type of a `Content-Type` value, without parameters.
+fn media_type(value: &str) -> &str {
+    value.split(';').next().unwrap_or("").trim()
 }

@@ -286,7 +286,7 @@ fn frame_from_js(o: &JsValue) -> Result<ServerFrame, String> {
 
 /// Decodes a message with the browser's `JSON.parse`: one frame, or for a
 /// poll response (`batch`) the frames of `{"frames": [...]}`.
-fn decode(text: &str, batch: bool) -> Result<Vec<ServerFrame>, String> {
+pub fn decode(text: &str, batch: bool) -> Result<Vec<ServerFrame>, String> {
     if let Some(frames) = batch.then(|| ServerFrame::read_events(text)).flatten() {
         return Ok(frames);
     }
@@ -312,14 +312,21 @@ fn frames_event(conn: ConnId, text: &str, batch: bool) -> ConnEvent {
 /// from its text in wasm ([`ServerFrame::read_event`]), anything else parsed
 /// by the browser from its own string.
 fn text_event(conn: ConnId, text: &JsValue) -> ConnEvent {
+    let (frames, bytes) = decode_message(text);
+    ConnEvent::Frames(conn, frames, bytes)
+}
+
+/// Decodes one WebSocket message or SSE event's data, given as the
+/// browser's string: the frame and the message's length in bytes.
+pub fn decode_message(text: &JsValue) -> (Result<Vec<ServerFrame>, String>, usize) {
     let Some(s) = text.as_string() else {
-        return ConnEvent::Frames(conn, Err("a message that is not text".into()), 0);
+        return (Err("a message that is not text".into()), 0);
     };
-    let frames = match ServerFrame::read_event(&s) {
+    let frame = match ServerFrame::read_event(&s) {
         Some(frame) => Ok(frame),
         None => parse_json(text).map_err(|_| "malformed JSON".to_owned()).and_then(|v| frame_from_js(&v)),
     };
-    ConnEvent::Frames(conn, frames.map(|f| vec![f]), s.len())
+    (frame.map(|f| vec![f]), s.len())
 }
 
 /// The browser runs each connection through its callbacks: the loop has
