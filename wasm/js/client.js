@@ -662,7 +662,11 @@ export class Client {
 
   // --- reports from connections
 
-  /** Hands a report to the core now, or holds it while a subscription is full. */
+  /**
+   * Hands a report to the core and takes a turn at once (an open, an end, a
+   * poll answer: what to do next should not wait for a task), or holds it
+   * while a subscription is full.
+   */
   #report(f) {
     if (!this.#core) return;
     if (this.#behind.size || this.#held.length) {
@@ -670,7 +674,7 @@ export class Client {
       return;
     }
     f(this.#core);
-    this.#soon();
+    this.#pump();
   }
 
   #soon() {
