@@ -390,6 +390,21 @@ async function readBounded(res, limit) {
   return new TextDecoder().decode(all);
 }
 
+/**
+ * Whether a parsed frame is an event in the shape the core reads without
+ * seeing it: `type` "event", `channel`, `id` and `data` strings, maybe an
+ * `event` string or null, nothing else. Any other frame goes to the core's
+ * own decoder.
+ */
+function isEvent(f) {
+  if (f?.type !== "event" || typeof f.channel != "string" || typeof f.id != "string" || typeof f.data != "string") {
+    return false;
+  }
+  if (f.event != null && typeof f.event != "string") return false;
+  for (const k in f) if (k != "type" && k != "channel" && k != "id" && k != "data" && k != "event") return false;
+  return true;
+}
+
 const statsOf = (s) => ({
   delivered: s[0],
   replayed: s[1],
@@ -429,6 +444,7 @@ export class Client {
   #timer;
   #at = 0; // when #timer fires (performance.now())
   #limits; // [poll answer, unsent WebSocket bytes, publish answer]
+  #kept = []; // events parsed here and fed to the core, by seq, until the end of the turn
   #hooks = {
     closed: (sub) => {
       this.#drained(sub);
@@ -564,6 +580,9 @@ export class Client {
     } finally {
       this.#pumping = false;
     }
+    // The core delivers an event as it is fed, or never: every output about
+    // these has been carried out.
+    this.#kept = [];
     if (core.isClosed()) return this.#finish(core);
     // Armed lazily: a deadline that moved later keeps the timer, which then
     // fires early and finds nothing due; only an earlier one re-arms it.
@@ -623,6 +642,12 @@ export class Client {
           this.#publishes.delete(o[1]);
           if (o.length > 3) p?.[1](toError(o[3]));
           else p?.[0](o[2]);
+          break;
+        }
+        case 8: {
+          const m = this.#kept[o[1]];
+          m.event ??= "message";
+          if (this.#subs.get(m.channel)?.[PUSH](m)) this.#behind.add(this.#subs.get(m.channel));
           break;
         }
         case 7: {
@@ -716,12 +741,41 @@ export class Client {
       }
     }
     if (this.#behind.size || this.#held.length) {
-      if (this.#held.length < INBOX) this.#held.push((core) => core.message(id, data));
+      if (this.#held.length < INBOX) this.#held.push((core) => this.#frame(core, id, data));
       else this.#cut(id, c, "the application is not reading: closed, to resume from the cursor");
       return;
     }
-    this.#core.message(id, data);
+    this.#frame(this.#core, id, data);
     this.#soon();
+  }
+
+  /**
+   * Feeds one WebSocket message or SSE event's data. An event is parsed
+   * here and only its channel and id cross into wasm (its data stays here,
+   * kept until the core says to deliver it); anything else is decoded there.
+   */
+  #frame(core, id, text) {
+    let f;
+    try {
+      f = JSON.parse(text);
+    } catch {}
+    if (!isEvent(f)) return core.message(id, text);
+    // A frame's size counts in bytes: UTF-16 units are fewer, up to 3 times.
+    const bytes = text.length * 3 > this.#limits[3] ? new TextEncoder().encode(text).length : text.length;
+    core.event(id, f.channel, f.id, f.event ?? undefined, this.#kept.push(f) - 1, bytes);
+  }
+
+  /** Feeds a long-poll answer: its events as `#frame` does, frame by frame, in order. */
+  #answer(core, id, text) {
+    let frames;
+    try {
+      frames = JSON.parse(text).frames;
+    } catch {}
+    if (!Array.isArray(frames) || !frames.every((f) => f?.type !== "event" || isEvent(f))) return core.answer(id, text);
+    for (const f of frames) {
+      if (f.type === "event") core.event(id, f.channel, f.id, f.event ?? undefined, this.#kept.push(f) - 1, 0);
+      else core.answer(id, JSON.stringify({ frames: [f] }));
+    }
   }
 
   #headers(h) {
@@ -787,7 +841,7 @@ export class Client {
       return closed(2, 0, describe(e));
     }
     if (text === undefined) return closed(4, 0, "");
-    if (c.live) this.#report((core) => core.answer(id, text));
+    if (c.live) this.#report((core) => this.#answer(core, id, text));
     closed(5, 0, "");
   }
 

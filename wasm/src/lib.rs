@@ -13,7 +13,7 @@ use std::time::Duration;
 use js_sys::Reflect;
 use resub::core::TransportError;
 use resub::core::{Backoff, Config, ConnId, Input, MAX_POST_ANSWER, Output, POLL_BATCH_FACTOR, PostError, Session};
-use resub::protocol::{EventId, parse_retry_after, push_json_string as string};
+use resub::protocol::{EventId, ServerFrame, parse_retry_after, push_json_string as string};
 use resub::{Client, ConnectionState, DisconnectReason, Error, Instant, Message, PresenceAction, Transport};
 use wasm_bindgen::prelude::*;
 
@@ -148,7 +148,11 @@ fn state_json(s: &ConnectionState, out: &mut String) {
 /// - `[5, channel, error]` the channel's subscription ended with an error
 /// - `[6, token, id]` or `[6, token, null, error]` a publish finished
 /// - `[7, state]` the connection state changed
-fn output_json(o: Output, out: &mut String) {
+/// - `[8, seq]` hand the event the driver kept as `seq` to its subscription
+///
+/// `kept`: the output comes from an event the driver parsed itself and
+/// kept (see [`Core::event`]), delivered as `[8, seq]`.
+fn output_json(o: Output, out: &mut String, kept: Option<f64>) {
     let at = out.len();
     out.push_str(if at > 1 { ",[" } else { "[" });
     let conn = |out: &mut String, kind: &str, conn: ConnId| {
@@ -177,6 +181,10 @@ fn output_json(o: Output, out: &mut String) {
             string(out, &data);
         }
         Output::Disconnect { conn: id } => conn(out, "3,", id),
+        Output::Deliver { message: Message::Event(_) } if let Some(seq) = kept => {
+            out.push_str("8,");
+            out.push_str(&(seq as u64).to_string());
+        }
         Output::Deliver { message } => {
             out.push_str("4,");
             if !message_json(message, out) {
@@ -216,14 +224,14 @@ fn output_json(o: Output, out: &mut String) {
     out.push(']');
 }
 
-/// The outputs of one turn stop growing once their JSON is this long (they
-/// hold at least one output, however long); the rest come with the next call.
-const MAX_TURN_JSON: usize = 1 << 20;
-
 /// The session, as the JavaScript driver runs it; see `js/client.js`.
 #[wasm_bindgen]
 pub struct Core {
     session: Session,
+    /// The outputs so far, as the JSON array `poll` hands over (without its
+    /// closing bracket). They are taken from the session after each call,
+    /// so that an event the driver kept is known by the input it came in.
+    out: String,
     /// Largest long-poll answer read, in bytes.
     poll_limit: usize,
     /// Most bytes a WebSocket may hold unsent before it counts as stuck.
@@ -322,6 +330,7 @@ impl Core {
         let session = b.into_session().map_err(|e| js_error(&e))?;
         Ok(Core {
             session,
+            out: String::from("["),
             poll_limit: defaults.max_frame_bytes.saturating_mul(POLL_BATCH_FACTOR),
             // A connection holds at most the outbox and a frame's worth of
             // subscribes and pings queued for sending.
@@ -330,9 +339,10 @@ impl Core {
     }
 
     /// `[largest poll answer, most bytes a WebSocket may hold unsent,
-    /// largest publish answer]` read, in bytes.
+    /// largest publish answer, largest frame]` in bytes.
     pub fn limits(&self) -> Vec<f64> {
-        vec![self.poll_limit as f64, self.send_limit as f64, MAX_POST_ANSWER as f64]
+        let frame = self.poll_limit / POLL_BATCH_FACTOR;
+        vec![self.poll_limit as f64, self.send_limit as f64, MAX_POST_ANSWER as f64, frame as f64]
     }
 
     /// The server in use (or to be tried first).
@@ -352,23 +362,29 @@ impl Core {
             Some(f) => Some(f.parse::<EventId>().map_err(|e| js_error(&e.into()))?),
             None => None,
         };
-        self.session.subscribe(channel, from, Instant::now()).map_err(|e| js_error(&e))
+        let result = self.session.subscribe(channel, from, Instant::now()).map_err(|e| js_error(&e));
+        self.drain(None);
+        result
     }
 
     /// Ends the subscription to `channel`.
     pub fn unsubscribe(&mut self, channel: &str) {
         self.session.unsubscribe(channel, Instant::now());
+        self.drain(None);
     }
 
     /// Publishes; the result comes as output 6 with `token`. Throws
     /// `{code, message}` (as JSON) if the publish is refused at once.
     pub fn publish(&mut self, token: f64, channel: &str, data: String, event: Option<String>) -> Result<(), JsValue> {
-        self.session.publish(token as u64, channel, event, data).map_err(|e| js_error(&e))
+        let result = self.session.publish(token as u64, channel, event, data).map_err(|e| js_error(&e));
+        self.drain(None);
+        result
     }
 
     /// Closes the session.
     pub fn close(&mut self) {
         self.session.close();
+        self.drain(None);
     }
 
     /// Whether the session has closed.
@@ -379,6 +395,14 @@ impl Core {
 
     fn input(&mut self, input: Input) {
         self.session.handle_input(input, Instant::now());
+        self.drain(None);
+    }
+
+    /// Takes what the session has to do into `out`.
+    fn drain(&mut self, kept: Option<f64>) {
+        while let Some(o) = self.session.poll_output() {
+            output_json(o, &mut self.out, kept);
+        }
     }
 
     /// Connection `conn` opened.
@@ -390,6 +414,19 @@ impl Core {
     pub fn message(&mut self, conn: f64, text: &JsValue) {
         let (frames, bytes) = resub::browser::decode_message(text);
         self.input(Input::Frames { conn: self::conn(conn), frames, bytes });
+    }
+
+    /// An event frame arrived on `conn` (a WebSocket message or SSE event of
+    /// `bytes` bytes, or one frame of a long-poll answer, 0), which the
+    /// driver parsed with `JSON.parse` and keeps as `seq`: an object with
+    /// the keys `type` (`"event"`), `channel`, `id` and `data`, strings, and
+    /// maybe `event`, a string or null. Its data stays in JavaScript: if the
+    /// session delivers it, the output is `[8, seq]`.
+    pub fn event(&mut self, conn: f64, channel: &str, id: &str, event: Option<String>, seq: f64, bytes: f64) {
+        let frame = ServerFrame::Event { channel: channel.into(), id: id.into(), event, data: String::new() };
+        let input = Input::Frames { conn: self::conn(conn), frames: Ok(vec![frame]), bytes: bytes as usize };
+        self.session.handle_input(input, Instant::now());
+        self.drain(Some(seq));
     }
 
     /// The body of a long-poll answer arrived on `conn`.
@@ -469,6 +506,7 @@ impl Core {
     /// The deadline [`wait`](Self::wait) gave has passed.
     pub fn timeout(&mut self) {
         self.session.handle_timeout(Instant::now());
+        self.drain(None);
     }
 
     /// Milliseconds until the session wants [`timeout`](Self::timeout)
@@ -483,15 +521,12 @@ impl Core {
     /// What to do now, as one JSON array of outputs (see `output_json`), or
     /// `undefined` when there is nothing.
     pub fn poll(&mut self) -> Option<String> {
-        let mut out = String::from("[");
-        while out.len() < MAX_TURN_JSON
-            && let Some(o) = self.session.poll_output()
-        {
-            output_json(o, &mut out);
-        }
-        if out.len() == 1 {
+        // Outputs made at creation, before any call.
+        self.drain(None);
+        if self.out.len() == 1 {
             return None;
         }
+        let mut out = std::mem::replace(&mut self.out, String::from("["));
         out.push(']');
         Some(out)
     }
