@@ -759,9 +759,9 @@ export class Client {
     try {
       f = JSON.parse(text);
     } catch {}
-    if (!isEvent(f)) return core.message(id, text);
     // A frame's size counts in bytes: UTF-16 units are fewer, up to 3 times.
     const bytes = text.length * 3 > this.#limits[3] ? new TextEncoder().encode(text).length : text.length;
+    if (!isEvent(f)) return core.message(id, text, bytes);
     core.event(id, f.channel, f.id, f.event ?? undefined, this.#kept.push(f) - 1, bytes);
   }
 
@@ -771,10 +771,11 @@ export class Client {
     try {
       frames = JSON.parse(text).frames;
     } catch {}
-    if (!Array.isArray(frames) || !frames.every((f) => f?.type !== "event" || isEvent(f))) return core.answer(id, text);
+    // Its size was bounded as it was read.
+    if (!Array.isArray(frames) || !frames.every((f) => f?.type !== "event" || isEvent(f))) return core.answer(id, text, 0);
     for (const f of frames) {
       if (f.type === "event") core.event(id, f.channel, f.id, f.event ?? undefined, this.#kept.push(f) - 1, 0);
-      else core.answer(id, JSON.stringify({ frames: [f] }));
+      else core.answer(id, JSON.stringify({ frames: [f] }), 0);
     }
   }
 

@@ -410,10 +410,12 @@ impl Core {
         self.input(Input::Opened { conn: self::conn(conn) });
     }
 
-    /// A WebSocket message or an SSE event's data arrived on `conn`.
-    pub fn message(&mut self, conn: f64, text: &JsValue) {
-        let (frames, bytes) = resub::browser::decode_message(text);
-        self.input(Input::Frames { conn: self::conn(conn), frames, bytes });
+    /// A WebSocket message or an SSE event's data, the string `text` of
+    /// `bytes` bytes, arrived on `conn`, and it is not an event in the shape
+    /// [`event`](Self::event) takes: the browser's `JSON.parse` reads it.
+    pub fn message(&mut self, conn: f64, text: &JsValue, bytes: f64) {
+        let frames = resub::browser::parse_frames(text, false);
+        self.input(Input::Frames { conn: self::conn(conn), frames, bytes: bytes as usize });
     }
 
     /// An event frame arrived on `conn` (a WebSocket message or SSE event of
@@ -429,10 +431,11 @@ impl Core {
         self.drain(Some(seq));
     }
 
-    /// The body of a long-poll answer arrived on `conn`.
-    pub fn answer(&mut self, conn: f64, text: &str) {
-        let frames = resub::browser::decode(text, true);
-        self.input(Input::Frames { conn: self::conn(conn), frames, bytes: text.len() });
+    /// The body of a long-poll answer, the string `text` of `bytes` bytes,
+    /// arrived on `conn`, or one frame of it as `{"frames":[frame]}`.
+    pub fn answer(&mut self, conn: f64, text: &JsValue, bytes: f64) {
+        let frames = resub::browser::parse_frames(text, true);
+        self.input(Input::Frames { conn: self::conn(conn), frames, bytes: bytes as usize });
     }
 
     /// Whether an HTTP answer to a long poll is one whose body is read:

@@ -284,13 +284,21 @@ fn frame_from_js(o: &JsValue) -> Result<ServerFrame, String> {
     ServerFrame::try_from(raw)
 }
 
-/// Decodes a message with the browser's `JSON.parse`: one frame, or for a
-/// poll response (`batch`) the frames of `{"frames": [...]}`.
+/// Decodes a message: for a poll response (`batch`) with the quick reading
+/// first ([`ServerFrame::read_events`]), else with the browser's
+/// `JSON.parse` ([`parse_frames`]).
 pub fn decode(text: &str, batch: bool) -> Result<Vec<ServerFrame>, String> {
     if let Some(frames) = batch.then(|| ServerFrame::read_events(text)).flatten() {
         return Ok(frames);
     }
-    let v = js_sys::JSON::parse(text).map_err(|_| "malformed JSON".to_owned())?;
+    parse_frames(&JsValue::from_str(text), batch)
+}
+
+/// Decodes a message, a JavaScript string, with the browser's `JSON.parse`
+/// alone: one frame, or for a poll response (`batch`) the frames of
+/// `{"frames": [...]}`.
+pub fn parse_frames(text: &JsValue, batch: bool) -> Result<Vec<ServerFrame>, String> {
+    let v = parse_json(text).map_err(|_| "malformed JSON".to_owned())?;
     if !batch {
         return frame_from_js(&v).map(|f| vec![f]);
     }
@@ -322,11 +330,11 @@ pub fn decode_message(text: &JsValue) -> (Result<Vec<ServerFrame>, String>, usiz
     let Some(s) = text.as_string() else {
         return (Err("a message that is not text".into()), 0);
     };
-    let frame = match ServerFrame::read_event(&s) {
-        Some(frame) => Ok(frame),
-        None => parse_json(text).map_err(|_| "malformed JSON".to_owned()).and_then(|v| frame_from_js(&v)),
+    let frames = match ServerFrame::read_event(&s) {
+        Some(frame) => Ok(vec![frame]),
+        None => parse_frames(text, false),
     };
-    (frame.map(|f| vec![f]), s.len())
+    (frames, s.len())
 }
 
 /// The browser runs each connection through its callbacks: the loop has
