@@ -91,7 +91,6 @@ pub enum Error {
         /// Their data and event types, in bytes.
         bytes: usize,
     },
-    #[cfg(not(target_arch = "wasm32"))]
     /// A request could not be completed now (the server was unreachable,
     /// answered `5xx`, or answered something unexpected); trying again later
     /// may succeed.
@@ -148,7 +147,6 @@ impl Error {
             Error::FrameTooLarge { .. } => "frame_too_large",
             Error::NoRandomness(_) => "no_randomness",
             Error::InvalidClientId(_) => "invalid_client_id",
-            #[cfg(not(target_arch = "wasm32"))]
             Error::Unavailable(_) => "unavailable",
             #[cfg(not(target_arch = "wasm32"))]
             Error::Store(_) => "cursor_store",

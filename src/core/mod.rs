@@ -512,6 +512,26 @@ pub const MAX_POST_ANSWER: usize = 64 * 1024;
 /// stop the session with [`Error::Unauthorized`].
 pub const AUTH_REFUSALS: u32 = 3;
 
+/// How long a token provider may take; one that takes longer has failed,
+/// which counts as a refusal.
+pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an answer to `GET /presence/{channel}` with status `status` and
+/// body `body` (for the message) means: `Ok` when its body is the list,
+/// else the error for the application. Every driver asks this.
+pub fn presence_answer(status: u16, body: &str) -> Result<(), crate::Error> {
+    match status {
+        200 => Ok(()),
+        401 => Err(crate::Error::Unauthorized),
+        400..=499 if !matches!(status, 408 | 429) => {
+            let mut message = format!("HTTP {status}: ");
+            message.extend(body.chars().take(200));
+            Err(crate::Error::BadRequest(message))
+        }
+        _ => Err(crate::Error::Unavailable(format!("HTTP {status}"))),
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -532,6 +552,28 @@ impl Default for Config {
             refresh_auth: false,
             await_token: false,
             access_token: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::presence_answer;
+    use crate::Error;
+
+    #[test]
+    fn presence_answers_mean_what_every_driver_says() {
+        assert!(presence_answer(200, "{}").is_ok());
+        assert!(matches!(presence_answer(401, ""), Err(Error::Unauthorized)));
+        // A refused request is final; the body says why, cut at 200 characters.
+        let long = "x".repeat(300);
+        match presence_answer(403, &long) {
+            Err(Error::BadRequest(m)) => assert_eq!(m, format!("HTTP 403: {}", &long[..200])),
+            other => panic!("403: {other:?}"),
+        }
+        // Timeouts, throttling and server errors may pass: trying later may succeed.
+        for status in [408, 429, 500, 503, 302] {
+            assert!(matches!(presence_answer(status, "busy"), Err(Error::Unavailable(_))), "{status}");
         }
     }
 }

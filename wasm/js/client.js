@@ -537,7 +537,7 @@ export class Client {
         const mine = ++asks;
         let token, limit;
         try {
-          token = await Promise.race([provider(), new Promise((_, no) => (limit = setTimeout(no, 1e4)))]);
+          token = await Promise.race([provider(), new Promise((_, no) => (limit = setTimeout(no, this.#limits[4])))]);
         } catch {}
         clearTimeout(limit);
         if (mine != asks || closed) return;
@@ -942,20 +942,27 @@ export class Client {
    * id, asked of the server in use with `GET /presence/{channel}`.
    */
   async presence(channel) {
+    await this.#client();
     let res, body;
     try {
       const headers = this.#token ? { authorization: "Bearer " + this.#token } : {};
       res = await fetch(`${this.#endpoint}/presence/${encodeURIComponent(channel)}`, { cache: "no-store", headers });
-      body = res.status == 200 ? await res.json() : await res.text();
+      body = await res.text();
     } catch (e) {
       throw new ResubError("unavailable", String(e));
     }
-    const s = res.status;
-    if (s != 200 || !Array.isArray(body?.members)) {
-      const code = s == 401 ? "unauthorized" : s >= 400 && s < 500 && s != 408 && s != 429 ? "bad_request" : "unavailable";
-      throw new ResubError(code, `HTTP ${s}: ${String(body).slice(0, 200)}`);
+    // What the answer means is the core's to say.
+    try {
+      Core.presenceAnswer(res.status, body);
+    } catch (e) {
+      throw toError(e);
     }
-    return body.members.map((m) => ({ clientId: String(m.client_id), data: String(m.data ?? "") }));
+    let members;
+    try {
+      members = JSON.parse(body).members;
+    } catch {}
+    if (!Array.isArray(members)) throw new ResubError("unavailable", `unexpected presence answer: ${body.slice(0, 200)}`);
+    return members.map((m) => ({ clientId: String(m.client_id), data: String(m.data ?? "") }));
   }
 
   /** Calls `fn(state)` on every connection state change; returns a function that stops it. */

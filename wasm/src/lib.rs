@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use js_sys::Reflect;
 use resub::core::TransportError;
-use resub::core::{Backoff, Config, ConnId, Input, MAX_POST_ANSWER, Output, POLL_BATCH_FACTOR, PostError, Session};
+use resub::core::{
+    Backoff, Config, ConnId, Input, MAX_POST_ANSWER, Output, POLL_BATCH_FACTOR, PostError, Session, TOKEN_TIMEOUT,
+};
 use resub::protocol::{EventId, ServerFrame, parse_retry_after, push_json_string as string};
 use resub::{Client, ConnectionState, DisconnectReason, Error, Instant, Message, PresenceAction, Transport};
 use wasm_bindgen::prelude::*;
@@ -339,10 +341,20 @@ impl Core {
     }
 
     /// `[largest poll answer, most bytes a WebSocket may hold unsent,
-    /// largest publish answer, largest frame]` in bytes.
+    /// largest publish answer, largest frame]` in bytes, and how long a
+    /// token provider may take, in milliseconds.
     pub fn limits(&self) -> Vec<f64> {
         let frame = self.poll_limit / POLL_BATCH_FACTOR;
-        vec![self.poll_limit as f64, self.send_limit as f64, MAX_POST_ANSWER as f64, frame as f64]
+        let token = TOKEN_TIMEOUT.as_millis() as f64;
+        vec![self.poll_limit as f64, self.send_limit as f64, MAX_POST_ANSWER as f64, frame as f64, token]
+    }
+
+    /// Throws `{code, message}` (as JSON) unless an answer to
+    /// `GET /presence/{channel}` with `status` is the list (its `body` is
+    /// for the message).
+    #[wasm_bindgen(js_name = presenceAnswer)]
+    pub fn presence_answer(status: u16, body: &str) -> Result<(), JsValue> {
+        resub::core::presence_answer(status, body).map_err(|e| js_error(&e))
     }
 
     /// The server in use (or to be tried first).

@@ -5,7 +5,6 @@ mod http_client;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::mpsc as fmpsc;
@@ -73,15 +72,12 @@ impl ConnectOptions {
     }
 }
 
-/// How long a token provider may take.
-const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The `Authorization` value for a request made now, from the token
 /// provider (`None` without one: the fixed headers carry any credentials).
 /// A provider that fails or hangs counts as refused credentials.
 async fn bearer(opts: &ConnectOptions) -> Result<Option<String>, TransportError> {
     let Some(provider) = &opts.token else { return Ok(None) };
-    match tokio::time::timeout(TOKEN_TIMEOUT, provider.token()).await {
+    match tokio::time::timeout(crate::core::TOKEN_TIMEOUT, provider.token()).await {
         Ok(Ok(token)) => Ok(Some(format!("Bearer {token}"))),
         Ok(Err(e)) => {
             tracing::warn!(%e, "the token provider failed");
@@ -92,7 +88,7 @@ async fn bearer(opts: &ConnectOptions) -> Result<Option<String>, TransportError>
             Err(TransportError::NoCredentials(format!("the token provider failed: {why}")))
         }
         Err(_) => {
-            tracing::warn!("the token provider did not answer within 10 s");
+            tracing::warn!(timeout = ?crate::core::TOKEN_TIMEOUT, "the token provider did not answer in time");
             Err(TransportError::NoCredentials("the token provider did not answer within 10 s".into()))
         }
     }
@@ -145,14 +141,7 @@ pub(crate) async fn presence(url: &str, opts: &ConnectOptions) -> Result<Vec<cra
         body.extend_from_slice(&chunk);
     }
     let text = String::from_utf8_lossy(&body);
-    match status {
-        200 => {}
-        401 => return Err(Error::Unauthorized),
-        400..=499 if !matches!(status, 408 | 429) => {
-            return Err(Error::BadRequest(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())));
-        }
-        _ => return Err(Error::Unavailable(format!("HTTP {status}"))),
-    }
+    crate::core::presence_answer(status, &text)?;
     #[derive(serde::Deserialize)]
     struct Listed {
         client_id: String,
