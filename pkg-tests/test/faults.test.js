@@ -155,3 +155,58 @@ for (const transport of ["ws", "sse", "poll"]) {
     );
   });
 }
+
+// A browser socket cannot be paused: while the application does not read, the
+// driver holds what arrives, and cuts the connection once too much is held;
+// when the application reads again, the core resumes from its cursor. Every
+// event arrives, once, in order.
+for (const transport of ["ws", "sse", "poll"]) {
+  test(`a paused reader on ${transport}: 5,000 events published while it does not read all arrive, once, in order`, { timeout: 90_000 }, async () => {
+    const channel = uniqueChannel(`paused-${transport}`);
+    const start = await publish(channel, "start");
+    await page.evaluate(
+      async ({ url, transport, channel, start }) => {
+        const client = new window.resub.Client(url, { transports: [transport], upgradeProbeMs: false });
+        const connected = new Promise((resolve) => client.onState((s) => s.state == "connected" && resolve()));
+        window.paused = { client, sub: client.subscribe(channel, { from: start }) };
+        await window.within(15_000, "connected", connected);
+      },
+      { url: FIXTURE_URL, transport, channel, start },
+    );
+    const plan = { seed: 1, events: 5000, faults: 0, channels: [channel], rate: 1_000_000, kinds: [] };
+    const res = await fetch(`${FIXTURE_URL}/control/chaos`, { method: "POST", body: JSON.stringify(plan) });
+    assert.ok(res.ok, `chaos plan: ${res.status}`);
+    const report = await waitUntil(60_000, "the publisher to finish", async () => {
+      const r = await (await fetch(`${FIXTURE_URL}/control/chaos`)).json();
+      return r.done && r;
+    });
+    const end = report.channels[channel];
+    // Only now does the application read.
+    const got = await page.evaluate(
+      async ({ head, published }) => {
+        const { client, sub } = window.paused;
+        const seqs = [];
+        let resets = 0;
+        try {
+          await window.within(60_000, `${published} events`, (async () => {
+            for await (const m of sub) {
+              if (m.type == "reset") resets++;
+              if (m.type != "event") continue;
+              seqs.push(Number(m.id.split("-")[1]));
+              if (m.id == head) break;
+            }
+          })());
+        } finally {
+          await client.close();
+        }
+        return { seqs, resets, connections: client.stats.connections };
+      },
+      end,
+    );
+    assert.equal(got.resets, 0, "no reset: the server still held every event");
+    assert.equal(got.seqs.length, end.published, "every event");
+    const first = Number(start.split("-")[1]) + 1;
+    assert.ok(got.seqs.every((s, i) => s === first + i), "once each, in order");
+    if (transport != "poll") assert.ok(got.connections >= 2, `the held messages cut the connection: ${got.connections} connection(s)`);
+  });
+}

@@ -634,6 +634,8 @@ export class Client {
           if (sub) {
             this.#subs.delete(o[1]);
             sub[END](toError(o[2]));
+            // Nothing more comes for it: its unread messages hold nothing back.
+            this.#drained(sub);
           }
           break;
         }
