@@ -555,11 +555,7 @@ impl Subscription {
     #[cfg(not(target_arch = "wasm32"))]
     fn save_cursor(&self, message: &Result<Message, Error>) -> Result<(), Error> {
         let Some(store) = &self.store else { return Ok(()) };
-        let cursor = match message {
-            Ok(Message::Event(e)) => e.id.as_str(),
-            Ok(Message::Reset { head, .. }) => head.as_str(),
-            _ => return Ok(()),
-        };
+        let Some(cursor) = message.as_ref().ok().and_then(Message::cursor) else { return Ok(()) };
         store.save(&self.channel, cursor).map_err(|e| {
             tracing::error!(channel = %self.channel, %e, "cannot save the cursor; the subscription ends");
             Error::Store(e)

@@ -695,12 +695,7 @@ fn deliver(
         };
         // The cursor is saved before the listener sees the message, so a
         // crash in between resumes after it, not before.
-        let cursor = match &m {
-            Message::Event(e) => Some(e.id.as_str()),
-            Message::Reset { head, .. } => Some(head.as_str()),
-            _ => None,
-        };
-        if let (Some(store), Some(cursor)) = (store, cursor)
+        if let (Some(store), Some(cursor)) = (store, m.cursor())
             && let Err(e) = store.save(channel, cursor)
         {
             // The subscription ends before that event: dropping the queue

@@ -395,6 +395,18 @@ impl Message {
             Message::Presence(p) => &p.channel,
         }
     }
+
+    /// The position this message moves its subscription to (an event's id,
+    /// a reset's head), which a cursor store saves before the application
+    /// sees the message, so that a restart neither repeats nor skips it;
+    /// `None` for a message that does not move it.
+    pub fn cursor(&self) -> Option<&str> {
+        match self {
+            Message::Event(e) => Some(&e.id),
+            Message::Reset { head, .. } => Some(head),
+            Message::Resumed { .. } | Message::Presence(_) => None,
+        }
+    }
 }
 
 /// A member of a channel's presence.
@@ -558,8 +570,20 @@ impl Default for Config {
 
 #[cfg(test)]
 mod tests {
-    use super::presence_answer;
+    use super::{Event, Member, Message, PresenceAction, PresenceEvent, ResetReason, presence_answer};
     use crate::Error;
+
+    #[test]
+    fn events_and_resets_move_the_cursor_notices_and_presence_do_not() {
+        let event = Event { channel: "c".into(), id: "e-7".into(), event: None, data: "d".into() };
+        assert_eq!(Message::Event(event).cursor(), Some("e-7"));
+        let reset = Message::Reset { channel: "c".into(), reason: ResetReason::HistoryTruncated, head: "e-9".into() };
+        assert_eq!(reset.cursor(), Some("e-9"));
+        assert_eq!(Message::Resumed { channel: "c".into(), after: "e-7".into() }.cursor(), None);
+        let member = Member { client_id: "x".into(), data: String::new() };
+        let presence = PresenceEvent { channel: "c".into(), action: PresenceAction::Join, member };
+        assert_eq!(Message::Presence(presence).cursor(), None);
+    }
 
     #[test]
     fn presence_answers_mean_what_every_driver_says() {

@@ -183,6 +183,7 @@ export class Subscription {
   #mode; // "iterate" or "listen", once used
   #closed = false;
   #buf = []; // messages handed over by the core, read from #at
+  #cursors = []; // with a store: the cursor each message moves to, or undefined
   #at = 0;
   #full = false; // holding SUB_LIMIT or more: the client holds back what arrives
   #end = false; // true once ended, or the error it ended with until that is read
@@ -203,10 +204,15 @@ export class Subscription {
     return this.#closed;
   }
 
-  /** A message for this subscription; true once it holds too many unread. */
-  [PUSH](m) {
+  /**
+   * A message for this subscription, and the cursor the core says it moves
+   * the subscription to (saved before the application sees it), if any;
+   * true once it holds too many unread.
+   */
+  [PUSH](m, cursor) {
     if (this.#closed) return false;
     this.#buf.push(m);
+    if (this.#store) this.#cursors.push(cursor);
     this.#wake();
     return (this.#full ||= this.#buf.length - this.#at >= SUB_LIMIT);
   }
@@ -268,14 +274,15 @@ export class Subscription {
   }
 
   #take() {
+    const cursor = this.#cursors[this.#at];
     const value = this.#buf[this.#at++];
     if (this.#at == this.#buf.length) {
       this.#buf = [];
+      this.#cursors = [];
       this.#at = 0;
     }
     // The position is saved before the application sees the message, so
     // that a reload neither repeats nor skips it.
-    const cursor = value.type == "event" ? value.id : value.type == "reset" ? value.head : undefined;
     if (this.#store && cursor !== undefined) {
       try {
         this.#store.save(this.#channel, cursor);
@@ -345,6 +352,7 @@ export class Subscription {
     if (this.#closed) return;
     this.#closed = true;
     this.#buf = [];
+    this.#cursors = [];
     this.#at = 0;
     this.#hooks.closed(this);
     this.#wake();
@@ -626,7 +634,7 @@ export class Client {
         }
         case 4: {
           const sub = this.#subs.get(o[1].channel);
-          if (sub?.[PUSH](o[1])) this.#behind.add(sub);
+          if (sub?.[PUSH](o[1], o[2])) this.#behind.add(sub);
           break;
         }
         case 5: {
@@ -647,9 +655,11 @@ export class Client {
           break;
         }
         case 8: {
+          // An event: it moves the cursor to its id.
           const m = this.#kept[o[1]];
           m.event ??= "message";
-          if (this.#subs.get(m.channel)?.[PUSH](m)) this.#behind.add(this.#subs.get(m.channel));
+          const sub = this.#subs.get(m.channel);
+          if (sub?.[PUSH](m, m.id)) this.#behind.add(sub);
           break;
         }
         case 7: {

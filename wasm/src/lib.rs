@@ -146,11 +146,14 @@ fn state_json(s: &ConnectionState, out: &mut String) {
 /// - `[1, conn, text]` send a WebSocket text frame
 /// - `[2, key, url, data]` POST a publish with `Idempotency-Key: key`
 /// - `[3, conn]` close a connection and report nothing more about it
-/// - `[4, message]` hand a message to its channel's subscription
+/// - `[4, message]` hand a message to its channel's subscription, or
+///   `[4, message, cursor]` for one that moves the subscription's cursor
+///   (see `Message::cursor`), which is saved before the application sees it
 /// - `[5, channel, error]` the channel's subscription ended with an error
 /// - `[6, token, id]` or `[6, token, null, error]` a publish finished
 /// - `[7, state]` the connection state changed
-/// - `[8, seq]` hand the event the driver kept as `seq` to its subscription
+/// - `[8, seq]` hand the event the driver kept as `seq` to its subscription;
+///   an event moves the cursor to its id
 ///
 /// `kept`: the output comes from an event the driver parsed itself and
 /// kept (see [`Core::event`]), delivered as `[8, seq]`.
@@ -189,9 +192,14 @@ fn output_json(o: Output, out: &mut String, kept: Option<f64>) {
         }
         Output::Deliver { message } => {
             out.push_str("4,");
+            let cursor = message.cursor().map(str::to_owned);
             if !message_json(message, out) {
                 out.truncate(at);
                 return;
+            }
+            if let Some(cursor) = cursor {
+                out.push(',');
+                string(out, &cursor);
             }
         }
         Output::SubscriptionEnded { channel, error } => {
