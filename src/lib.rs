@@ -61,7 +61,7 @@ pub use error::Error;
 /// npm package runs [`core::Session`] from JavaScript and decodes with these.
 #[cfg(target_arch = "wasm32")]
 pub mod browser {
-    pub use crate::driver::wasm::{decode, decode_message, parse_frames};
+    pub use crate::driver::wasm::parse_frames;
 }
 #[cfg(not(target_arch = "wasm32"))]
 pub use store::{CursorStore, FileStore, MemoryStore, StoreError};

@@ -528,6 +528,39 @@ pub const AUTH_REFUSALS: u32 = 3;
 /// which counts as a refusal.
 pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What an HTTP answer to a request for a stream or a long poll means: `Ok`
+/// when its body is what was asked for (status 200 and the `expected` media
+/// type), else the failure the session judges: the status with its
+/// `Retry-After`, or a content type that says this server does not speak
+/// the transport. Every driver asks this.
+pub fn http_answer(
+    status: u16,
+    content_type: &str,
+    retry_after: Option<&str>,
+    expected: &str,
+) -> Result<(), TransportError> {
+    if status != 200 {
+        let retry_after = retry_after.and_then(crate::protocol::parse_retry_after);
+        return Err(TransportError::Status { status, retry_after });
+    }
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case(expected) {
+        return Err(TransportError::Unsupported(format!("answered '{content_type}' instead of {expected}")));
+    }
+    Ok(())
+}
+
+/// How a browser's WebSocket that had opened ended: close code 1006 is the
+/// browser's word for a connection lost without a close frame; any other
+/// code is the peer's, with its reason.
+pub fn websocket_closed(code: u16, reason: String) -> TransportError {
+    if code == 1006 {
+        TransportError::Lost("connection closed without a close frame".into())
+    } else {
+        TransportError::Closed { code, reason }
+    }
+}
+
 /// What an answer to `GET /presence/{channel}` with status `status` and
 /// body `body` (for the message) means: `Ok` when its body is the list,
 /// else the error for the application. Every driver asks this.
@@ -570,8 +603,34 @@ impl Default for Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{Event, Member, Message, PresenceAction, PresenceEvent, ResetReason, presence_answer};
+    use std::time::Duration;
+
+    use super::{
+        Event, Member, Message, PresenceAction, PresenceEvent, ResetReason, TransportError, http_answer,
+        presence_answer, websocket_closed,
+    };
     use crate::Error;
+
+    #[test]
+    fn an_http_answer_is_read_only_with_status_200_and_the_type_asked_for() {
+        assert_eq!(http_answer(200, "application/json; charset=utf-8", None, "application/json"), Ok(()));
+        assert_eq!(http_answer(200, "Text/Event-Stream", None, "text/event-stream"), Ok(()));
+        let status = TransportError::Status { status: 503, retry_after: Some(Duration::from_secs(2)) };
+        assert_eq!(http_answer(503, "application/json", Some("2"), "application/json"), Err(status));
+        match http_answer(200, "text/html", None, "application/json") {
+            Err(TransportError::Unsupported(why)) => {
+                assert_eq!(why, "answered 'text/html' instead of application/json")
+            }
+            other => panic!("text/html: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_websocket_closed_with_1006_was_lost_any_other_code_is_the_peers() {
+        assert!(matches!(websocket_closed(1006, String::new()), TransportError::Lost(_)));
+        let closed = TransportError::Closed { code: 4401, reason: "unauthorized".into() };
+        assert_eq!(websocket_closed(4401, "unauthorized".into()), closed);
+    }
 
     #[test]
     fn events_and_resets_move_the_cursor_notices_and_presence_do_not() {

@@ -451,7 +451,7 @@ export class Client {
   #started = false; // the first turn is taken after the code that made the client
   #timer;
   #at = 0; // when #timer fires (performance.now())
-  #limits; // [poll answer, unsent WebSocket bytes, publish answer]
+  #limits; // bytes: [poll answer, unsent on a WebSocket, publish answer, frame]; ms: [token provider]
   #kept = []; // events parsed here and fed to the core, by seq, until the end of the turn
   #hooks = {
     closed: (sub) => {
@@ -783,11 +783,10 @@ export class Client {
     try {
       frames = JSON.parse(text).frames;
     } catch {}
-    // Its size was bounded as it was read.
-    if (!Array.isArray(frames) || !frames.every((f) => f?.type !== "event" || isEvent(f))) return core.answer(id, text, 0);
+    if (!Array.isArray(frames) || !frames.every((f) => f?.type !== "event" || isEvent(f))) return core.answer(id, text);
     for (const f of frames) {
       if (f.type === "event") core.event(id, f.channel, f.id, f.event ?? undefined, this.#kept.push(f) - 1, 0);
-      else core.answer(id, JSON.stringify({ frames: [f] }), 0);
+      else core.answer(id, JSON.stringify({ frames: [f] }));
     }
   }
 

@@ -11,11 +11,11 @@
 use std::time::Duration;
 
 use js_sys::Reflect;
-use resub::core::TransportError;
 use resub::core::{
     Backoff, Config, ConnId, Input, MAX_POST_ANSWER, Output, POLL_BATCH_FACTOR, PostError, Session, TOKEN_TIMEOUT,
+    TransportError, http_answer, websocket_closed,
 };
-use resub::protocol::{EventId, ServerFrame, parse_retry_after, push_json_string as string};
+use resub::protocol::{EventId, ServerFrame, push_json_string as string};
 use resub::{Client, ConnectionState, DisconnectReason, Error, Instant, Message, PresenceAction, Transport};
 use wasm_bindgen::prelude::*;
 
@@ -234,6 +234,9 @@ fn output_json(o: Output, out: &mut String, kept: Option<f64>) {
     out.push(']');
 }
 
+/// The media type of a long poll's answer.
+const POLL_TYPE: &str = "application/json";
+
 /// The session, as the JavaScript driver runs it; see `js/client.js`.
 #[wasm_bindgen]
 pub struct Core {
@@ -451,27 +454,25 @@ impl Core {
         self.drain(Some(seq));
     }
 
-    /// The body of a long-poll answer, the string `text` of `bytes` bytes,
-    /// arrived on `conn`, or one frame of it as `{"frames":[frame]}`.
-    pub fn answer(&mut self, conn: f64, text: &JsValue, bytes: f64) {
+    /// The body of a long-poll answer arrived on `conn` as the string
+    /// `text`, or one frame of it as `{"frames":[frame]}` (its size was
+    /// bounded as it was read).
+    pub fn answer(&mut self, conn: f64, text: &JsValue) {
         let frames = resub::browser::parse_frames(text, true);
-        self.input(Input::Frames { conn: self::conn(conn), frames, bytes: bytes as usize });
+        self.input(Input::Frames { conn: self::conn(conn), frames, bytes: 0 });
     }
 
-    /// Whether an HTTP answer to a long poll is one whose body is read:
-    /// `200` with a JSON content type.
+    /// Whether an HTTP answer to a long poll is one whose body is read
+    /// (see `resub::core::http_answer`).
     pub fn accepts(status: u16, content_type: &str) -> bool {
-        status == 200 && media_type(content_type).eq_ignore_ascii_case("application/json")
+        http_answer(status, content_type, None, POLL_TYPE).is_ok()
     }
 
     /// A long poll was answered in a way [`accepts`](Self::accepts) refused.
     pub fn refused(&mut self, conn: f64, status: u16, content_type: &str, retry_after: Option<String>) {
-        let error = if status != 200 {
-            TransportError::Status { status, retry_after: retry_after.as_deref().and_then(parse_retry_after) }
-        } else {
-            TransportError::Unsupported(format!("answered '{content_type}' instead of application/json"))
-        };
-        self.input(Input::Closed { conn: self::conn(conn), error });
+        if let Err(error) = http_answer(status, content_type, retry_after.as_deref(), POLL_TYPE) {
+            self.input(Input::Closed { conn: self::conn(conn), error });
+        }
     }
 
     /// Connection `conn` failed or ended. `kind`: 0 could not connect
@@ -482,8 +483,7 @@ impl Core {
         let error = match kind {
             0 => TransportError::Connect(text),
             1 => TransportError::OpenFailed(text),
-            3 if code == 1006 => TransportError::Lost("connection closed without a close frame".into()),
-            3 => TransportError::Closed { code, reason: text },
+            3 => websocket_closed(code, text),
             4 => TransportError::TooLarge { limit: self.poll_limit },
             5 => TransportError::Completed,
             _ => TransportError::Lost(text),
@@ -559,9 +559,4 @@ impl Core {
         let s = self.session.stats();
         [s.delivered, s.replayed, s.duplicates, s.resets, s.connections, s.failures].map(|n| n as f64).to_vec()
     }
-}
-
-/// The media type of a `Content-Type` value, without parameters.
-fn media_type(value: &str) -> &str {
-    value.split(';').next().unwrap_or("").trim()
 }

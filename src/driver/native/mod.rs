@@ -221,16 +221,8 @@ async fn open_http(
     }
     headers.extend(auth.iter().map(|a| (header::AUTHORIZATION, a.as_str())));
     let resp = opts.streams().get(url, &headers).await.map_err(http_error)?;
-    let status = resp.head.status;
-    if status != 200 {
-        let retry_after = resp.head.header("retry-after").and_then(parse_retry_after);
-        return Err(TransportError::Status { status, retry_after });
-    }
-    let ctype = resp.head.header("content-type").unwrap_or("");
-    let mime = ctype.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case(accept) {
-        return Err(TransportError::Unsupported(format!("answered {ctype:?} instead of {accept}")));
-    }
+    let (status, ctype) = (resp.head.status, resp.head.header("content-type").unwrap_or(""));
+    crate::core::http_answer(status, ctype, resp.head.header("retry-after"), accept)?;
     Ok(resp)
 }
 

@@ -24,9 +24,7 @@ use web_sys::{
 
 use super::{ConnEvent, EventSender};
 use crate::core::{ConnId, Input, PostError, Transport, TransportError};
-use crate::protocol::{
-    FIELD_NAMES, FrameKind, Outcome, RawServerFrame, ServerFrame, WireResetReason, parse_retry_after,
-};
+use crate::protocol::{FIELD_NAMES, FrameKind, Outcome, RawServerFrame, ServerFrame, WireResetReason};
 use crate::{Error, Instant};
 
 #[wasm_bindgen]
@@ -287,7 +285,7 @@ fn frame_from_js(o: &JsValue) -> Result<ServerFrame, String> {
 /// Decodes a message: for a poll response (`batch`) with the quick reading
 /// first ([`ServerFrame::read_events`]), else with the browser's
 /// `JSON.parse` ([`parse_frames`]).
-pub fn decode(text: &str, batch: bool) -> Result<Vec<ServerFrame>, String> {
+fn decode(text: &str, batch: bool) -> Result<Vec<ServerFrame>, String> {
     if let Some(frames) = batch.then(|| ServerFrame::read_events(text)).flatten() {
         return Ok(frames);
     }
@@ -326,7 +324,7 @@ fn text_event(conn: ConnId, text: &JsValue) -> ConnEvent {
 
 /// Decodes one WebSocket message or SSE event's data, given as the
 /// browser's string: the frame and the message's length in bytes.
-pub fn decode_message(text: &JsValue) -> (Result<Vec<ServerFrame>, String>, usize) {
+fn decode_message(text: &JsValue) -> (Result<Vec<ServerFrame>, String>, usize) {
     let Some(s) = text.as_string() else {
         return (Err("a message that is not text".into()), 0);
     };
@@ -467,12 +465,10 @@ fn websocket(conn: ConnId, url: &str, opts: &ConnectOptions, events: EventSender
     };
     let on_close = callback(move |e: JsValue| {
         let e = e.unchecked_into::<CloseEvent>();
-        let error = if !opened.get() {
-            TransportError::OpenFailed("the WebSocket did not open".into())
-        } else if e.code() == 1006 {
-            TransportError::Lost("connection closed without a close frame".into())
+        let error = if opened.get() {
+            crate::core::websocket_closed(e.code(), e.reason())
         } else {
-            TransportError::Closed { code: e.code(), reason: e.reason() }
+            TransportError::OpenFailed("the WebSocket did not open".into())
         };
         report(&events, ConnEvent::Closed(conn, error));
     });
@@ -565,15 +561,9 @@ async fn run_poll(
     let req = req.map_err(|e| TransportError::Connect(describe(&e)))?;
     let resp: Response =
         JsFuture::from(fetch_request(&req)).await.map_err(|e| TransportError::Connect(describe(&e)))?.unchecked_into();
-    let status = resp.status();
-    if status != 200 {
-        let retry_after = resp.headers().get("retry-after").ok().flatten().and_then(|v| parse_retry_after(&v));
-        return Err(TransportError::Status { status, retry_after });
-    }
-    let ctype = resp.headers().get("content-type").ok().flatten().unwrap_or_default();
-    if !ctype.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
-        return Err(TransportError::Unsupported(format!("answered '{ctype}' instead of application/json")));
-    }
+    let header = |name| resp.headers().get(name).ok().flatten();
+    let ctype = header("content-type").unwrap_or_default();
+    crate::core::http_answer(resp.status(), &ctype, header("retry-after").as_deref(), "application/json")?;
     report(events, ConnEvent::Opened(conn));
     let text = read_bounded(&resp, limit)
         .await
